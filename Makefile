@@ -1,0 +1,39 @@
+# The two commands a new user needs: `make demo` and `make test`. Both create .venv and install into it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test services collector lint stack bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the example app under opentelemetry-instrument (SQLite, metrics on :9464, app on :8000).
+demo: install
+	bash scripts/demo.sh
+
+## Install and start what the tests need (PostgreSQL, Prometheus, the collector), then run every test.
+test: install services collector
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## PostgreSQL and Prometheus from Debian's packages (installed when missing; tests start their own instances).
+services:
+	bash scripts/test-services.sh
+
+## The OpenTelemetry Collector built with ocb from collector-config/builder-config.yaml (cached outside the clone).
+collector:
+	bash scripts/build-collector.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,351 @@
+"""Every ``OTEL_RELIABILITY_*`` environment variable, in one place.
+
+Each variable is declared once below, with its default, the form it accepts and what it means. The
+distro parses them at start-up (``load()``); a bad value stops start-up with one line that names the
+variable, the bad value and the allowed form, so a typo never silently turns a feature off.
+
+``load()`` takes any mapping, so tests pass a dict instead of patching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Generic, TypeVar
+
+_logger = logging.getLogger("otel_reliability")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A variable has a value we cannot use. ``str()`` is the one-line start-up message."""
+
+    def __init__(self, variable: str, value: str, allowed: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"otel-reliability: {variable}={value!r} is invalid: expected {allowed}")
+
+
+@dataclass(frozen=True)
+class Variable(Generic[T]):
+    """One environment variable: its name, default, parser and documentation."""
+
+    name: str
+    default: str
+    parse: Callable[[str], T]
+    allowed: str
+    doc: str
+    secret: bool = False
+
+
+def _number(minimum: float, maximum: float | None = None) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if value != value or value < minimum or (maximum is not None and value > maximum):
+            raise ValueError(raw)
+        return value
+
+    return parse
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < minimum:
+            raise ValueError(raw)
+        return value
+
+    return parse
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_PATH = re.compile(r"^/[A-Za-z0-9_\-./]*[A-Za-z0-9_\-]$")
+
+
+def _path(raw: str) -> str:
+    if not _PATH.match(raw) or "//" in raw:
+        raise ValueError(raw)
+    return raw
+
+
+def _token(raw: str) -> str | None:
+    if raw == "":
+        return None
+    if len(raw) < 8 or any(c.isspace() for c in raw):
+        raise ValueError(raw)
+    return raw
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-:]+$")
+
+
+def _names(raw: str) -> frozenset[str]:
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    if any(not _NAME.match(n) for n in names):
+        raise ValueError(raw)
+    return frozenset(names)
+
+
+HEALTH_PATH = Variable(
+    "OTEL_RELIABILITY_HEALTH_PATH",
+    "/api/health",
+    _path,
+    "a URL path starting with '/', e.g. /api/health",
+    "Base path of the health endpoints.",
+)
+ADMIN_PATH = Variable(
+    "OTEL_RELIABILITY_ADMIN_PATH",
+    "/api/admin/monitoring",
+    _path,
+    "a URL path starting with '/', e.g. /api/admin/monitoring",
+    "Base path of the admin endpoints.",
+)
+HEALTH_TOKEN = Variable(
+    "OTEL_RELIABILITY_HEALTH_TOKEN",
+    "",
+    _token,
+    "a bearer token of at least 8 characters without spaces",
+    "Bearer token for the protected health details (pool). Unset: those answer 401.",
+    secret=True,
+)
+ADMIN_TOKEN = Variable(
+    "OTEL_RELIABILITY_ADMIN_TOKEN",
+    "",
+    _token,
+    "a bearer token of at least 8 characters without spaces",
+    "Bearer token for the admin endpoints. Unset: admin endpoints answer 401.",
+    secret=True,
+)
+ERROR_WINDOW = Variable(
+    "OTEL_RELIABILITY_ERROR_WINDOW",
+    "300",
+    _integer(10),
+    "a whole number of seconds >= 10",
+    "Seconds in the error-rate window.",
+)
+ERROR_RATE_THRESHOLD = Variable(
+    "OTEL_RELIABILITY_ERROR_RATE_THRESHOLD",
+    "1",
+    _number(0, 100),
+    "a percentage between 0 and 100",
+    "Percent of requests failing (5xx or raised) in the window above which health is degraded.",
+)
+ERROR_MIN_REQUESTS = Variable(
+    "OTEL_RELIABILITY_ERROR_MIN_REQUESTS",
+    "20",
+    _integer(1),
+    "a whole number >= 1",
+    "Requests the window must hold before the error rate can degrade health (1 error in 2 requests at 3 a.m. "
+    "pages nobody).",
+)
+ERROR_SPIKE_THRESHOLD = Variable(
+    "OTEL_RELIABILITY_ERROR_SPIKE_THRESHOLD",
+    "10",
+    _integer(1),
+    "a whole number >= 1",
+    "Errors within 60 s that log one ERROR line (again only after the spike has cleared).",
+)
+POOL_WARN_UTILIZATION = Variable(
+    "OTEL_RELIABILITY_POOL_WARN_UTILIZATION",
+    "80",
+    _number(0, 100),
+    "a percentage between 0 and 100",
+    "Percent of a pool's capacity in use above which pool health warns.",
+)
+STUCK_THRESHOLD = Variable(
+    "OTEL_RELIABILITY_STUCK_THRESHOLD",
+    "7200",
+    _number(1),
+    "a number of seconds >= 1",
+    "Seconds after which an in-progress operation counts as stuck.",
+)
+STUCK_CHECK_INTERVAL = Variable(
+    "OTEL_RELIABILITY_STUCK_CHECK_INTERVAL",
+    "60",
+    _number(1),
+    "a number of seconds >= 1",
+    "How often a database-backed stuck detector runs its query (never on the request path).",
+)
+EXPECTED_STATEMENT_TIMEOUT = Variable(
+    "OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT",
+    "300",
+    _number(0),
+    "a number of seconds >= 0",
+    "Seconds the database statement_timeout is expected to be.",
+)
+STATEMENT_TIMEOUT_INTERVAL = Variable(
+    "OTEL_RELIABILITY_STATEMENT_TIMEOUT_INTERVAL",
+    "300",
+    _number(1),
+    "a number of seconds >= 1",
+    "How often the PostgreSQL statement_timeout is read with SHOW (in the background).",
+)
+AUTO_MOUNT = Variable(
+    "OTEL_RELIABILITY_AUTO_MOUNT",
+    "true",
+    _boolean,
+    "true or false",
+    "Mount the health routes on every FastAPI app run under opentelemetry-instrument.",
+)
+CHECK_TIMEOUT = Variable(
+    "OTEL_RELIABILITY_CHECK_TIMEOUT",
+    "2",
+    _number(0.01, 60),
+    "a number of seconds between 0.01 and 60",
+    "Seconds one health check may take; past that it is a failed component.",
+)
+SNAPSHOT_INTERVAL = Variable(
+    "OTEL_RELIABILITY_SNAPSHOT_INTERVAL",
+    "5",
+    _number(0.1, 300),
+    "a number of seconds between 0.1 and 300",
+    "Seconds between the Readings snapshots that windows (error rate) are computed from.",
+)
+CRITICAL_BREAKERS = Variable(
+    "OTEL_RELIABILITY_CRITICAL_BREAKERS",
+    "",
+    _names,
+    "a comma-separated list of breaker names",
+    "Breakers whose OPEN state makes the service unhealthy (and /ready answer 503), not only degraded.",
+)
+BREAKER_HTTP_MAPPING = Variable(
+    "OTEL_RELIABILITY_BREAKER_HTTP_MAPPING",
+    "true",
+    _boolean,
+    "true or false",
+    "Turn an unhandled breaker-open error in a FastAPI app into 503 + Retry-After instead of a 500.",
+)
+MEMORY_WARN_PERCENT = Variable(
+    "OTEL_RELIABILITY_MEMORY_WARN_PERCENT",
+    "90",
+    _number(0, 100),
+    "a percentage between 0 and 100",
+    "Percent of the memory limit (cgroup, else physical) in use above which resource health warns.",
+)
+CPU_WARN_PERCENT = Variable(
+    "OTEL_RELIABILITY_CPU_WARN_PERCENT",
+    "90",
+    _number(0, 100),
+    "a percentage between 0 and 100",
+    "Percent of the CPUs the process may use above which resource health warns.",
+)
+FD_WARN_PERCENT = Variable(
+    "OTEL_RELIABILITY_FD_WARN_PERCENT",
+    "80",
+    _number(0, 100),
+    "a percentage between 0 and 100",
+    "Percent of the open-file soft limit in use above which resource health warns.",
+)
+
+VARIABLES: tuple[Variable[Any], ...] = (
+    HEALTH_PATH, ADMIN_PATH, HEALTH_TOKEN, ADMIN_TOKEN, ERROR_WINDOW, ERROR_RATE_THRESHOLD,
+    ERROR_MIN_REQUESTS, ERROR_SPIKE_THRESHOLD, POOL_WARN_UTILIZATION, STUCK_THRESHOLD, STUCK_CHECK_INTERVAL,
+    EXPECTED_STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_INTERVAL, AUTO_MOUNT, CHECK_TIMEOUT, SNAPSHOT_INTERVAL,
+    CRITICAL_BREAKERS, BREAKER_HTTP_MAPPING, MEMORY_WARN_PERCENT, CPU_WARN_PERCENT, FD_WARN_PERCENT,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed configuration. Field names are the variable names without the prefix, lower-cased."""
+
+    health_path: str
+    admin_path: str
+    health_token: str | None
+    admin_token: str | None
+    error_window: int
+    error_rate_threshold: float
+    error_min_requests: int
+    error_spike_threshold: int
+    pool_warn_utilization: float
+    stuck_threshold: float
+    stuck_check_interval: float
+    expected_statement_timeout: float
+    statement_timeout_interval: float
+    auto_mount: bool
+    check_timeout: float
+    snapshot_interval: float
+    critical_breakers: frozenset[str]
+    breaker_http_mapping: bool
+    memory_warn_percent: float
+    cpu_warn_percent: float
+    fd_warn_percent: float
+
+    def describe(self) -> dict[str, str]:
+        """The effective configuration as strings, secrets masked: safe to log."""
+        out: dict[str, str] = {}
+        for var in VARIABLES:
+            value = getattr(self, _field_name(var))
+            if var.secret:
+                out[var.name] = "<set>" if value else "<unset>"
+            elif isinstance(value, frozenset):
+                out[var.name] = ",".join(sorted(value))
+            else:
+                out[var.name] = str(value)
+        return out
+
+
+def _field_name(var: Variable[Any]) -> str:
+    return var.name.removeprefix("OTEL_RELIABILITY_").lower()
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse every variable from ``environ`` (default ``os.environ``); raise ConfigError on the first bad one."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var in VARIABLES:
+        raw = env.get(var.name)
+        text = var.default if raw is None else raw.strip()
+        try:
+            values[_field_name(var)] = var.parse(text)
+        except (ValueError, TypeError):
+            # A secret is never echoed back, not even when it is the bad value.
+            shown = "<hidden>" if var.secret else text
+            raise ConfigError(var.name, shown, var.allowed) from None
+    unknown = sorted(
+        k for k in env if k.startswith("OTEL_RELIABILITY_") and k not in _KNOWN and not k.startswith(_TOOLING)
+    )
+    if unknown:
+        raise ConfigError(unknown[0], env[unknown[0]], "one of the documented OTEL_RELIABILITY_* variables")
+    return Settings(**values)
+
+
+_KNOWN = frozenset(v.name for v in VARIABLES)
+# Read by the project's scripts (collector build cache, collector config), not by the package.
+_TOOLING = ("OTEL_RELIABILITY_CACHE", "OTEL_RELIABILITY_COLLECTOR_", "OTEL_RELIABILITY_TEST_")
+
+assert {f.name for f in fields(Settings)} == {_field_name(v) for v in VARIABLES}, "config fields out of sync"
+
+_current: Settings | None = None
+
+
+def settings() -> Settings:
+    """The process-wide settings, parsed once (the distro parses them first, at start-up)."""
+    global _current
+    if _current is None:
+        _current = load()
+    return _current
+
+
+def set_settings(value: Settings) -> None:
+    global _current
+    _current = value
+
+
+def log_effective(value: Settings) -> None:
+    """Log the effective configuration once at INFO, secrets masked."""
+    described = " ".join(f"{k}={v}" for k, v in value.describe().items())
+    _logger.info("otel-reliability configuration: %s", described)

@@ -1,0 +1,193 @@
+"""The configurator: upstream's SDK set-up, plus the Readings reader and a Prometheus endpoint that never
+takes the process down.
+
+Differences from ``opentelemetry-sdk``'s own configurator:
+- the in-process Readings reader is on the MeterProvider, so health views read the same meters;
+- every process gets its own ``service.instance.id`` (a UUID) unless the user set one, so workers of a
+  prefork server are told apart (in health JSON and on the collector path);
+- the Prometheus endpoint (``OTEL_METRICS_EXPORTER=prometheus``) is bound here: when the port is taken
+  (a sibling worker of a prefork server has it) this process logs one line and keeps its SDK and its
+  instrumentation instead of aborting the whole configuration as upstream does;
+- in a gunicorn master the SDK is set up in each worker right after the fork, not in the master (which
+  serves no requests): each worker gets its own resource, readers and export threads;
+- prometheus_client's own process/platform/gc collectors are removed from :9464, so the direct path shows
+  the same metric names as the collector path.
+
+Multi-worker metrics: each worker's metrics go to the collector by OTLP (set OTEL_EXPORTER_OTLP_ENDPOINT);
+the direct :9464 endpoint is served by one worker only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKConfigurator
+
+from otel_reliability import config
+from otel_reliability.readings import Readings, _retention, install
+
+_logger = logging.getLogger("otel_reliability")
+
+_INSTANCE_ID = "service.instance.id"
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _exporter_names(signal: str) -> list[str]:
+    raw = os.environ.get(f"OTEL_{signal}_EXPORTER", "")
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    return [] if names == ["none"] else names
+
+
+def _user_instance_id() -> bool:
+    attrs = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    return any(part.split("=", 1)[0].strip() == _INSTANCE_ID for part in attrs.split(","))
+
+
+def is_gunicorn_master() -> bool:
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "gunicorn" and multiprocessing.parent_process() is None
+
+
+def is_uvicorn_supervisor() -> bool:
+    """``uvicorn --workers N`` (N > 1): this process only supervises spawned workers."""
+    argv = sys.argv
+    if not argv or os.path.basename(argv[0]) != "uvicorn" or multiprocessing.parent_process() is not None:
+        return False
+    workers = os.environ.get("WEB_CONCURRENCY", "1")
+    for i, arg in enumerate(argv):
+        if arg == "--workers" and i + 1 < len(argv):
+            workers = argv[i + 1]
+        elif arg.startswith("--workers="):
+            workers = arg.split("=", 1)[1]
+    return workers.isdigit() and int(workers) > 1
+
+
+def configure_sdk(**kwargs: Any) -> Readings:
+    """Build the providers (traces, metrics, logs) from the environment and attach the Readings."""
+    settings = config.settings()
+    metric_names = _exporter_names("METRICS")
+    wants_prometheus = "prometheus" in metric_names
+    others = [n for n in metric_names if n != "prometheus"]
+    resource_attributes = dict(kwargs.pop("resource_attributes", None) or {})
+    if not _user_instance_id():
+        resource_attributes.setdefault(_INSTANCE_ID, str(uuid.uuid4()))
+    # Upstream would bind :9464 itself and abort on EADDRINUSE; we build the metric readers ourselves.
+    with _environ("OTEL_METRICS_EXPORTER", ",".join(others) or "none"):
+        _initialize_components(resource_attributes=resource_attributes, **kwargs)
+    provider = metrics.get_meter_provider()
+    reader = Readings(snapshot_interval=settings.snapshot_interval, retention=_retention(settings.error_window))
+    provider.add_metric_reader(reader)  # type: ignore[attr-defined]
+    install(reader)
+    if wants_prometheus and not is_uvicorn_supervisor():
+        _start_prometheus(provider)
+    return reader
+
+
+def _start_prometheus(provider: Any) -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import REGISTRY, gc_collector, platform_collector, process_collector, start_http_server
+
+    host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
+    port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
+    for default_collector in (
+        process_collector.PROCESS_COLLECTOR,
+        platform_collector.PLATFORM_COLLECTOR,
+        gc_collector.GC_COLLECTOR,
+    ):
+        with contextlib.suppress(KeyError):
+            REGISTRY.unregister(default_collector)
+    reader = PrometheusMetricReader()
+    try:
+        start_http_server(port=port, addr=host)
+    except OSError as exc:
+        with contextlib.suppress(KeyError):
+            REGISTRY.unregister(reader._collector)
+        _logger.warning(
+            "otel-reliability: metrics endpoint %s:%s not started (%s); another process (a sibling worker?) "
+            "serves it. This process keeps its SDK; export its metrics by OTLP to a collector "
+            "(OTEL_EXPORTER_OTLP_ENDPOINT) to see every worker.",
+            host,
+            port,
+            exc.strerror or exc,
+        )
+        return
+    provider.add_metric_reader(reader)
+
+
+class ReliabilityConfigurator(_OTelSDKConfigurator):
+    """Entry point ``opentelemetry_configurator: otel_reliability``."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        if is_gunicorn_master():
+            # The master forks workers; set up the SDK in each of them, after the fork (and only in the
+            # master's direct children: a worker's own forks inherit the worker's SDK).
+            master = os.getpid()
+
+            def in_worker() -> None:
+                if os.getppid() == master:
+                    configure_sdk(**dict(kwargs))
+
+            os.register_at_fork(after_in_child=in_worker)
+            _logger.info("otel-reliability: gunicorn master detected; the SDK is set up in each worker")
+            return
+        configure_sdk(**kwargs)
+
+
+_configured = False
+
+
+def configure(app: Any = None) -> None:
+    """Everything ``opentelemetry-instrument`` gives, in one call, for an app started without it.
+
+    Applies the distro's defaults, builds the providers with the Readings, loads every instrumentor entry
+    point (honouring OTEL_PYTHON_DISABLED_INSTRUMENTATIONS) and, given a FastAPI app that already exists,
+    instruments it and mounts the health routes. Idempotent; under ``opentelemetry-instrument`` only the app
+    part runs. A bad OTEL_RELIABILITY_* value raises ``ConfigError``.
+    """
+    global _configured
+    from otel_reliability import readings
+    from otel_reliability.distro import ReliabilityDistro, environment_defaults, validate_otel_environment
+
+    if not _configured:
+        _configured = True
+        if readings._readings is None and not hasattr(metrics.get_meter_provider(), "add_metric_reader"):
+            settings = config.load()
+            validate_otel_environment(os.environ)
+            config.set_settings(settings)
+            environment_defaults(os.environ, settings)
+            config.log_effective(settings)
+            configure_sdk()
+            from opentelemetry.instrumentation.auto_instrumentation._load import _load_instrumentors
+
+            _load_instrumentors(ReliabilityDistro())
+    if app is not None:
+        _instrument_app(app)
+
+
+def _instrument_app(app: Any) -> None:
+    from otel_reliability.health.fastapi import mount
+
+    if not getattr(app, "_is_instrumented_by_opentelemetry", False):
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
+    mount(app)

@@ -1,0 +1,13 @@
+"""Health views computed from the Readings, and the routes that serve them (``health.fastapi``)."""
+
+from otel_reliability.health.model import (
+    REGISTRY,
+    AdminAction,
+    CheckContext,
+    HealthRegistry,
+    HealthView,
+    Status,
+    ViewResult,
+)
+
+__all__ = ["REGISTRY", "AdminAction", "CheckContext", "HealthRegistry", "HealthView", "Status", "ViewResult"]

@@ -1,0 +1,186 @@
+"""The health and admin routes on a FastAPI (Starlette) app.
+
+Routes, under OTEL_RELIABILITY_HEALTH_PATH (default /api/health):
+- ``GET {path}``: every view aggregated (unhealthy > degraded > healthy; 503 when unhealthy);
+  ``Accept: application/health+json`` gives the draft-inadarei-api-health-check format.
+- ``GET {path}/live``: the process answers; no check runs.
+- ``GET {path}/ready``: 503 while a readiness view is unhealthy.
+- ``GET {path}/<view>``: one view's details (protected views need the health token).
+and under OTEL_RELIABILITY_ADMIN_PATH the admin actions, behind the admin token only.
+
+Tokens are compared in constant time; with no token configured a protected route answers 401 and says which
+variable to set. The admin routes never accept the health token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from otel_reliability import config
+from otel_reliability.health.model import REGISTRY, AdminAction, CheckContext, HealthView, Status, ViewResult, run_views
+from otel_reliability.readings import readings
+
+_logger = logging.getLogger(__name__)
+
+HEALTH_JSON = "application/health+json"
+_MOUNTED_FLAG = "_otel_reliability_mounted"
+
+
+def _context() -> CheckContext:
+    return CheckContext(readings=readings(), settings=config.settings())
+
+
+def _authorized(request: Request, token: str | None) -> bool:
+    if token is None:
+        return False
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return False
+    return hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def _unauthorized(variable: str, configured: bool) -> JSONResponse:
+    if configured:
+        message = "missing or wrong bearer token"
+    else:
+        message = f"this endpoint is closed: set {variable} and send 'Authorization: Bearer <token>'"
+    return JSONResponse(
+        {"error": {"code": "unauthorized", "message": message}},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _service(ctx: CheckContext) -> dict[str, Any]:
+    try:
+        return ctx.readings.snapshot().service
+    except Exception:
+        return {"name": "unknown_service", "instance_id": None}
+
+
+def _health_json(status: Status, results: dict[str, ViewResult], views: list[HealthView], service: dict[str, Any]):
+    now = datetime.now(timezone.utc).isoformat()
+    checks: dict[str, list[dict[str, Any]]] = {}
+    for view in views:
+        result = results[view.name]
+        entry: dict[str, Any] = {
+            "componentId": view.name,
+            "componentType": view.component_type,
+            "status": result.status.health_json,
+            "time": now,
+        }
+        if result.observed is not None:
+            entry["observedValue"], entry["observedUnit"] = result.observed
+        if result.output:
+            entry["output"] = result.output
+        checks[f"{view.name}:status"] = [entry]
+    return {
+        "status": status.health_json,
+        "serviceId": service.get("instance_id"),
+        "description": service.get("name"),
+        "checks": checks,
+    }
+
+
+def build_routes(settings: config.Settings) -> list[Route]:
+    """The Starlette routes for the configured paths and the registered views and actions."""
+    base = settings.health_path
+
+    async def aggregate(request: Request) -> Response:
+        ctx = _context()
+        views = REGISTRY.views()
+        results = await run_views(views, ctx)
+        status = Status.worst([r.status for r in results.values()])
+        code = 503 if status is Status.UNHEALTHY else 200
+        service = _service(ctx)
+        if HEALTH_JSON in request.headers.get("accept", ""):
+            return JSONResponse(_health_json(status, results, views, service), code, media_type=HEALTH_JSON)
+        show_protected = _authorized(request, settings.health_token)
+        checks: dict[str, Any] = {}
+        for view in views:
+            result = results[view.name]
+            detail = dict(result.summary) if (show_protected or not view.protected) else {}
+            checks[view.name] = {"status": result.status.value, **detail}
+        return JSONResponse({"status": status.value, "service": service, "checks": checks}, code)
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"status": Status.HEALTHY.value, "service": _service(_context())})
+
+    async def ready(request: Request) -> Response:
+        ctx = _context()
+        views = [v for v in REGISTRY.views() if v.readiness]
+        results = await run_views(views, ctx)
+        failing = sorted(n for n, r in results.items() if r.status is Status.UNHEALTHY)
+        status = Status.UNHEALTHY if failing else Status.HEALTHY
+        body = {"status": status.value, "service": _service(ctx), "failing": failing}
+        return JSONResponse(body, 503 if failing else 200)
+
+    async def detail(request: Request) -> Response:
+        view = REGISTRY.view(request.path_params["view"])
+        if view is None:
+            return JSONResponse({"error": {"code": "not_found", "message": "no such health view"}}, 404)
+        if view.protected and not _authorized(request, settings.health_token):
+            return _unauthorized(config.HEALTH_TOKEN.name, settings.health_token is not None)
+        ctx = _context()
+        result = (await run_views([view], ctx))[view.name]
+        body = {"status": result.status.value, **result.body, "service": _service(ctx)}
+        return JSONResponse(body, 200)
+
+    routes = [
+        Route(base, aggregate, methods=["GET"], name="otel_reliability_health"),
+        Route(f"{base}/live", live, methods=["GET"], name="otel_reliability_live"),
+        Route(f"{base}/ready", ready, methods=["GET"], name="otel_reliability_ready"),
+        Route(base + "/{view}", detail, methods=["GET"], name="otel_reliability_view"),
+    ]
+    for action in REGISTRY.actions():
+        routes.append(
+            Route(
+                f"{settings.admin_path}/{action.path}",
+                _admin_endpoint(action, settings),
+                methods=[action.method.upper()],
+                name=f"otel_reliability_admin_{action.method.lower()}_{action.path}",
+            )
+        )
+    return routes
+
+
+def _admin_endpoint(action: AdminAction, settings: config.Settings) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        if not _authorized(request, settings.admin_token):
+            return _unauthorized(config.ADMIN_TOKEN.name, settings.admin_token is not None)
+        ctx = _context()
+        try:
+            body = await anyio.to_thread.run_sync(action.handle, ctx, dict(request.query_params))
+        except ValueError as exc:  # bad query parameters
+            return JSONResponse({"error": {"code": "bad_request", "message": str(exc)}}, 400)
+        except Exception as exc:  # a failing action is reported, never a 500 with a traceback
+            _logger.warning("otel-reliability: admin action %s failed", action.path, exc_info=True)
+            message = f"action failed: {type(exc).__name__}"
+            return JSONResponse({"error": {"code": "action_failed", "message": message}}, 503)
+        return JSONResponse({**body, "service": _service(ctx)})
+
+    return endpoint
+
+
+def mount(app: Any, settings: config.Settings | None = None) -> bool:
+    """Add the health and admin routes to a FastAPI/Starlette app once. Returns False if already mounted."""
+    if getattr(app, _MOUNTED_FLAG, False):
+        return False
+    from otel_reliability.health import builtin
+
+    builtin.register_all()
+    settings = settings or config.settings()
+    setattr(app, _MOUNTED_FLAG, True)
+    # Inserted first so that an app's catch-all route cannot shadow them.
+    app.router.routes[0:0] = build_routes(settings)
+    return True

@@ -1,0 +1,1 @@
+"""One module per health view; each exposes ``register(registry)``. Listed in ``otel_reliability.health.builtin``."""

@@ -1,0 +1,1 @@
+"""The custom instrumentors, one module (or package) each, registered as ``reliability_*`` entry points."""

@@ -1,0 +1,366 @@
+"""The in-process reader: what the health endpoints and the CLI see is what the exporters see.
+
+``Readings`` is an OpenTelemetry ``MetricReader`` on the same ``MeterProvider`` as the Prometheus and OTLP
+readers. Health views never reach into an instrumentor's private state: they ask the Readings for a
+``Snapshot`` (one collection, cached for a short moment so a burst of health calls collects once) or for a
+``Window`` (the change of cumulative counts over the last N seconds).
+
+Windows come from periodic snapshots of the cumulative sums and histogram counts: the count of errors in
+the last 300 s is ``count(now) - count(at the newest snapshot taken at least 300 s ago)``. That is exact at
+any request rate and costs memory proportional to (window / snapshot interval) x number of series, never
+proportional to traffic. (The seed's deque of the last 1000 events is wrong as soon as more than 1000
+events fall in the window.) The window's start is known to within one snapshot interval; ``Window``
+reports the seconds it really covers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    HistogramDataPoint,
+    MetricReader,
+    MetricsData,
+    NumberDataPoint,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import (
+    Histogram as HistogramData,
+)
+
+_logger = logging.getLogger(__name__)
+
+Attributes = Mapping[str, Any]
+_SeriesKey = tuple[str, frozenset[tuple[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One series of one metric: its attributes and its value.
+
+    For sums and gauges ``value`` is the value; for histograms it is the count and ``total`` the sum.
+    """
+
+    attributes: Attributes
+    value: float
+    total: float | None = None
+
+    def matches(self, where: Attributes | None) -> bool:
+        return where is None or all(self.attributes.get(k) == v for k, v in where.items())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every metric of one collection, by name."""
+
+    taken_at: float
+    resource: Attributes
+    metrics: Mapping[str, tuple[Point, ...]]
+    monotonic: frozenset[str] = frozenset()  # names of cumulative sums and histograms (windowable)
+
+    def points(self, name: str, where: Attributes | None = None) -> tuple[Point, ...]:
+        return tuple(p for p in self.metrics.get(name, ()) if p.matches(where))
+
+    def value(self, name: str, where: Attributes | None = None, default: float | None = None) -> float | None:
+        """The value of the first series matching ``where``, or ``default``."""
+        for point in self.points(name, where):
+            return point.value
+        return default
+
+    def total(self, name: str, where: Attributes | None = None) -> float:
+        """The sum of the values of every series matching ``where`` (0 when none)."""
+        return sum(p.value for p in self.points(name, where))
+
+    def group(self, name: str, by: str, where: Attributes | None = None) -> dict[Any, list[Point]]:
+        """The matching series of ``name`` grouped by the value of attribute ``by``."""
+        groups: dict[Any, list[Point]] = {}
+        for point in self.points(name, where):
+            groups.setdefault(point.attributes.get(by), []).append(point)
+        return groups
+
+    @property
+    def service(self) -> dict[str, Any]:
+        return {
+            "name": self.resource.get("service.name", "unknown_service"),
+            "instance_id": self.resource.get("service.instance.id"),
+        }
+
+
+@dataclass(frozen=True)
+class Window(Snapshot):
+    """The change of every cumulative series over the last ``seconds`` (``covered`` is what was really seen)."""
+
+    seconds: float = 0.0
+    covered: float = 0.0
+
+
+@dataclass
+class _History:
+    """Cumulative values of monotonic series at past instants, oldest first."""
+
+    retention: float
+    entries: deque[tuple[float, dict[_SeriesKey, tuple[float, float | None]]]] = field(default_factory=deque)
+
+    def add(self, at: float, values: dict[_SeriesKey, tuple[float, float | None]]) -> None:
+        self.entries.append((at, values))
+        # Keep the newest entry that is older than the retention horizon: it is the base of the widest window.
+        while len(self.entries) >= 2 and self.entries[1][0] <= at - self.retention:
+            self.entries.popleft()
+
+    def base(self, start: float) -> tuple[float, dict[_SeriesKey, tuple[float, float | None]]] | None:
+        """The newest entry taken at or before ``start``."""
+        found = None
+        for entry in self.entries:
+            if entry[0] <= start:
+                found = entry
+            else:
+                break
+        return found
+
+
+_CUMULATIVE = {
+    Counter: AggregationTemporality.CUMULATIVE,
+    UpDownCounter: AggregationTemporality.CUMULATIVE,
+    Histogram: AggregationTemporality.CUMULATIVE,
+    ObservableCounter: AggregationTemporality.CUMULATIVE,
+    ObservableUpDownCounter: AggregationTemporality.CUMULATIVE,
+    ObservableGauge: AggregationTemporality.CUMULATIVE,
+}
+
+
+class Readings(MetricReader):
+    """A MetricReader that keeps the latest collection and a short history of cumulative values."""
+
+    def __init__(
+        self,
+        *,
+        snapshot_interval: float = 5.0,
+        retention: float = 360.0,
+        cache_seconds: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
+    ) -> None:
+        super().__init__(preferred_temporality=_CUMULATIVE)
+        self._clock = clock
+        self._cache_seconds = cache_seconds
+        self._snapshot_interval = snapshot_interval
+        self._lock = threading.RLock()
+        self._latest: Snapshot | None = None
+        self._received: Snapshot | None = None
+        self._history = _History(retention=retention)
+        self._started_at = clock()
+        self._attached = False
+        self._background = background
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[Readings], None]] = []
+
+    # --- MetricReader ---------------------------------------------------------------------------------
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        self._received = _to_snapshot(metrics_data, self._clock())
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._stop.set()
+
+    # --- snapshots --------------------------------------------------------------------------------------
+    def snapshot(self, max_age: float | None = None) -> Snapshot:
+        """The current metrics: one collection, reused for ``max_age`` seconds (default: the cache time)."""
+        max_age = self._cache_seconds if max_age is None else max_age
+        with self._lock:
+            now = self._clock()
+            if self._latest is not None and now - self._latest.taken_at <= max_age:
+                return self._latest
+            self._received = None
+            self.collect()
+            snap = self._received or Snapshot(now, MappingProxyType({}), MappingProxyType({}))
+            self._latest = snap
+            self._ensure_sampler()
+            return snap
+
+    def tick(self) -> Snapshot:
+        """Collect now and record the cumulative values in the history (the sampler thread calls this)."""
+        with self._lock:
+            snap = self.snapshot(max_age=0.0)
+            self._history.add(snap.taken_at, _cumulative_values(snap))
+        for listener in list(self._listeners):
+            try:
+                listener(self)
+            except Exception:
+                _logger.exception("otel-reliability: a Readings listener failed")
+        return snap
+
+    def window(self, seconds: float) -> Window:
+        """The change of every cumulative series (sums, histogram counts) over the last ``seconds``."""
+        with self._lock:
+            now = self.snapshot()
+            base = self._history.base(now.taken_at - seconds)
+            if base is None and self._history.entries:
+                base = self._history.entries[0]  # history is younger than the window: cover what we have
+            base_at, base_values = base if base is not None else (self._started_at, {})
+            metrics: dict[str, tuple[Point, ...]] = {}
+            for name in now.monotonic:
+                deltas = []
+                for p in now.metrics.get(name, ()):
+                    old_value, old_total = base_values.get((name, _attrs_key(p.attributes)), (0.0, 0.0))
+                    total = None if p.total is None else p.total - (old_total or 0.0)
+                    deltas.append(Point(p.attributes, p.value - old_value, total))
+                metrics[name] = tuple(deltas)
+            return Window(
+                now.taken_at,
+                now.resource,
+                MappingProxyType(metrics),
+                now.monotonic,
+                seconds=seconds,
+                covered=max(0.0, min(seconds, now.taken_at - base_at)),
+            )
+
+    def add_listener(self, listener: Callable[[Readings], None]) -> None:
+        """Call ``listener(readings)`` after each periodic snapshot (e.g. spike detection), off the request path."""
+        self._listeners.append(listener)
+
+    # --- the sampler thread ---------------------------------------------------------------------------
+    def _ensure_sampler(self) -> None:
+        if not self._background or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="otel-reliability-readings", daemon=True)
+        self._thread.start()
+
+    def start(self) -> None:
+        """Start the periodic snapshots (idempotent; restarted in a forked child)."""
+        with self._lock:
+            self._ensure_sampler()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._snapshot_interval):
+            try:
+                self.tick()
+            except Exception:
+                _logger.debug("otel-reliability: periodic snapshot failed", exc_info=True)
+
+    def _after_fork(self) -> None:
+        # The child inherits the parent's cumulative counts and history (still valid baselines) but not the
+        # sampler thread, nor a lock another thread may have held at fork time.
+        self._lock = threading.RLock()
+        self._thread = None
+        self._latest = None
+
+
+def _attrs_key(attributes: Attributes) -> frozenset[tuple[str, Any]]:
+    return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
+
+
+def _to_snapshot(data: MetricsData, taken_at: float) -> Snapshot:
+    metrics: dict[str, list[Point]] = {}
+    resource: Attributes = {}
+    monotonic: set[str] = set()
+    for rm in data.resource_metrics:
+        resource = dict(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points = metrics.setdefault(metric.name, [])
+                payload = metric.data
+                if isinstance(payload, HistogramData):
+                    monotonic.add(metric.name)
+                    for hp in payload.data_points:
+                        assert isinstance(hp, HistogramDataPoint)
+                        points.append(Point(MappingProxyType(dict(hp.attributes or {})), float(hp.count), hp.sum))
+                elif isinstance(payload, Sum | Gauge):
+                    if isinstance(payload, Sum) and payload.is_monotonic:
+                        monotonic.add(metric.name)
+                    for np in payload.data_points:
+                        assert isinstance(np, NumberDataPoint)
+                        points.append(Point(MappingProxyType(dict(np.attributes or {})), float(np.value)))
+    frozen = {name: tuple(points) for name, points in metrics.items()}
+    return Snapshot(taken_at, MappingProxyType(resource), MappingProxyType(frozen), frozenset(monotonic))
+
+
+def _cumulative_values(snap: Snapshot) -> dict[_SeriesKey, tuple[float, float | None]]:
+    return {
+        (name, _attrs_key(p.attributes)): (p.value, p.total)
+        for name in snap.monotonic
+        for p in snap.metrics.get(name, ())
+    }
+
+
+# --- the process-wide Readings ------------------------------------------------------------------------------
+_readings: Readings | None = None
+_readings_lock = threading.Lock()
+_all: weakref.WeakSet[Readings] = weakref.WeakSet()
+
+
+def readings() -> Readings:
+    """The Readings of this process, attached to the global MeterProvider on first use if no configurator did."""
+    global _readings
+    with _readings_lock:
+        if _readings is None:
+            _readings = _attach_late()
+        return _readings
+
+
+def install(reader: Readings) -> None:
+    """Make ``reader`` the process-wide Readings (the configurator calls this with the reader it registered)."""
+    global _readings
+    with _readings_lock:
+        _readings = reader
+        _all.add(reader)
+    reader.start()
+
+
+def _attach_late() -> Readings:
+    """Another configurator built the MeterProvider: add our reader to it (observable values are all there;
+    synchronous measurements made before this moment are not)."""
+    from opentelemetry import metrics
+
+    from otel_reliability.config import settings
+
+    current = settings()
+    reader = Readings(snapshot_interval=current.snapshot_interval, retention=_retention(current.error_window))
+    provider = metrics.get_meter_provider()
+    add = getattr(provider, "add_metric_reader", None)
+    if add is None:
+        _logger.warning(
+            "otel-reliability: no SDK MeterProvider is configured; health views will show no metrics. "
+            "Run under opentelemetry-instrument or call otel_reliability.configure()."
+        )
+    else:
+        add(reader)
+    _all.add(reader)
+    reader.start()
+    return reader
+
+
+def _retention(error_window: float) -> float:
+    return max(error_window, 60.0) + 60.0
+
+
+def iter_readings() -> Iterator[Readings]:
+    yield from list(_all)
+
+
+def _reset_after_fork() -> None:
+    for reader in list(_all):
+        reader._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

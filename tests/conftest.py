@@ -1,0 +1,35 @@
+"""Shared fixtures. Real processes are started here; see tests/support.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, AppProcess, Postgres, start_app, start_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A private PostgreSQL cluster on a free loopback port, for the whole session."""
+    pg = start_postgres()
+    try:
+        yield pg
+    finally:
+        pg.stop("immediate")
+
+
+@pytest.fixture
+def app_factory(tmp_path: Path) -> Iterator[object]:
+    """``app_factory(target, app_dir=..., env=..., server=..., workers=...)`` starts an app; all are stopped after."""
+    started: list[AppProcess] = []
+
+    def make(target: str, *, app_dir: Path = ROOT / "examples", **kw: object) -> AppProcess:
+        app = start_app(target, app_dir=app_dir, log_dir=tmp_path, **kw)  # type: ignore[arg-type]
+        started.append(app)
+        return app
+
+    yield make
+    for app in started:
+        app.stop()

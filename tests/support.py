@@ -1,0 +1,314 @@
+"""Helpers for tests that run real processes: apps under opentelemetry-instrument, PostgreSQL, Prometheus.
+
+Everything listens on 127.0.0.1 only. Where ``CI=true`` a missing tool or service fails the test
+(``require``); elsewhere it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, what: str) -> None:
+    """A missing tool or service: a failure where CI=true, a skip elsewhere."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required for this test and missing in CI: {what}")
+    pytest.skip(f"missing: {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(
+    method: str, url: str, *, headers: Mapping[str, str] | None = None, body: bytes | None = None, timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def get_json(url: str, **kw: Any) -> tuple[int, Any]:
+    status, _, body = http("GET", url, **kw)
+    return status, json.loads(body)
+
+
+def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # keep polling until the deadline
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Parse a Prometheus text exposition into {name: [(labels, value)]}."""
+    _, _, body = http("GET", f"http://{host}:{port}/metrics")
+    return parse_exposition(body.decode())
+
+
+def parse_exposition(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if "{" in line:
+            name, rest = line.split("{", 1)
+            labels_text, value_text = rest.rsplit("}", 1)
+            labels = _parse_labels(labels_text)
+        else:
+            name, value_text = line.split(" ", 1)
+            labels = {}
+        out.setdefault(name, []).append((labels, float(value_text.strip().split(" ")[0])))
+    return out
+
+
+def _parse_labels(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    i = 0
+    while i < len(text):
+        eq = text.index("=", i)
+        key = text[i:eq].strip().lstrip(",").strip()
+        j = eq + 2
+        value = []
+        while text[j] != '"':
+            if text[j] == "\\":
+                j += 1
+                value.append({"n": "\n"}.get(text[j], text[j]))
+            else:
+                value.append(text[j])
+            j += 1
+        labels[key] = "".join(value)
+        i = j + 1
+        while i < len(text) and text[i] in ", ":
+            i += 1
+    return labels
+
+
+def series_value(metrics: Mapping[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float | None:
+    for lab, value in metrics.get(name, []):
+        if all(lab.get(k) == v for k, v in labels.items()):
+            return value
+    return None
+
+
+@dataclass
+class AppProcess:
+    """An app started under opentelemetry-instrument; ``url`` is its base URL."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    metrics_port: int
+    log_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        return int(self.proc.returncode or 0)
+
+
+def start_app(
+    target: str,
+    *,
+    app_dir: Path,
+    env: Mapping[str, str] | None = None,
+    server: str = "uvicorn",
+    workers: int = 1,
+    instrument: bool = True,
+    wait_path: str = "/api/health/live",
+    timeout: float = 30,
+    log_dir: Path | None = None,
+) -> AppProcess:
+    """Start ``target`` (``module:app``) on a free port, wait until ``wait_path`` answers, return it."""
+    port, metrics_port = free_port(), free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "UVICORN_", "WEB_CONCURRENCY"))}
+    full_env.update(
+        {
+            "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
+            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    full_env.update(env or {})
+    if server == "uvicorn":
+        cmd = [str(BIN / "uvicorn"), target, "--host", "127.0.0.1", "--port", str(port)]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+    elif server == "gunicorn":
+        cmd = [str(BIN / "gunicorn"), target, "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers)]
+        cmd += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
+    else:
+        raise ValueError(server)
+    if instrument:
+        cmd = [str(BIN / "opentelemetry-instrument"), *cmd]
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="otel-rel-app-"))
+    log_path = log_dir / f"app-{port}.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the process for its lifetime
+    proc = subprocess.Popen(
+        cmd, cwd=app_dir, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    app = AppProcess(proc, port, metrics_port, log_path)
+    try:
+        wait_until(
+            lambda: proc.poll() is None and http("GET", app.url + wait_path, timeout=2)[0] < 500,
+            timeout=timeout,
+            what=f"{target} to answer {wait_path}",
+        )
+    except AssertionError:
+        app.stop()
+        raise AssertionError(f"app did not start; log:\n{app.log()}") from None
+    return app
+
+
+# --- PostgreSQL: a private cluster owned by the postgres user, on a free loopback port ---------------------------
+PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+@dataclass
+class Postgres:
+    datadir: Path
+    port: int
+    bindir: Path
+    password: str = "s3cret-pw-never-shown"
+    user: str = "reliability"
+    database: str = "reliability"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql+psycopg://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+    def url(self, driver: str = "psycopg") -> str:
+        return f"postgresql+{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+    def _as_postgres(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [*args]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
+
+    def start(self) -> None:
+        self._as_postgres(
+            str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-t", "60", "-l",
+            str(self.datadir / "server.log"), "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1",
+            "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
+
+    def psql(self, sql: str) -> str:
+        out = self._as_postgres(
+            str(self.bindir / "psql"), "-h", str(self.datadir), "-p", str(self.port), "-d", "postgres",
+            "-v", "ON_ERROR_STOP=1", "-Atc", sql,
+        )  # fmt: skip
+        return out.stdout.strip()
+
+
+def start_postgres() -> Postgres:
+    require(bool(PG_BIN_CANDIDATES), "PostgreSQL server (apt-get install postgresql)")
+    bindir = PG_BIN_CANDIDATES[0]
+    base = Path(tempfile.mkdtemp(prefix="otel-rel-pg-"))
+    datadir = base / "data"
+    datadir.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(datadir, "postgres")
+    pg = Postgres(datadir=datadir, port=free_port(), bindir=bindir)
+    pg._as_postgres(str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres", "--no-sync")
+    with open(datadir / "pg_hba.conf", "w") as hba:
+        hba.write(
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
+    pg.start()
+    pg.psql(f"CREATE ROLE {pg.user} LOGIN PASSWORD '{pg.password}'")
+    pg.psql(f"CREATE DATABASE {pg.database} OWNER {pg.user}")
+    pg.psql(f"ALTER DATABASE {pg.database} SET statement_timeout = '300s'")
+    return pg
+
+
+def prometheus_binary() -> str | None:
+    return shutil.which("prometheus")
+
+
+def promtool_binary() -> str | None:
+    return shutil.which("promtool")
+
+
+def collector_binary() -> Path:
+    return ROOT / "build" / "otelcol-reliability"
+
+
+def ensure_collector() -> Path:
+    """Build (or reuse the cached) collector; fail in CI if it cannot be built."""
+    binary = collector_binary()
+    if not binary.exists():
+        require(shutil.which("go") is not None, "Go toolchain to build the collector")
+        subprocess.run(["bash", str(ROOT / "scripts" / "build-collector.sh")], check=True, timeout=1800)
+    require(binary.exists(), "build/otelcol-reliability")
+    return binary
+
+
+@contextlib.contextmanager
+def background(
+    cmd: list[str], *, log_path: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                start_new_session=True)  # fmt: skip
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
