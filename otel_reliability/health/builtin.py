@@ -8,7 +8,14 @@ import threading
 from otel_reliability.health.model import REGISTRY, HealthRegistry
 
 # Each module has ``register(registry: HealthRegistry) -> None``; order is the order in /api/health.
-VIEW_MODULES: tuple[str, ...] = ()
+VIEW_MODULES: tuple[str, ...] = (
+    "otel_reliability.health.views.breakers",
+    "otel_reliability.health.views.error_rate",
+    "otel_reliability.health.views.pool",
+    "otel_reliability.health.views.db_timeout",
+    "otel_reliability.health.views.resources",
+    "otel_reliability.health.views.operations",
+)
 
 _done = False
 _lock = threading.Lock()
