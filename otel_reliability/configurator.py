@@ -95,8 +95,7 @@ def configure_sdk(**kwargs: Any) -> Readings:
         _initialize_components(resource_attributes=resource_attributes, **kwargs)
     provider = metrics.get_meter_provider()
     reader = Readings(snapshot_interval=settings.snapshot_interval, retention=_retention(settings.error_window))
-    provider.add_metric_reader(reader)  # type: ignore[attr-defined]
-    install(reader)
+    install(reader.bind(provider))
     if wants_prometheus and not is_uvicorn_supervisor():
         _start_prometheus(provider)
     return reader

@@ -173,10 +173,20 @@ class Readings(MetricReader):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[Readings], None]] = []
+        self._resource: Attributes = MappingProxyType({})
+
+    def bind(self, provider: Any) -> Readings:
+        """Register on ``provider`` and remember its resource (service name and instance id for every view)."""
+        if self._collect is None:  # type: ignore[has-type]
+            provider.add_metric_reader(self)
+        sdk_config = getattr(provider, "_sdk_config", None)
+        if sdk_config is not None:
+            self._resource = MappingProxyType(dict(sdk_config.resource.attributes))
+        return self
 
     # --- MetricReader ---------------------------------------------------------------------------------
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
-        self._received = _to_snapshot(metrics_data, self._clock())
+        self._received = _to_snapshot(metrics_data, self._clock(), self._resource)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._stop.set()
@@ -191,7 +201,7 @@ class Readings(MetricReader):
                 return self._latest
             self._received = None
             self.collect()
-            snap = self._received or Snapshot(now, MappingProxyType({}), MappingProxyType({}))
+            snap = self._received or Snapshot(now, self._resource, MappingProxyType({}))
             self._latest = snap
             self._ensure_sampler()
             return snap
@@ -269,12 +279,11 @@ def _attrs_key(attributes: Attributes) -> frozenset[tuple[str, Any]]:
     return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
 
 
-def _to_snapshot(data: MetricsData, taken_at: float) -> Snapshot:
+def _to_snapshot(data: MetricsData, taken_at: float, resource: Attributes) -> Snapshot:
     metrics: dict[str, list[Point]] = {}
-    resource: Attributes = {}
     monotonic: set[str] = set()
     for rm in data.resource_metrics:
-        resource = dict(rm.resource.attributes)
+        resource = MappingProxyType(dict(rm.resource.attributes))
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
                 points = metrics.setdefault(metric.name, [])
@@ -291,7 +300,7 @@ def _to_snapshot(data: MetricsData, taken_at: float) -> Snapshot:
                         assert isinstance(np, NumberDataPoint)
                         points.append(Point(MappingProxyType(dict(np.attributes or {})), float(np.value)))
     frozen = {name: tuple(points) for name, points in metrics.items()}
-    return Snapshot(taken_at, MappingProxyType(resource), MappingProxyType(frozen), frozenset(monotonic))
+    return Snapshot(taken_at, resource, MappingProxyType(frozen), frozenset(monotonic))
 
 
 def _cumulative_values(snap: Snapshot) -> dict[_SeriesKey, tuple[float, float | None]]:
@@ -336,14 +345,13 @@ def _attach_late() -> Readings:
     current = settings()
     reader = Readings(snapshot_interval=current.snapshot_interval, retention=_retention(current.error_window))
     provider = metrics.get_meter_provider()
-    add = getattr(provider, "add_metric_reader", None)
-    if add is None:
+    if not hasattr(provider, "add_metric_reader"):
         _logger.warning(
             "otel-reliability: no SDK MeterProvider is configured; health views will show no metrics. "
             "Run under opentelemetry-instrument or call otel_reliability.configure()."
         )
     else:
-        add(reader)
+        reader.bind(provider)
     _all.add(reader)
     reader.start()
     return reader

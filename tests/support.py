@@ -312,3 +312,73 @@ def background(
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
+
+
+class OtlpReceiver:
+    """A minimal OTLP/HTTP (protobuf) receiver on loopback: keeps what it received, answers 200.
+
+    Enough to prove that an app exports by OTLP before the real collector is in the picture.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        self.metrics: list[Any] = []
+        self.traces: list[Any] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/v1/metrics":
+                    receiver.metrics.append(ExportMetricsServiceRequest.FromString(body))
+                elif self.path == "/v1/traces":
+                    receiver.traces.append(ExportTraceServiceRequest.FromString(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def metric_points(self, name: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        """(resource attributes, data point attributes+value) of every point of metric ``name`` received."""
+        out = []
+        for request in list(self.metrics):
+            for rm in request.resource_metrics:
+                resource = {kv.key: kv.value.string_value for kv in rm.resource.attributes}
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        if metric.name != name:
+                            continue
+                        kind = metric.WhichOneof("data")
+                        for dp in getattr(metric, kind).data_points:
+                            attrs = {kv.key: _any_value(kv.value) for kv in dp.attributes}
+                            value = dp.count if kind in ("histogram", "exponential_histogram") else (
+                                dp.as_double if dp.HasField("as_double") else dp.as_int
+                            )  # fmt: skip
+                            out.append((resource, {**attrs, "_value": value}))
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _any_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None

@@ -26,7 +26,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from otel_reliability import config
-from otel_reliability.health.model import REGISTRY, AdminAction, CheckContext, HealthView, Status, ViewResult, run_views
+from otel_reliability.health.model import (
+    REGISTRY,
+    AdminAction,
+    CheckContext,
+    HealthRegistry,
+    HealthView,
+    Status,
+    ViewResult,
+    run_views,
+)
 from otel_reliability.readings import readings
 
 _logger = logging.getLogger(__name__)
@@ -92,13 +101,17 @@ def _health_json(status: Status, results: dict[str, ViewResult], views: list[Hea
     }
 
 
-def build_routes(settings: config.Settings) -> list[Route]:
-    """The Starlette routes for the configured paths and the registered views and actions."""
+def build_routes(
+    settings: config.Settings,
+    registry: HealthRegistry = REGISTRY,
+    context: Callable[[], CheckContext] = _context,
+) -> list[Route]:
+    """The Starlette routes for the configured paths and the views and actions of ``registry``."""
     base = settings.health_path
 
     async def aggregate(request: Request) -> Response:
-        ctx = _context()
-        views = REGISTRY.views()
+        ctx = context()
+        views = registry.views()
         results = await run_views(views, ctx)
         status = Status.worst([r.status for r in results.values()])
         code = 503 if status is Status.UNHEALTHY else 200
@@ -114,11 +127,11 @@ def build_routes(settings: config.Settings) -> list[Route]:
         return JSONResponse({"status": status.value, "service": service, "checks": checks}, code)
 
     async def live(request: Request) -> Response:
-        return JSONResponse({"status": Status.HEALTHY.value, "service": _service(_context())})
+        return JSONResponse({"status": Status.HEALTHY.value, "service": _service(context())})
 
     async def ready(request: Request) -> Response:
-        ctx = _context()
-        views = [v for v in REGISTRY.views() if v.readiness]
+        ctx = context()
+        views = [v for v in registry.views() if v.readiness]
         results = await run_views(views, ctx)
         failing = sorted(n for n, r in results.items() if r.status is Status.UNHEALTHY)
         status = Status.UNHEALTHY if failing else Status.HEALTHY
@@ -126,12 +139,12 @@ def build_routes(settings: config.Settings) -> list[Route]:
         return JSONResponse(body, 503 if failing else 200)
 
     async def detail(request: Request) -> Response:
-        view = REGISTRY.view(request.path_params["view"])
+        view = registry.view(request.path_params["view"])
         if view is None:
             return JSONResponse({"error": {"code": "not_found", "message": "no such health view"}}, 404)
         if view.protected and not _authorized(request, settings.health_token):
             return _unauthorized(config.HEALTH_TOKEN.name, settings.health_token is not None)
-        ctx = _context()
+        ctx = context()
         result = (await run_views([view], ctx))[view.name]
         body = {"status": result.status.value, **result.body, "service": _service(ctx)}
         return JSONResponse(body, 200)
@@ -142,11 +155,11 @@ def build_routes(settings: config.Settings) -> list[Route]:
         Route(f"{base}/ready", ready, methods=["GET"], name="otel_reliability_ready"),
         Route(base + "/{view}", detail, methods=["GET"], name="otel_reliability_view"),
     ]
-    for action in REGISTRY.actions():
+    for action in registry.actions():
         routes.append(
             Route(
                 f"{settings.admin_path}/{action.path}",
-                _admin_endpoint(action, settings),
+                _admin_endpoint(action, settings, context),
                 methods=[action.method.upper()],
                 name=f"otel_reliability_admin_{action.method.lower()}_{action.path}",
             )
@@ -154,11 +167,13 @@ def build_routes(settings: config.Settings) -> list[Route]:
     return routes
 
 
-def _admin_endpoint(action: AdminAction, settings: config.Settings) -> Callable[[Request], Awaitable[Response]]:
+def _admin_endpoint(
+    action: AdminAction, settings: config.Settings, context: Callable[[], CheckContext]
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         if not _authorized(request, settings.admin_token):
             return _unauthorized(config.ADMIN_TOKEN.name, settings.admin_token is not None)
-        ctx = _context()
+        ctx = context()
         try:
             body = await anyio.to_thread.run_sync(action.handle, ctx, dict(request.query_params))
         except ValueError as exc:  # bad query parameters
@@ -172,15 +187,16 @@ def _admin_endpoint(action: AdminAction, settings: config.Settings) -> Callable[
     return endpoint
 
 
-def mount(app: Any, settings: config.Settings | None = None) -> bool:
+def mount(app: Any, settings: config.Settings | None = None, registry: HealthRegistry = REGISTRY) -> bool:
     """Add the health and admin routes to a FastAPI/Starlette app once. Returns False if already mounted."""
     if getattr(app, _MOUNTED_FLAG, False):
         return False
     from otel_reliability.health import builtin
 
-    builtin.register_all()
+    if registry is REGISTRY:
+        builtin.register_all()
     settings = settings or config.settings()
     setattr(app, _MOUNTED_FLAG, True)
     # Inserted first so that an app's catch-all route cannot shadow them.
-    app.router.routes[0:0] = build_routes(settings)
+    app.router.routes[0:0] = build_routes(settings, registry)
     return True

@@ -1,0 +1,122 @@
+"""The Readings: the same meter readings the exporters see, and exact windows from periodic snapshots."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_reliability.readings import Readings
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(clock: FakeClock) -> tuple[Readings, MeterProvider]:
+    readings = Readings(background=False, clock=clock, cache_seconds=0.0, retention=400)
+    provider = MeterProvider(metric_readers=[readings])
+    return readings, provider
+
+
+def test_snapshot_equals_what_another_reader_sees() -> None:
+    clock = FakeClock()
+    readings = Readings(background=False, clock=clock, cache_seconds=0.0)
+    other = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[readings, other])
+    counter = provider.get_meter("t").create_counter("jobs.done")
+    counter.add(3, {"kind": "a"})
+    counter.add(4, {"kind": "b"})
+    data = other.get_metrics_data()
+    assert data is not None
+    seen = {
+        tuple(p.attributes.items()): p.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in m.data.data_points
+    }
+    snap = readings.snapshot()
+    assert {tuple(p.attributes.items()): p.value for p in snap.points("jobs.done")} == seen
+    assert snap.total("jobs.done") == 7 and snap.value("jobs.done", {"kind": "b"}) == 4
+
+
+def test_window_is_exact_beyond_a_thousand_events() -> None:
+    clock = FakeClock()
+    readings, provider = make(clock)
+    hist = provider.get_meter("t").create_histogram("http.server.request.duration", unit="s")
+    readings.tick()
+    for _ in range(2500):
+        hist.record(0.01, {"http.response.status_code": 500})
+    for _ in range(7000):
+        hist.record(0.01, {"http.response.status_code": 200})
+    clock.now += 5
+    window = readings.window(300)
+    assert window.value("http.server.request.duration", {"http.response.status_code": 500}) == 2500
+    assert window.value("http.server.request.duration", {"http.response.status_code": 200}) == 7000
+
+
+def test_old_events_leave_the_window() -> None:
+    clock = FakeClock()
+    readings, provider = make(clock)
+    counter = provider.get_meter("t").create_counter("errors")
+    counter.add(10)
+    for _ in range(70):  # 350 s of snapshots every 5 s
+        readings.tick()
+        clock.now += 5
+    counter.add(2)
+    window = readings.window(300)
+    assert window.total("errors") == 2
+    assert 300 <= window.covered <= 305
+    for _ in range(80):  # the sampler keeps ticking while nothing happens
+        clock.now += 5
+        readings.tick()
+    assert readings.window(300).total("errors") == 0
+
+
+def test_young_process_window_counts_everything_since_start() -> None:
+    clock = FakeClock()
+    readings, provider = make(clock)
+    counter = provider.get_meter("t").create_counter("errors")
+    counter.add(5)
+    clock.now += 30
+    window = readings.window(300)
+    assert window.total("errors") == 5 and window.covered == 30
+
+
+def test_history_memory_is_bounded_by_time_not_traffic() -> None:
+    clock = FakeClock()
+    readings, provider = make(clock)
+    counter = provider.get_meter("t").create_counter("requests")
+    for _ in range(500):
+        counter.add(1000)
+        readings.tick()
+        clock.now += 5
+    # retention 400 s / 5 s per snapshot (+ the base entry)
+    assert len(readings._history.entries) <= 400 / 5 + 2
+
+
+def test_snapshot_is_cached_for_a_burst() -> None:
+    clock = FakeClock()
+    readings = Readings(background=False, clock=clock, cache_seconds=0.5)
+    provider = MeterProvider(metric_readers=[readings])
+    calls = []
+    provider.get_meter("t").create_observable_gauge("g", callbacks=[lambda _o: calls.append(1) or []])
+    first = readings.snapshot()
+    assert readings.snapshot() is first and len(calls) == 1
+    clock.now += 1
+    assert readings.snapshot() is not first and len(calls) == 2
+
+
+def test_gauges_are_not_windowed() -> None:
+    clock = FakeClock()
+    readings, provider = make(clock)
+    up_down = provider.get_meter("t").create_up_down_counter("in.flight")
+    up_down.add(3)
+    readings.tick()
+    clock.now += 10
+    assert readings.window(5).points("in.flight") == ()
+    assert readings.snapshot().total("in.flight") == 3
