@@ -30,6 +30,11 @@ services:
 collector:
 	bash scripts/build-collector.sh
 
+## Side-by-side benchmarks (wrk on loopback); rewrites benchmarks/RESULTS.md.
+bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/run.py
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
