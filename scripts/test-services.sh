@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the services the tests start (PostgreSQL, Prometheus + promtool) from Debian's packages when missing.
+# Installs what the tests start (PostgreSQL, Prometheus + promtool, wrk) from Debian's packages when missing.
 # The tests start their own instances on free loopback ports; nothing here stays running.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)   # the benchmark smoke test
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test-services: missing ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2
