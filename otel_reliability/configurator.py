@@ -96,6 +96,9 @@ def configure_sdk(**kwargs: Any) -> Readings:
     provider = metrics.get_meter_provider()
     reader = Readings(snapshot_interval=settings.snapshot_interval, retention=_retention(settings.error_window))
     install(reader.bind(provider))
+    from otel_reliability.errors import install_spike_detector
+
+    install_spike_detector(reader, settings)  # any HTTP framework's request metrics, FastAPI or not
     if wants_prometheus and not is_uvicorn_supervisor():
         _start_prometheus(provider)
     return reader

@@ -19,6 +19,7 @@ The user's environment always wins. A bad ``OTEL_RELIABILITY_*`` value stops sta
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -55,6 +56,11 @@ def environment_defaults(env: MutableMapping[str, str], settings: config.Setting
     default("OTEL_PYTHON_CONFIGURATOR", "otel_reliability")
     if not env.get("OTEL_PYTHON_EXCLUDED_URLS", "").strip():
         default("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", excluded_urls(settings))
+    if importlib.util.find_spec("opentelemetry.instrumentation.system_metrics") is not None:
+        # Upstream's system-metrics instrumentor is installed too: it keeps its names, we keep ours.
+        from otel_reliability.instrumentation.process import exclude_from_upstream
+
+        applied["OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS"] = exclude_from_upstream(env)
     return applied
 
 
@@ -106,4 +112,17 @@ class ReliabilityDistro(BaseDistro):
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name == "fastapi":
             kwargs.setdefault("exclude_spans", ["receive", "send"])
-        super().load_instrumentor(entry_point, **kwargs)
+        if not entry_point.name.startswith("reliability_"):
+            super().load_instrumentor(entry_point, **kwargs)
+            return
+        try:
+            super().load_instrumentor(entry_point, **kwargs)
+        except Exception:
+            # opentelemetry-instrument aborts every later instrumentor on an exception: one broken
+            # instrumentor of ours must not take the app's HTTP instrumentation and health routes with it.
+            _logger.exception(
+                "otel-reliability: instrumentor %s failed and is skipped (disable it with "
+                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=%s)",
+                entry_point.name,
+                entry_point.name,
+            )

@@ -223,9 +223,12 @@ class Readings(MetricReader):
         with self._lock:
             now = self.snapshot()
             base = self._history.base(now.taken_at - seconds)
-            if base is None and self._history.entries:
-                base = self._history.entries[0]  # history is younger than the window: cover what we have
-            base_at, base_values = base if base is not None else (self._started_at, {})
+            if base is None:
+                if now.taken_at - self._started_at <= seconds or not self._history.entries:
+                    base = (self._started_at, {})  # the reader is younger than the window: all it saw is inside
+                else:
+                    base = self._history.entries[0]  # history started late: cover what we have
+            base_at, base_values = base
             metrics: dict[str, tuple[Point, ...]] = {}
             for name in now.monotonic:
                 deltas = []

@@ -198,7 +198,7 @@ def start_app(
     app = AppProcess(proc, port, metrics_port, log_path)
     try:
         wait_until(
-            lambda: proc.poll() is None and http("GET", app.url + wait_path, timeout=2)[0] < 500,
+            lambda: proc.poll() is None and http("GET", app.url + wait_path, timeout=2)[0] == 200,
             timeout=timeout,
             what=f"{target} to answer {wait_path}",
         )
