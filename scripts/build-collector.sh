@@ -96,6 +96,7 @@ fi
 # --- build into a temporary directory, then move it into place ----------------------------------------------
 WORK_DIR="$(mktemp -d "$CACHE_ROOT/.collector-$HASH.XXXXXX")"
 trap 'rm -rf "$WORK_DIR"' EXIT
+chmod 755 "$WORK_DIR" # mktemp makes it 0700; other users may run the binary
 cp "$MANIFEST" "$WORK_DIR/builder-config.yaml"
 LOG_FILE="$WORK_DIR/build.log"
 log "building $BINARY_NAME from manifest $HASH (first build downloads modules and compiles: several minutes)"

@@ -61,18 +61,15 @@ def http_errors_rate(by: str, window: str = "$__rate_interval") -> str:
     """
     return (
         f"sum by ({by}) (\n"
-        f'  {rate(HTTP_COUNT, STATUS_5XX, window)}\n'
+        f"  {rate(HTTP_COUNT, STATUS_5XX, window)}\n"
         f"  or\n"
-        f'  {rate(HTTP_COUNT, RAISED_NOT_5XX, window)}\n'
+        f"  {rate(HTTP_COUNT, RAISED_NOT_5XX, window)}\n"
         f")"
     )
 
 
 def http_error_ratio(by: str, window: str = "$__rate_interval") -> str:
-    return (
-        f"{http_errors_rate(by, window)}\n/\n"
-        f"sum by ({by}) ({rate(HTTP_COUNT, window=window)})"
-    )
+    return f"{http_errors_rate(by, window)}\n/\nsum by ({by}) ({rate(HTTP_COUNT, window=window)})"
 
 
 def quantile(q: float, metric: str, by: str) -> str:
@@ -81,8 +78,8 @@ def quantile(q: float, metric: str, by: str) -> str:
 
 def pool_utilization(by: str) -> str:
     return (
-        f'sum by ({by}) ({sel("db_client_connection_count", USED)})\n/\n'
-        f'sum by ({by}) ({sel("db_client_connection_max")})'
+        f"sum by ({by}) ({sel('db_client_connection_count', USED)})\n/\n"
+        f"sum by ({by}) ({sel('db_client_connection_max')})"
     )
 
 
@@ -149,9 +146,7 @@ def panel(
         defaults["min"] = minimum
     if maximum is not None:
         defaults["max"] = maximum
-    if kind in ("stat", "gauge"):
-        defaults["color"] = {"mode": "thresholds"}
-    elif kind == "state-timeline":
+    if kind in ("stat", "gauge") or kind == "state-timeline":
         defaults["color"] = {"mode": "thresholds"}
     else:
         defaults["color"] = {"mode": "palette-classic"}
@@ -159,7 +154,12 @@ def panel(
         defaults["custom"] = custom
     base_options: dict[str, Any] = {
         "timeseries": {
-            "legend": {"displayMode": "table", "placement": "bottom", "showLegend": True, "calcs": ["lastNotNull", "max"]},
+            "legend": {
+                "displayMode": "table",
+                "placement": "bottom",
+                "showLegend": True,
+                "calcs": ["lastNotNull", "max"],
+            },
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
         "stat": {
@@ -314,38 +314,88 @@ def overview() -> dict[str, Any]:
         "The morning checklist at a glance: open breakers, error ratio, pool utilization, stuck operations, "
         "memory. Anything red has an alert in alerts.yml and a detail dashboard.",
         [
-            stat("Open circuit breakers", open_breakers, "none",
-                 steps=thresholds((None, "green"), (1, "red")),
-                 description="Breakers in state open now. Action: see the Circuit breakers dashboard."),
-            stat("HTTP error ratio (5m)", f"sum({http_errors_rate('job', '5m')}) / sum({rate(HTTP_COUNT, window='5m')})",
-                 "percentunit", steps=thresholds((None, "green"), (0.01, "red")),
-                 description="5xx responses and raised requests over all requests, last 5 minutes. Red above 1 %."),
-            stat("Max pool utilization", f"max({pool_utilization('job, instance, db_client_connection_pool_name')})",
-                 "percentunit", steps=thresholds((None, "green"), (0.8, "orange"), (0.95, "red")),
-                 description="Busiest connection pool: used / max connections. Orange above 80 %."),
-            stat("Pool timeouts (1h)",
-                 f'sum(increase({sel("db_client_connection_timeouts_total")}[1h])) or vector(0)', "none",
-                 steps=thresholds((None, "green"), (1, "red")),
-                 description="Connection checkouts that timed out in the last hour."),
-            stat("Stuck operations", f'sum({sel("operation_stuck")}) or vector(0)', "none",
-                 steps=thresholds((None, "green"), (1, "red")),
-                 description="Operations in flight longer than the stuck threshold. Action: admin stuck-operations endpoint."),
-            stat("Max memory vs limit",
-                 f'max(max by (job, instance) ({sel("process_memory_usage_bytes")}) / '
-                 f'max by (job, instance) ({sel("process_memory_limit_bytes")}))',
-                 "percentunit", steps=thresholds((None, "green"), (0.8, "orange"), (0.9, "red"))),
-            panel("state-timeline", "Circuit breakers", [target(BREAKER_STATE_NUMBER, "{{circuit_breaker_name}} {{instance}}")],
-                  "none", w=24, h=7, mappings=BREAKER_STATE_MAPPINGS,
-                  steps=thresholds((None, "green"), (1, "yellow"), (2, "red")),
-                  custom={"fillOpacity": 80, "lineWidth": 0}),
-            timeseries("HTTP error ratio by service", [target(http_error_ratio("job"), "{{job}}")], "percentunit",
-                       minimum=0, w=12),
-            timeseries("Pool utilization", [target(pool_utilization("job, instance, db_client_connection_pool_name"),
-                                                   "{{db_client_connection_pool_name}} {{instance}}")],
-                       "percentunit", minimum=0, maximum=1, w=12),
-            table("Scrape targets", f'{sel("up")}', "none",
-                  description="1 = Prometheus scrapes the target (the collector on :8889 or an app on :9464).",
-                  steps=thresholds((None, "red"), (1, "green")), w=24, h=6),
+            stat(
+                "Open circuit breakers",
+                open_breakers,
+                "none",
+                steps=thresholds((None, "green"), (1, "red")),
+                description="Breakers in state open now. Action: see the Circuit breakers dashboard.",
+            ),
+            stat(
+                "HTTP error ratio (5m)",
+                f"sum({http_errors_rate('job', '5m')}) / sum({rate(HTTP_COUNT, window='5m')})",
+                "percentunit",
+                steps=thresholds((None, "green"), (0.01, "red")),
+                description="5xx responses and raised requests over all requests, last 5 minutes. Red above 1 %.",
+            ),
+            stat(
+                "Max pool utilization",
+                f"max({pool_utilization('job, instance, db_client_connection_pool_name')})",
+                "percentunit",
+                steps=thresholds((None, "green"), (0.8, "orange"), (0.95, "red")),
+                description="Busiest connection pool: used / max connections. Orange above 80 %.",
+            ),
+            stat(
+                "Pool timeouts (1h)",
+                f"sum(increase({sel('db_client_connection_timeouts_total')}[1h])) or vector(0)",
+                "none",
+                steps=thresholds((None, "green"), (1, "red")),
+                description="Connection checkouts that timed out in the last hour.",
+            ),
+            stat(
+                "Stuck operations",
+                f"sum({sel('operation_stuck')}) or vector(0)",
+                "none",
+                steps=thresholds((None, "green"), (1, "red")),
+                description="In flight longer than the stuck threshold. Action: the stuck-operations endpoint.",
+            ),
+            stat(
+                "Max memory vs limit",
+                f"max(max by (job, instance) ({sel('process_memory_usage_bytes')}) / "
+                f"max by (job, instance) ({sel('process_memory_limit_bytes')}))",
+                "percentunit",
+                steps=thresholds((None, "green"), (0.8, "orange"), (0.9, "red")),
+            ),
+            panel(
+                "state-timeline",
+                "Circuit breakers",
+                [target(BREAKER_STATE_NUMBER, "{{circuit_breaker_name}} {{instance}}")],
+                "none",
+                w=24,
+                h=7,
+                mappings=BREAKER_STATE_MAPPINGS,
+                steps=thresholds((None, "green"), (1, "yellow"), (2, "red")),
+                custom={"fillOpacity": 80, "lineWidth": 0},
+            ),
+            timeseries(
+                "HTTP error ratio by service",
+                [target(http_error_ratio("job"), "{{job}}")],
+                "percentunit",
+                minimum=0,
+                w=12,
+            ),
+            timeseries(
+                "Pool utilization",
+                [
+                    target(
+                        pool_utilization("job, instance, db_client_connection_pool_name"),
+                        "{{db_client_connection_pool_name}} {{instance}}",
+                    )
+                ],
+                "percentunit",
+                minimum=0,
+                maximum=1,
+                w=12,
+            ),
+            table(
+                "Scrape targets",
+                f"{sel('up')}",
+                "none",
+                description="1 = Prometheus scrapes the target (the collector on :8889 or an app on :9464).",
+                steps=thresholds((None, "red"), (1, "green")),
+                w=24,
+                h=6,
+            ),
         ],
     )
 
@@ -357,33 +407,70 @@ def breakers() -> dict[str, Any]:
         "otel-reliability / Circuit breakers",
         "State, calls and transitions of every registered circuit breaker.",
         [
-            panel("state-timeline", "State per breaker", [target(BREAKER_STATE_NUMBER, "{{circuit_breaker_name}} {{instance}}")],
-                  "none", w=24, h=9, mappings=BREAKER_STATE_MAPPINGS,
-                  steps=thresholds((None, "green"), (1, "yellow"), (2, "red")),
-                  custom={"fillOpacity": 80, "lineWidth": 0},
-                  description="closed / half open / open over time. Short open periods show because one series "
-                              "per state is reported at every collection."),
-            timeseries("Calls by outcome",
-                       [target(f"sum by ({by}, circuit_breaker_outcome) ({rate('circuit_breaker_calls_total')})",
-                               "{{circuit_breaker_name}} {{circuit_breaker_outcome}}")],
-                       "ops", description="success, failure, rejected (refused while open)."),
-            timeseries("Rejected calls",
-                       [target(f"sum by ({by}) ({rate('circuit_breaker_calls_total', REJECTED)})",
-                               "{{circuit_breaker_name}} {{instance}}")],
-                       "ops"),
-            timeseries("Transitions",
-                       [target(f"sum by ({by}, circuit_breaker_state) "
-                               f"(increase({sel('circuit_breaker_transitions_total')}[$__rate_interval]))",
-                               "{{circuit_breaker_name}} -> {{circuit_breaker_state}}")],
-                       "none", custom={"drawStyle": "bars", "fillOpacity": 60},
-                       description="State changes, by the state entered. Many opens in a short time: flapping."),
-            timeseries("Consecutive failures",
-                       [target(f"max by ({by}) ({sel('circuit_breaker_consecutive_failures')})",
-                               "{{circuit_breaker_name}} {{instance}}")],
-                       "none"),
-            table("Current state",
-                  f'max by ({by}, circuit_breaker_state) ({sel("circuit_breaker_state")}) == 1', "none",
-                  w=24, h=7),
+            panel(
+                "state-timeline",
+                "State per breaker",
+                [target(BREAKER_STATE_NUMBER, "{{circuit_breaker_name}} {{instance}}")],
+                "none",
+                w=24,
+                h=9,
+                mappings=BREAKER_STATE_MAPPINGS,
+                steps=thresholds((None, "green"), (1, "yellow"), (2, "red")),
+                custom={"fillOpacity": 80, "lineWidth": 0},
+                description="closed / half open / open over time. Short open periods show because one series "
+                "per state is reported at every collection.",
+            ),
+            timeseries(
+                "Calls by outcome",
+                [
+                    target(
+                        f"sum by ({by}, circuit_breaker_outcome) ({rate('circuit_breaker_calls_total')})",
+                        "{{circuit_breaker_name}} {{circuit_breaker_outcome}}",
+                    )
+                ],
+                "ops",
+                description="success, failure, rejected (refused while open).",
+            ),
+            timeseries(
+                "Rejected calls",
+                [
+                    target(
+                        f"sum by ({by}) ({rate('circuit_breaker_calls_total', REJECTED)})",
+                        "{{circuit_breaker_name}} {{instance}}",
+                    )
+                ],
+                "ops",
+            ),
+            timeseries(
+                "Transitions",
+                [
+                    target(
+                        f"sum by ({by}, circuit_breaker_state) "
+                        f"(increase({sel('circuit_breaker_transitions_total')}[$__rate_interval]))",
+                        "{{circuit_breaker_name}} -> {{circuit_breaker_state}}",
+                    )
+                ],
+                "none",
+                custom={"drawStyle": "bars", "fillOpacity": 60},
+                description="State changes, by the state entered. Many opens in a short time: flapping.",
+            ),
+            timeseries(
+                "Consecutive failures",
+                [
+                    target(
+                        f"max by ({by}) ({sel('circuit_breaker_consecutive_failures')})",
+                        "{{circuit_breaker_name}} {{instance}}",
+                    )
+                ],
+                "none",
+            ),
+            table(
+                "Current state",
+                f"max by ({by}, circuit_breaker_state) ({sel('circuit_breaker_state')}) == 1",
+                "none",
+                w=24,
+                h=7,
+            ),
         ],
     )
 
@@ -391,9 +478,9 @@ def breakers() -> dict[str, Any]:
 def http() -> dict[str, Any]:
     errors_by_route = (
         "topk(10, sum by (job, http_route, http_request_method, http_response_status_code, error_type) (\n"
-        f'  increase({sel(HTTP_COUNT, STATUS_5XX)}[$__range])\n'
+        f"  increase({sel(HTTP_COUNT, STATUS_5XX)}[$__range])\n"
         "  or\n"
-        f'  increase({sel(HTTP_COUNT, RAISED_NOT_5XX)}[$__range])\n'
+        f"  increase({sel(HTTP_COUNT, RAISED_NOT_5XX)}[$__range])\n"
         ") > 0)"
     )
     return dashboard(
@@ -401,24 +488,54 @@ def http() -> dict[str, Any]:
         "otel-reliability / HTTP",
         "Request rate, error ratio and latency from the standard http.server.request.duration histogram.",
         [
-            timeseries("Request rate by route",
-                       [target(f"sum by (job, http_route) ({rate(HTTP_COUNT)})", "{{job}} {{http_route}}")], "reqps"),
-            timeseries("Request rate by status",
-                       [target(f"sum by (job, http_response_status_code) ({rate(HTTP_COUNT)})",
-                               "{{job}} {{http_response_status_code}}")], "reqps"),
-            timeseries("Error ratio", [target(http_error_ratio("job"), "{{job}}")], "percentunit", minimum=0,
-                       steps=thresholds((None, "green"), (0.01, "red")),
-                       custom={"thresholdsStyle": {"mode": "line"}},
-                       description="5xx responses and raised requests over all requests; the alert fires above 1 %."),
-            timeseries("Latency p50 / p99",
-                       [target(quantile(0.5, "http_server_request_duration_seconds", "job"), "p50 {{job}}", "A"),
-                        target(quantile(0.99, "http_server_request_duration_seconds", "job"), "p99 {{job}}", "B")],
-                       "s"),
-            timeseries("p99 latency by route",
-                       [target(quantile(0.99, "http_server_request_duration_seconds", "job, http_route"),
-                               "{{job}} {{http_route}}")], "s"),
-            table("Top failing routes (time range)", errors_by_route, "none",
-                  description="Failed requests in the selected time range, by route, status and error type."),
+            timeseries(
+                "Request rate by route",
+                [target(f"sum by (job, http_route) ({rate(HTTP_COUNT)})", "{{job}} {{http_route}}")],
+                "reqps",
+            ),
+            timeseries(
+                "Request rate by status",
+                [
+                    target(
+                        f"sum by (job, http_response_status_code) ({rate(HTTP_COUNT)})",
+                        "{{job}} {{http_response_status_code}}",
+                    )
+                ],
+                "reqps",
+            ),
+            timeseries(
+                "Error ratio",
+                [target(http_error_ratio("job"), "{{job}}")],
+                "percentunit",
+                minimum=0,
+                steps=thresholds((None, "green"), (0.01, "red")),
+                custom={"thresholdsStyle": {"mode": "line"}},
+                description="5xx responses and raised requests over all requests; the alert fires above 1 %.",
+            ),
+            timeseries(
+                "Latency p50 / p99",
+                [
+                    target(quantile(0.5, "http_server_request_duration_seconds", "job"), "p50 {{job}}", "A"),
+                    target(quantile(0.99, "http_server_request_duration_seconds", "job"), "p99 {{job}}", "B"),
+                ],
+                "s",
+            ),
+            timeseries(
+                "p99 latency by route",
+                [
+                    target(
+                        quantile(0.99, "http_server_request_duration_seconds", "job, http_route"),
+                        "{{job}} {{http_route}}",
+                    )
+                ],
+                "s",
+            ),
+            table(
+                "Top failing routes (time range)",
+                errors_by_route,
+                "none",
+                description="Failed requests in the selected time range, by route, status and error type.",
+            ),
         ],
     )
 
@@ -432,39 +549,95 @@ def pools() -> dict[str, Any]:
         "Connection pools (OpenTelemetry db.client.connection.* conventions), transaction retries and the "
         "statement timeout.",
         [
-            timeseries("Utilization (used / max)", [target(pool_utilization(by), legend)], "percentunit",
-                       minimum=0, maximum=1, steps=thresholds((None, "green"), (0.8, "red")),
-                       custom={"thresholdsStyle": {"mode": "line"}}),
-            timeseries("Connections",
-                       [target(f"sum by ({by}, db_client_connection_state) ({sel('db_client_connection_count')})",
-                               "{{db_client_connection_pool_name}} {{db_client_connection_state}} {{instance}}", "A"),
-                        target(f"sum by ({by}) ({sel('db_client_connection_max')})",
-                               "{{db_client_connection_pool_name}} max {{instance}}", "B"),
-                        target(f"sum by ({by}) ({sel('db_client_connection_idle_max')})",
-                               "{{db_client_connection_pool_name}} idle max {{instance}}", "C")],
-                       "none"),
-            timeseries("Pending requests",
-                       [target(f"sum by ({by}) ({sel('db_client_connection_pending_requests')})", legend)], "none",
-                       description="Checkouts waiting for a free connection."),
-            timeseries("Timeouts",
-                       [target(f"sum by ({by}) (increase({sel('db_client_connection_timeouts_total')}[$__rate_interval]))",
-                               legend)], "none", custom={"drawStyle": "bars", "fillOpacity": 60}),
-            timeseries("Wait time p50 / p99",
-                       [target(quantile(0.5, "db_client_connection_wait_time_seconds", by), "p50 " + legend, "A"),
-                        target(quantile(0.99, "db_client_connection_wait_time_seconds", by), "p99 " + legend, "B")],
-                       "s"),
-            timeseries("Use time p99 / create time p99",
-                       [target(quantile(0.99, "db_client_connection_use_time_seconds", by), "use " + legend, "A"),
-                        target(quantile(0.99, "db_client_connection_create_time_seconds", by), "create " + legend, "B")],
-                       "s"),
-            timeseries("Transaction retries",
-                       [target(f"sum by ({by}, error_type) ({rate('db_client_transaction_retries_total')})",
-                               "{{db_client_connection_pool_name}} {{error_type}}")], "ops"),
-            stat("Statement timeout", f"min({sel('db_client_statement_timeout_seconds')})", "s", w=6, h=8,
-                 steps=thresholds((None, "red"), (1, "green")),
-                 description="Smallest statement_timeout over the selected pools; 0 = none. Expected 300 s."),
-            table("Statement timeout per pool", f"max by ({by}) ({sel('db_client_statement_timeout_seconds')})", "s",
-                  w=6, h=8),
+            timeseries(
+                "Utilization (used / max)",
+                [target(pool_utilization(by), legend)],
+                "percentunit",
+                minimum=0,
+                maximum=1,
+                steps=thresholds((None, "green"), (0.8, "red")),
+                custom={"thresholdsStyle": {"mode": "line"}},
+            ),
+            timeseries(
+                "Connections",
+                [
+                    target(
+                        f"sum by ({by}, db_client_connection_state) ({sel('db_client_connection_count')})",
+                        "{{db_client_connection_pool_name}} {{db_client_connection_state}} {{instance}}",
+                        "A",
+                    ),
+                    target(
+                        f"sum by ({by}) ({sel('db_client_connection_max')})",
+                        "{{db_client_connection_pool_name}} max {{instance}}",
+                        "B",
+                    ),
+                    target(
+                        f"sum by ({by}) ({sel('db_client_connection_idle_max')})",
+                        "{{db_client_connection_pool_name}} idle max {{instance}}",
+                        "C",
+                    ),
+                ],
+                "none",
+            ),
+            timeseries(
+                "Pending requests",
+                [target(f"sum by ({by}) ({sel('db_client_connection_pending_requests')})", legend)],
+                "none",
+                description="Checkouts waiting for a free connection.",
+            ),
+            timeseries(
+                "Timeouts",
+                [
+                    target(
+                        f"sum by ({by}) (increase({sel('db_client_connection_timeouts_total')}[$__rate_interval]))",
+                        legend,
+                    )
+                ],
+                "none",
+                custom={"drawStyle": "bars", "fillOpacity": 60},
+            ),
+            timeseries(
+                "Wait time p50 / p99",
+                [
+                    target(quantile(0.5, "db_client_connection_wait_time_seconds", by), "p50 " + legend, "A"),
+                    target(quantile(0.99, "db_client_connection_wait_time_seconds", by), "p99 " + legend, "B"),
+                ],
+                "s",
+            ),
+            timeseries(
+                "Use time p99 / create time p99",
+                [
+                    target(quantile(0.99, "db_client_connection_use_time_seconds", by), "use " + legend, "A"),
+                    target(quantile(0.99, "db_client_connection_create_time_seconds", by), "create " + legend, "B"),
+                ],
+                "s",
+            ),
+            timeseries(
+                "Transaction retries",
+                [
+                    target(
+                        f"sum by ({by}, error_type) ({rate('db_client_transaction_retries_total')})",
+                        "{{db_client_connection_pool_name}} {{error_type}}",
+                    )
+                ],
+                "ops",
+            ),
+            stat(
+                "Statement timeout",
+                f"min({sel('db_client_statement_timeout_seconds')})",
+                "s",
+                w=6,
+                h=8,
+                steps=thresholds((None, "red"), (1, "green")),
+                description="Smallest statement_timeout over the selected pools; 0 = none. Expected 300 s.",
+            ),
+            table(
+                "Statement timeout per pool",
+                f"max by ({by}) ({sel('db_client_statement_timeout_seconds')})",
+                "s",
+                w=6,
+                h=8,
+            ),
         ],
     )
 
@@ -476,23 +649,47 @@ def process() -> dict[str, Any]:
         "otel-reliability / Process",
         "CPU, memory against the limit, file descriptors and threads of each process.",
         [
-            timeseries("CPU utilization", [target(f"max by ({by}) ({sel('process_cpu_utilization')})", "{{instance}}")],
-                       "percentunit", minimum=0,
-                       description="Fraction of the CPUs the process may use (1 = all of them)."),
-            timeseries("Memory vs limit",
-                       [target(f"max by ({by}) ({sel('process_memory_usage_bytes')})", "rss {{instance}}", "A"),
-                        target(f"max by ({by}) ({sel('process_memory_limit_bytes')})", "limit {{instance}}", "B")],
-                       "bytes", minimum=0),
-            panel("gauge", "Memory used of limit",
-                  [target(f"max by ({by}) ({sel('process_memory_usage_bytes')}) / "
-                          f"max by ({by}) ({sel('process_memory_limit_bytes')})", "{{instance}}")],
-                  "percentunit", minimum=0, maximum=1, w=8,
-                  steps=thresholds((None, "green"), (0.8, "orange"), (0.9, "red"))),
-            timeseries("Open file descriptors",
-                       [target(f"max by ({by}) ({sel('process_unix_file_descriptor_count')})", "{{instance}}")],
-                       "none", w=8),
-            timeseries("Threads", [target(f"max by ({by}) ({sel('process_thread_count')})", "{{instance}}")],
-                       "none", w=8),
+            timeseries(
+                "CPU utilization",
+                [target(f"max by ({by}) ({sel('process_cpu_utilization')})", "{{instance}}")],
+                "percentunit",
+                minimum=0,
+                description="Fraction of the CPUs the process may use (1 = all of them).",
+            ),
+            timeseries(
+                "Memory vs limit",
+                [
+                    target(f"max by ({by}) ({sel('process_memory_usage_bytes')})", "rss {{instance}}", "A"),
+                    target(f"max by ({by}) ({sel('process_memory_limit_bytes')})", "limit {{instance}}", "B"),
+                ],
+                "bytes",
+                minimum=0,
+            ),
+            panel(
+                "gauge",
+                "Memory used of limit",
+                [
+                    target(
+                        f"max by ({by}) ({sel('process_memory_usage_bytes')}) / "
+                        f"max by ({by}) ({sel('process_memory_limit_bytes')})",
+                        "{{instance}}",
+                    )
+                ],
+                "percentunit",
+                minimum=0,
+                maximum=1,
+                w=8,
+                steps=thresholds((None, "green"), (0.8, "orange"), (0.9, "red")),
+            ),
+            timeseries(
+                "Open file descriptors",
+                [target(f"max by ({by}) ({sel('process_unix_file_descriptor_count')})", "{{instance}}")],
+                "none",
+                w=8,
+            ),
+            timeseries(
+                "Threads", [target(f"max by ({by}) ({sel('process_thread_count')})", "{{instance}}")], "none", w=8
+            ),
         ],
     )
 
@@ -506,12 +703,24 @@ def operations() -> dict[str, Any]:
         "Long-running operations: in flight, stuck (longer than the stuck threshold) and the oldest one's age.",
         [
             timeseries("In flight", [target(f"sum by ({by}) ({sel('operation_in_flight')})", legend)], "none", w=8),
-            timeseries("Stuck", [target(f"sum by ({by}) ({sel('operation_stuck')})", legend)], "none", w=8,
-                       steps=thresholds((None, "green"), (1, "red"))),
-            timeseries("Oldest in flight", [target(f"max by ({by}) ({sel('operation_oldest_age_seconds')})", legend)],
-                       "s", w=8),
-            table("Stuck now", f"sum by ({by}) ({sel('operation_stuck')}) > 0", "none", w=24, h=6,
-                  description="Action: GET /api/admin/monitoring/stuck-operations, then the cleanup endpoint."),
+            timeseries(
+                "Stuck",
+                [target(f"sum by ({by}) ({sel('operation_stuck')})", legend)],
+                "none",
+                w=8,
+                steps=thresholds((None, "green"), (1, "red")),
+            ),
+            timeseries(
+                "Oldest in flight", [target(f"max by ({by}) ({sel('operation_oldest_age_seconds')})", legend)], "s", w=8
+            ),
+            table(
+                "Stuck now",
+                f"sum by ({by}) ({sel('operation_stuck')}) > 0",
+                "none",
+                w=24,
+                h=6,
+                description="Action: GET /api/admin/monitoring/stuck-operations, then the cleanup endpoint.",
+            ),
         ],
     )
 
@@ -544,7 +753,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             DASHBOARD_DIR.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-    extra = sorted(p.name for p in DASHBOARD_DIR.glob("*.json") if p.name not in DASHBOARDS) if DASHBOARD_DIR.exists() else []
+    extra = (
+        sorted(p.name for p in DASHBOARD_DIR.glob("*.json") if p.name not in DASHBOARDS)
+        if DASHBOARD_DIR.exists()
+        else []
+    )
     if args.check and (stale or extra):
         for name in stale:
             print(f"{DASHBOARD_DIR / name} differs from generate.py's output", file=sys.stderr)
