@@ -30,6 +30,10 @@ services:
 collector:
 	bash scripts/build-collector.sh
 
+## The collector and Prometheus on loopback with collector-config/ (next to `make demo`), until Ctrl-C.
+stack: install services collector
+	bash scripts/stack.sh
+
 ## Side-by-side benchmarks (wrk on loopback); rewrites benchmarks/RESULTS.md.
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)

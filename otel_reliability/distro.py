@@ -7,7 +7,8 @@ cost throughput and tell nobody anything. Ours:
 - ``OTEL_SEMCONV_STABILITY_OPT_IN=http``: ``http.server.request.duration`` with ``http.route``,
   ``http.response.status_code`` and ``error.type``, the series the error rate is computed from.
 - no ``OTEL_EXPORTER_OTLP_ENDPOINT``: metrics by the Prometheus exporter (:9464), traces and logs not
-  exported; with an endpoint: OTLP for all three signals.
+  exported (and, while traces go nowhere, spans not recorded: ``OTEL_TRACES_SAMPLER=always_off``); with an
+  endpoint: OTLP for all three signals.
 - the health and metrics paths excluded from request metrics and spans (FastAPI only, so an HTTP client
   calling another service's health endpoint is still traced).
 - ``OTEL_PYTHON_CONFIGURATOR=otel_reliability``, so ours is picked when another configurator is installed.
@@ -53,6 +54,9 @@ def environment_defaults(env: MutableMapping[str, str], settings: config.Setting
         default("OTEL_METRICS_EXPORTER", "prometheus")
         default("OTEL_TRACES_EXPORTER", "none")
         default("OTEL_LOGS_EXPORTER", "none")
+        if env["OTEL_TRACES_EXPORTER"] == "none":
+            # Spans nobody exports are pure cost (about half of an instrumented call): don't record them.
+            default("OTEL_TRACES_SAMPLER", "always_off")
     default("OTEL_PYTHON_CONFIGURATOR", "otel_reliability")
     if not env.get("OTEL_PYTHON_EXCLUDED_URLS", "").strip():
         default("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", excluded_urls(settings))
