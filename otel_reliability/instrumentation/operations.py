@@ -1,0 +1,330 @@
+"""Operations in flight, stuck operations and their durations (``reliability_operations``).
+
+Usage::
+
+    from otel_reliability import track_operation
+
+    with track_operation("transcribe", key=episode_id):      # sync context manager
+        ...
+
+    async with track_operation("publish", key=episode_id):   # async context manager
+        ...
+
+    @track_operation("nightly-report")                         # decorator, sync or async function
+    def build_report() -> None: ...
+
+``opentelemetry-instrument`` loads this instrumentor (entry point ``reliability_operations``); programmatic
+set-up: ``OperationsInstrumentor().instrument(meter_provider=..., tracer_provider=...)``.
+
+What it measures, all with the attribute ``operation.name``:
+
+- ``operation.in_flight`` ({operation}): operations running now;
+- ``operation.stuck`` ({operation}): those running longer than ``OTEL_RELIABILITY_STUCK_THRESHOLD`` seconds,
+  plus the stuck rows counted by the database-backed detectors (``register_stuck_detector``);
+- ``operation.oldest_age`` (s): the age of the oldest one running;
+- ``operation.duration`` (s, histogram): how long finished operations took, with ``error.type`` on failure;
+- a span named after the operation, with ``operation.name`` and ``operation.key``.
+
+Why a registry and observable gauges: a stuck operation is one that has *not* finished, so no measurement
+recorded at its end can reveal it. Each ``track_operation`` puts one entry (start time, name, key) in a dict
+on entry and removes it on exit (O(1) both); the gauges walk that dict only when a reader collects.
+
+``operation.name`` must be a small fixed set (it is a metric label); put the unbounded identifier in ``key``,
+which only goes to the span and to the admin endpoint's list of stuck operations.
+
+Without this instrumentor ``track_operation`` still keeps the registry (the admin endpoint lists the
+operations) and creates spans with the global tracer, but records no metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Status, StatusCode
+
+import otel_reliability
+from otel_reliability import config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SCOPE = "otel_reliability.operations"
+NAME_ATTR = "operation.name"
+KEY_ATTR = "operation.key"
+
+# Monotonic clock for ages; tests replace it to age operations without sleeping.
+_clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """One operation running now."""
+
+    name: str
+    key: str | None
+    started: float  # _clock() at entry
+    threshold: float | None  # per-operation stuck threshold; None: the configured one
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.started)
+
+    def is_stuck(self, now: float, default_threshold: float) -> bool:
+        limit = default_threshold if self.threshold is None else self.threshold
+        return now - self.started > limit
+
+
+class _Registry:
+    """The operations in flight, by a private id. Enter and exit are one dict insert / pop each."""
+
+    def __init__(self) -> None:
+        self._ops: dict[int, InFlight] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.names: set[str] = set()  # every name seen, so a finished name reports 0 instead of vanishing
+
+    def enter(self, op: InFlight) -> int:
+        token = next(self._ids)
+        with self._lock:
+            self._ops[token] = op
+            if op.name not in self.names:
+                self.names.add(op.name)
+        return token
+
+    def exit(self, token: int) -> None:
+        with self._lock:
+            self._ops.pop(token, None)
+
+    def current(self) -> list[InFlight]:
+        with self._lock:
+            return list(self._ops.values())
+
+    def known_names(self) -> set[str]:
+        with self._lock:
+            return set(self.names)
+
+
+REGISTRY = _Registry()
+
+
+def in_flight() -> list[InFlight]:
+    """The operations running now (a copy)."""
+    return REGISTRY.current()
+
+
+def stuck_in_process(threshold: float | None = None) -> list[tuple[InFlight, float]]:
+    """In-process operations older than their threshold, with their age, oldest first."""
+    default = config.settings().stuck_threshold if threshold is None else threshold
+    now = _clock()
+    found = [(op, op.age(now)) for op in REGISTRY.current() if op.is_stuck(now, default)]
+    found.sort(key=lambda pair: -pair[1])
+    return found
+
+
+# --- instruments -----------------------------------------------------------------------------------------------
+class _Instruments:
+    """The instruments of one ``instrument()`` call; its callbacks go quiet once it is no longer active."""
+
+    def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+        meter = metrics.get_meter(SCOPE, otel_reliability.__version__, meter_provider=meter_provider)
+        self.tracer = trace.get_tracer(SCOPE, otel_reliability.__version__, tracer_provider=tracer_provider)
+        self.duration = meter.create_histogram(
+            "operation.duration", unit="s", description="Duration of finished tracked operations."
+        )
+        meter.create_observable_gauge(
+            "operation.in_flight",
+            callbacks=[self._observe_in_flight],
+            unit="{operation}",
+            description="Tracked operations running now.",
+        )
+        meter.create_observable_gauge(
+            "operation.stuck",
+            callbacks=[self._observe_stuck],
+            unit="{operation}",
+            description="Operations in flight longer than OTEL_RELIABILITY_STUCK_THRESHOLD (in process and in "
+            "database-backed detectors).",
+        )
+        meter.create_observable_gauge(
+            "operation.oldest_age",
+            callbacks=[self._observe_oldest],
+            unit="s",
+            description="Age of the oldest operation in flight.",
+        )
+        from otel_reliability import tempfiles
+
+        tempfiles.bind_meter(meter)
+
+    def _active(self) -> bool:
+        return _state.instruments is self
+
+    def _per_name(self) -> dict[str, tuple[int, int, float]]:
+        """{name: (in_flight, stuck, oldest_age)} over in-process operations and database detectors."""
+        from otel_reliability.instrumentation import stuck
+
+        threshold = config.settings().stuck_threshold
+        now = _clock()
+        out: dict[str, tuple[int, int, float]] = {name: (0, 0, 0.0) for name in REGISTRY.known_names()}
+        for op in REGISTRY.current():
+            count, stuck_count, oldest = out.get(op.name, (0, 0, 0.0))
+            out[op.name] = (
+                count + 1,
+                stuck_count + (1 if op.is_stuck(now, threshold) else 0),
+                max(oldest, op.age(now)),
+            )
+        for reading in stuck.readings():
+            count, stuck_count, oldest = out.get(reading.name, (0, 0, 0.0))
+            out[reading.name] = (
+                count + reading.in_progress,
+                stuck_count + reading.stuck,
+                max(oldest, reading.oldest_age),
+            )
+        return out
+
+    def _observe(self, index: int) -> Iterable[Observation]:
+        if not self._active():
+            return []
+        return [Observation(values[index], {NAME_ATTR: name}) for name, values in self._per_name().items()]
+
+    def _observe_in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._observe(0)
+
+    def _observe_stuck(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._observe(1)
+
+    def _observe_oldest(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._observe(2)
+
+
+class _State:
+    instruments: _Instruments | None = None
+    _fallback_tracer: trace.Tracer | None = None
+
+    def tracer(self) -> trace.Tracer:
+        if self.instruments is not None:
+            return self.instruments.tracer
+        if self._fallback_tracer is None:
+            self._fallback_tracer = trace.get_tracer(SCOPE, otel_reliability.__version__)
+        return self._fallback_tracer
+
+
+_state = _State()
+
+
+class OperationsInstrumentor(BaseInstrumentor):
+    """Entry point ``reliability_operations``: creates the operation (and temp-file) instruments."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ()
+
+    def _instrument(self, **kwargs: Any) -> None:
+        _state.instruments = _Instruments(kwargs.get("meter_provider"), kwargs.get("tracer_provider"))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        from otel_reliability import tempfiles
+
+        _state.instruments = None
+        tempfiles.bind_meter(None)
+
+
+# --- track_operation -------------------------------------------------------------------------------------------
+class _Active:
+    """What one entry of ``track_operation`` holds until its exit."""
+
+    __slots__ = ("ctx_token", "registry_token", "span", "started")
+
+    def __init__(self, registry_token: int, started: float, span: trace.Span, ctx_token: object) -> None:
+        self.registry_token = registry_token
+        self.started = started
+        self.span = span
+        self.ctx_token = ctx_token
+
+
+class track_operation:
+    """Mark an operation in flight: ``with`` / ``async with`` it, or decorate a sync or async function.
+
+    ``name`` is a metric label (keep it to a small fixed set); ``key`` identifies this run (an episode id) and
+    only goes to the span and the stuck-operations list. ``threshold`` overrides the stuck threshold for this
+    operation (default ``OTEL_RELIABILITY_STUCK_THRESHOLD``).
+
+    Create one per run (``with track_operation(...)``) rather than sharing one object between threads or
+    tasks that enter it at the same time; as a decorator each call gets its own.
+    """
+
+    __slots__ = ("_stack", "key", "name", "threshold")
+
+    def __init__(self, name: str, *, key: object = None, threshold: float | None = None) -> None:
+        self.name = name
+        self.key = None if key is None else str(key)
+        self.threshold = threshold
+        self._stack: list[_Active] = []  # one object may be entered again while entered (recursion)
+
+    # context manager -------------------------------------------------------------------------------------------
+    def _start(self) -> _Active:
+        started = _clock()
+        attributes: dict[str, str] = {NAME_ATTR: self.name}
+        if self.key is not None:
+            attributes[KEY_ATTR] = self.key
+        span = _state.tracer().start_span(self.name, attributes=attributes)
+        ctx_token = otel_context.attach(trace.set_span_in_context(span))
+        token = REGISTRY.enter(InFlight(self.name, self.key, started, self.threshold))
+        return _Active(token, started, span, ctx_token)
+
+    def _finish(self, active: _Active, exc: BaseException | None) -> None:
+        REGISTRY.exit(active.registry_token)
+        elapsed = _clock() - active.started
+        span = active.span
+        instruments = _state.instruments
+        if exc is None:
+            if instruments is not None:
+                instruments.duration.record(elapsed, {NAME_ATTR: self.name})
+        else:
+            error_type = type(exc).__qualname__
+            if instruments is not None:
+                instruments.duration.record(elapsed, {NAME_ATTR: self.name, "error.type": error_type})
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_attribute("error.type", error_type)
+                span.set_status(Status(StatusCode.ERROR, error_type))
+        otel_context.detach(active.ctx_token)  # type: ignore[arg-type]
+        span.end()
+
+    def __enter__(self) -> track_operation:
+        self._stack.append(self._start())
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._finish(self._stack.pop(), exc)
+
+    async def __aenter__(self) -> track_operation:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # decorator ---------------------------------------------------------------------------------------------------
+    def __call__(self, func: F) -> F:
+        name, key, threshold = self.name, self.key, self.threshold
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with track_operation(name, key=key, threshold=threshold):
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with track_operation(name, key=key, threshold=threshold):
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
