@@ -228,7 +228,122 @@ def render_throughput(table: Table, chosen: list[Variant], routes: list[str], ar
     return lines
 
 
-FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {"throughput": throughput}
+HEALTH_TOKEN = "bench-health-token"
+HEALTH_PATHS = (
+    "/api/health",
+    "/api/health/circuit-breakers",
+    "/api/health/error-rate",
+    "/api/health/pool",
+    "/api/health/resources",
+    "/api/health/db-timeout",
+)
+
+
+def latency_ms(url: str, n: int) -> tuple[float, float]:
+    """p50 and p99 of ``n`` sequential GETs on one keep-alive connection."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    samples = []
+    try:
+        for _ in range(n):
+            started = time.perf_counter()
+            conn.request("GET", parts.path, headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
+            resp = conn.getresponse()
+            resp.read()
+            samples.append((time.perf_counter() - started) * 1000)
+            if resp.status >= 500 and resp.status != 503:
+                raise RuntimeError(f"{url}: {resp.status}")
+    finally:
+        conn.close()
+    samples.sort()
+    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+def serve_requests(app_url: str, count: int) -> None:
+    """Serve about ``count`` requests (wrk, in chunks), a tenth of them 404s, so the error window is not empty."""
+    served = 0
+    while served < count:
+        out = subprocess.run(
+            ["wrk", "-t1", "-c16", "-d3s", app_url + "/trivial"], capture_output=True, text=True, check=True
+        ).stdout
+        served += int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        subprocess.run(["wrk", "-t1", "-c4", "-d1s", app_url + "/missing"], capture_output=True, check=True)
+
+
+def health(args: argparse.Namespace) -> list[str]:
+    configs = [(10, 1), (100, 10), (1000, 10)] if not args.quick else [(10, 1)]
+    samples = 50 if args.quick else 300
+    traffic = 2_000 if args.quick else 100_000
+    lines = [
+        "## 2. Health endpoints",
+        "",
+        f"p50 / p99 in ms of {samples} sequential GETs per endpoint (keep-alive, health token), with N idle "
+        f"pybreaker breakers and M SQLite pools, before and after {traffic:,} requests were served. "
+        "Target: p99 < 5 ms with 100 breakers and 10 pools, flat with traffic.",
+        "",
+        "| breakers, pools | requests served | " + " | ".join(HEALTH_PATHS) + " |",
+        "|---|---|" + "---|" * len(HEALTH_PATHS),
+    ]
+    for breakers, pools in configs:
+        app = start_app(
+            "bench_app:app",
+            app_dir=APP_DIR,
+            env={
+                "BENCH_BREAKERS": str(breakers),
+                "BENCH_POOLS": str(pools),
+                "OTEL_RELIABILITY_HEALTH_TOKEN": HEALTH_TOKEN,
+            },
+            wait_path="/trivial",
+        )
+        try:
+            for served in (0, traffic):
+                if served:
+                    serve_requests(app.url, served)
+                cells = []
+                for path in HEALTH_PATHS:
+                    latency_ms(app.url + path, 20)  # warm-up
+                    p50, p99 = latency_ms(app.url + path, samples)
+                    cells.append(f"{p50:.2f} / {p99:.2f}")
+                lines.append(f"| {breakers}, {pools} | {served:,} | " + " | ".join(cells) + " |")
+                print(lines[-1], flush=True)
+        finally:
+            app.stop()
+    return [*lines, ""]
+
+
+def memory(args: argparse.Namespace) -> list[str]:
+    import psutil
+
+    first, second = (2_000, 6_000) if args.quick else (10_000, 200_000)
+    app = start_app("bench_app:app", app_dir=APP_DIR, env={}, wait_path="/trivial")
+    try:
+        proc = psutil.Process(app.proc.pid)
+        serve_requests(app.url, first)
+        rss_first = proc.memory_info().rss
+        serve_requests(app.url, second - first)
+        rss_second = proc.memory_info().rss
+    finally:
+        app.stop()
+    growth = (rss_second - rss_first) / 2**20
+    verdict = "met" if growth < 5 else "MISSED"
+    return [
+        "## 4. Memory",
+        "",
+        f"RSS of the app (ours, defaults) after {first:,} requests: {rss_first / 2**20:.1f} MiB; after {second:,}: "
+        f"{rss_second / 2**20:.1f} MiB; growth {growth:+.1f} MiB (target < 5 MiB: {verdict}). A tenth of the "
+        "requests are 404s, so the error window holds errors all along.",
+        "",
+    ]
+
+
+FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
+    "throughput": throughput,
+    "health": health,
+    "memory": memory,
+}
 
 
 def machine() -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pybreaker
 from fastapi import FastAPI, Request
-from sqlalchemy import create_engine, text
+from sqlalchemy import QueuePool, create_engine, text
 from starlette.middleware.base import BaseHTTPMiddleware
 
 app = FastAPI()
@@ -50,9 +50,11 @@ pg_engine = create_engine(pg_url, pool_size=5, max_overflow=5) if pg_url else No
 breaker = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30, name="bench")
 idle_breakers = [pybreaker.CircuitBreaker(name=f"idle-{i}") for i in range(int(os.environ.get("BENCH_BREAKERS", "0")))]
 idle_pools = [
-    create_engine(f"sqlite:///file:idle{i}?mode=memory&cache=shared&uri=true", pool_size=2, max_overflow=0).pool
+    create_engine(f"sqlite:////tmp/otel-reliability-bench-idle{i}.db", poolclass=QueuePool, pool_size=2, max_overflow=0)
     for i in range(int(os.environ.get("BENCH_POOLS", "0")))
 ]
+for _engine in idle_pools:  # a connection made once, so each pool is known and has a state
+    _engine.connect().close()
 
 
 @app.get("/trivial")
