@@ -1,0 +1,1 @@
+"""The example app (see main.py). Run: cd examples && opentelemetry-instrument uvicorn app.main:app."""
