@@ -1,0 +1,53 @@
+"""SQLAlchemy 2.0 as well as 2.1 (the main venv): the pool check runs in a cached venv with SQLAlchemy 2.0.x.
+
+The venv is built once under /var/cache/otel-reliability (override: OTEL_RELIABILITY_CACHE), keyed by a hash of
+pyproject.toml and the requirement, with ``pip install -e <repo> 'sqlalchemy>=2.0,<2.1'``. Building needs the
+package index (a skip locally without it, a failure where CI=true); with the cache it takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT, require
+
+REQUIREMENT = "sqlalchemy>=2.0,<2.1"
+CHECK = ROOT / "tests" / "apps" / "db" / "sa_version_check.py"
+
+
+def cached_venv(requirement: str) -> Path | None:
+    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + requirement.encode()).hexdigest()[:12]
+    base = Path(os.environ.get("OTEL_RELIABILITY_CACHE", "/var/cache/otel-reliability"))
+    venv = base / f"venv-sa20-{key}"
+    python = venv / "bin" / "python"
+    if (venv / ".complete").exists():
+        return venv
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-e", str(ROOT), requirement],
+            check=True, timeout=600, capture_output=True,
+        )  # fmt: skip
+    except (subprocess.SubprocessError, OSError):
+        return None
+    (venv / ".complete").write_text(requirement)
+    return venv
+
+
+def test_pool_metrics_with_sqlalchemy_2_0() -> None:
+    venv = cached_venv(REQUIREMENT)
+    require(venv is not None, f"a venv with {REQUIREMENT} (pip could not build it)")
+    assert venv is not None
+    run = subprocess.run(
+        [str(venv / "bin" / "python"), str(CHECK)], capture_output=True, text=True, timeout=60, cwd=str(ROOT)
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["sqlalchemy"].startswith("2.0.")
+    assert (result["used"], result["max"], result["pending"], result["timeouts"]) == (3, 3, 1, 1)

@@ -1,0 +1,187 @@
+"""run_in_transaction on a real PostgreSQL (SERIALIZABLE contention) and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.orm import sessionmaker
+
+from otel_reliability import run_in_transaction, run_in_transaction_async
+from otel_reliability.db import transactions
+from otel_reliability.readings import Readings
+from tests.support import Postgres, require
+
+_ids = itertools.count()
+
+
+@pytest.fixture
+def telemetry() -> Iterator[tuple[Readings, InMemorySpanExporter]]:
+    reader = Readings(background=False)
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    transactions.use_providers(MeterProvider(metric_readers=[reader]), tracer_provider)
+    yield reader, spans
+    transactions._telemetry = None
+
+
+def retries(reader: Readings, **where: str) -> float:
+    return reader.snapshot(max_age=0).total("db.client.transaction.retries", where or None)
+
+
+def table(engine: sa.Engine, ddl: str) -> str:
+    name = f"t_{next(_ids)}_{threading.get_ident() % 1000}"
+    with engine.begin() as c:
+        c.execute(sa.text(ddl.format(name=name)))
+    return name
+
+
+def test_serializable_increments_are_exact_and_retried(postgres: Postgres, telemetry: Any) -> None:
+    reader, spans = telemetry
+    engine = sa.create_engine(postgres.url("psycopg"), isolation_level="SERIALIZABLE", pool_size=4)
+    name = table(engine, "CREATE TABLE {name} (id int primary key, n int not null)")
+    with engine.begin() as c:
+        c.execute(sa.text(f"INSERT INTO {name} VALUES (1, 0)"))
+    ok = 0
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def increment(session: Any) -> None:
+        n = session.execute(sa.text(f"SELECT n FROM {name} WHERE id = 1")).scalar_one()
+        session.execute(sa.text(f"UPDATE {name} SET n = :n WHERE id = 1"), {"n": n + 1})
+
+    def worker() -> None:
+        nonlocal ok
+        for _ in range(50):
+            try:
+                run_in_transaction(engine, increment, attempts=30)
+            except BaseException as exc:
+                failures.append(exc)
+            else:
+                with lock:
+                    ok += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    with engine.connect() as c:
+        final = c.execute(sa.text(f"SELECT n FROM {name} WHERE id = 1")).scalar_one()
+    assert final == ok, (final, ok, failures[:3])
+    assert ok > 0
+    pool = f"127.0.0.1:{postgres.port}/{postgres.database}"
+    assert retries(reader, **{"error.type": "serialization_failure", "db.client.connection.pool.name": pool}) > 0
+    events = [e for s in spans.get_finished_spans() for e in s.events if e.name == "db.transaction.retry"]
+    assert len(events) == retries(reader)
+    engine.dispose()
+
+
+def test_unique_violation_is_raised_at_once(postgres: Postgres, telemetry: Any) -> None:
+    reader, _ = telemetry
+    engine = sa.create_engine(postgres.url("psycopg"))
+    name = table(engine, "CREATE TABLE {name} (id int primary key)")
+    calls = 0
+
+    def insert(session: Any) -> None:
+        nonlocal calls
+        calls += 1
+        session.execute(sa.text(f"INSERT INTO {name} VALUES (1)"))
+
+    run_in_transaction(engine, insert)
+    with pytest.raises(sa.exc.IntegrityError):
+        run_in_transaction(engine, insert)
+    assert calls == 2 and retries(reader) == 0
+    engine.dispose()
+
+
+def test_returns_what_work_returned_and_accepts_a_sessionmaker(tmp_path: Any, telemetry: Any) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/r.sqlite")
+    assert run_in_transaction(sessionmaker(bind=engine), lambda s: s.execute(sa.text("SELECT 41 + 1")).scalar()) == 42
+
+
+def test_sqlite_database_is_locked_is_retried(tmp_path: Any, telemetry: Any) -> None:
+    reader, _ = telemetry
+    url = f"sqlite:///{tmp_path}/locked.sqlite"
+    engine = sa.create_engine(url, connect_args={"timeout": 0.05})
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE TABLE t (n int)"))
+    blocker = sa.create_engine(url).connect()
+    blocker.exec_driver_sql("BEGIN EXCLUSIVE")
+    released = threading.Timer(0.3, lambda: (blocker.exec_driver_sql("COMMIT"), blocker.close()))
+    released.start()
+    run_in_transaction(engine, lambda s: s.execute(sa.text("INSERT INTO t VALUES (1)")), attempts=30)
+    released.join()
+    assert retries(reader, **{"error.type": "database_locked"}) >= 1
+
+
+def test_work_errors_and_programming_errors_are_not_retried(tmp_path: Any, telemetry: Any) -> None:
+    reader, _ = telemetry
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/p.sqlite")
+    with pytest.raises(sa.exc.OperationalError):  # sqlite reports a missing table as OperationalError
+        run_in_transaction(engine, lambda s: s.execute(sa.text("SELECT * FROM missing")))
+    with pytest.raises(ZeroDivisionError):
+        run_in_transaction(engine, lambda s: 1 / 0)
+    assert retries(reader) == 0
+
+
+def test_lost_connection_is_retried(postgres: Postgres, telemetry: Any) -> None:
+    reader, _ = telemetry
+    engine = sa.create_engine(postgres.url("psycopg"))
+    calls = 0
+
+    def work(session: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the server ends our session mid-transaction, as a failover or restart would
+            session.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        return int(session.execute(sa.text("SELECT 1")).scalar_one())
+
+    assert run_in_transaction(engine, work) == 1
+    assert calls == 2 and retries(reader, **{"error.type": "connection_lost"}) == 1
+    engine.dispose()
+
+
+def test_async_serializable_with_asyncpg(postgres: Postgres, telemetry: Any) -> None:
+    require(importlib.util.find_spec("greenlet") is not None, "greenlet (sqlalchemy[asyncio]) for async engines")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    reader, _ = telemetry
+    sync = sa.create_engine(postgres.url("psycopg"))
+    name = table(sync, "CREATE TABLE {name} (id int primary key, n int not null)")
+    with sync.begin() as c:
+        c.execute(sa.text(f"INSERT INTO {name} VALUES (1, 0)"))
+
+    async def main() -> int:
+        engine = create_async_engine(postgres.url("asyncpg"), isolation_level="SERIALIZABLE")
+
+        async def increment(session: Any) -> None:
+            n = (await session.execute(sa.text(f"SELECT n FROM {name} WHERE id = 1"))).scalar_one()
+            await asyncio.sleep(0.001)
+            await session.execute(sa.text(f"UPDATE {name} SET n = :n WHERE id = 1"), {"n": n + 1})
+
+        async def worker() -> int:
+            for _ in range(10):
+                await run_in_transaction_async(engine, increment, attempts=40)
+            return 10
+
+        done = sum(await asyncio.gather(*(worker() for _ in range(4))))
+        await engine.dispose()
+        return done
+
+    done = asyncio.run(main())
+    with sync.connect() as c:
+        assert c.execute(sa.text(f"SELECT n FROM {name} WHERE id = 1")).scalar_one() == done == 40
+    assert retries(reader) > 0
+    sync.dispose()
