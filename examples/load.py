@@ -13,6 +13,8 @@ Scenarios (what you should see afterwards):
 - error-burst: a buggy route answers 500 many times in a row.                        -> error rate up
 - pool-saturation: more slow report requests at once than the pool has connections   -> pool warning (and
   pending requests, maybe timeouts) while it runs.
+- contention: concurrent increments of one counter under SERIALIZABLE -> retries counted
+  (db_client_transaction_retries_total), no increment lost.
 - stuck-job: a provider hangs while episodes are processing.                         -> in-flight operations
   and processing rows age; past OTEL_RELIABILITY_STUCK_THRESHOLD they are stuck (admin view, cleanup).
 - tour: a short steady run, an outage of gemini and an error burst (what ``make demo`` runs).
@@ -206,6 +208,12 @@ def error_burst(run: Run, concurrency: int = 4) -> None:
     _parallel(run, concurrency, lambda: run.request("GET", f"/api/users/{user['id']}/stats") and None)
 
 
+def contention(run: Run, concurrency: int = 6) -> None:
+    _, episodes = _fixture(run, episodes=1)
+    run.say(f"{concurrency} callers counting plays of one episode: conflicting transactions, retried")
+    _parallel(run, concurrency, lambda: run.request("POST", f"/api/episodes/{episodes[0]}/play") and None)
+
+
 def pool_saturation(run: Run, concurrency: int = 10, hold_ms: int = 1500) -> None:
     run.say(f"{concurrency} report requests at a time, each holding a database connection for {hold_ms} ms")
     path = f"/api/reports/usage?hold_ms={hold_ms}"
@@ -240,7 +248,7 @@ def tour(run: Run) -> None:
     error_burst(run)
 
 
-SCENARIOS = ("steady", "outage", "error-burst", "pool-saturation", "stuck-job", "tour")
+SCENARIOS = ("steady", "outage", "error-burst", "pool-saturation", "stuck-job", "contention", "tour")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         pool_saturation(run, hold_ms=args.hold_ms, **extra)
     elif args.scenario == "stuck-job":
         stuck_job(run)
+    elif args.scenario == "contention":
+        contention(run, **extra)
     else:
         tour(run)
     run.progress(final=True)

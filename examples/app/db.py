@@ -66,6 +66,7 @@ class Episode(Base):
     transcript: Mapped[str | None] = mapped_column(Text, nullable=True)
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    plays: Mapped[int] = mapped_column(default=0)  # a hot counter: concurrent increments conflict
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -78,6 +79,7 @@ class Episode(Base):
             "media_object": self.media_object,
             "summary": self.summary,
             "error": self.error,
+            "plays": self.plays,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
 
@@ -110,6 +112,11 @@ def _make_engine() -> Any:
 
 engine = _make_engine()
 SessionLocal = sessionmaker(bind=engine, expire_on_commit=False)
+# Read-modify-write of a hot counter is only correct under SERIALIZABLE, where the database refuses one of
+# two conflicting transactions (SQLSTATE 40001) and run_in_transaction runs the loser's work again.
+SerializableSession = sessionmaker(
+    bind=engine.execution_options(isolation_level="SERIALIZABLE"), expire_on_commit=False
+)
 
 
 def create_schema() -> None:

@@ -15,6 +15,8 @@ Errors follow one shape, ``{"error": {"code", "message", "retryable"}}``, so a c
 (see ``examples/client.py``). Two routes misbehave on purpose, for the scenarios in ``examples/load.py``:
 ``GET /api/users/{id}/stats`` has a division-by-zero bug for users without episodes (error burst) and
 ``GET /api/reports/usage?hold_ms=`` keeps its database connection while it works (pool saturation).
+``POST /api/episodes/{id}/play`` increments a hot counter under SERIALIZABLE: concurrent calls conflict and
+``run_in_transaction`` retries them (contention).
 """
 
 from __future__ import annotations
@@ -36,7 +38,17 @@ from sqlalchemy.orm import Session
 import otel_reliability
 
 from . import jobs, services
-from .db import Episode, EpisodeStatus, SessionLocal, User, create_schema, engine, is_postgres, utcnow
+from .db import (
+    Episode,
+    EpisodeStatus,
+    SerializableSession,
+    SessionLocal,
+    User,
+    create_schema,
+    engine,
+    is_postgres,
+    utcnow,
+)
 
 _logger = logging.getLogger("example")
 
@@ -156,6 +168,19 @@ def create_episode(user_id: int, body: NewEpisode) -> dict[str, Any]:
         return episode.to_dict()
 
     result: dict[str, Any] = otel_reliability.run_in_transaction(SessionLocal, work)
+    return result
+
+
+@app.post("/api/episodes/{episode_id}/play")
+def play_episode(episode_id: int) -> dict[str, Any]:
+    """Count a play: a read-modify-write that conflicts under load and is retried as a whole unit of work."""
+
+    def work(session: Session) -> dict[str, Any]:
+        episode = _get(session, Episode, episode_id)
+        episode.plays = (episode.plays or 0) + 1
+        return {"id": episode.id, "plays": episode.plays}
+
+    result: dict[str, Any] = otel_reliability.run_in_transaction(SerializableSession, work)
     return result
 
 

@@ -1,0 +1,309 @@
+"""End to end, on real software: the example app -> (a) OTLP -> the built collector -> Prometheus, and
+(b) the app's :9464 -> Prometheus, driven through an outage, an error burst, pool saturation and a stuck job.
+
+Proves on both paths: the metric names of the contract are identical, every panel query of every dashboard
+returns data, two instances through the collector are told apart, and the alert rules (with `for:` shortened)
+fire on the real Prometheus. Everything on 127.0.0.1, bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    BIN,
+    ROOT,
+    AppProcess,
+    Postgres,
+    background,
+    ensure_collector,
+    free_port,
+    get_json,
+    http,
+    prometheus_binary,
+    require,
+    start_app,
+    wait_until,
+)
+
+CONFIG = ROOT / "collector-config"
+SERVICE = "example"
+DIRECT_JOB = "otel-reliability"
+
+
+def contract_metric_names() -> list[str]:
+    """The Prometheus names of shared/CONTRACT.md's metric table (shared/ sits beside the clone)."""
+    contract = ROOT.parent / "shared" / "CONTRACT.md"
+    require(contract.exists(), f"{contract} (the shared folder beside the clone)")
+    section = contract.read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    names = re.findall(r"^\| ([a-z_*]+) \|", section, flags=re.M)
+    return [n.removesuffix("_*") for n in names if n != "Prometheus"]
+
+
+HISTOGRAMS = {
+    "http_server_request_duration_seconds",
+    "db_client_connection_wait_time_seconds",
+    "db_client_connection_use_time_seconds",
+    "db_client_connection_create_time_seconds",
+}
+
+
+@dataclass
+class Stack:
+    prometheus: str
+    direct: AppProcess
+    via_collector: list[AppProcess]
+    fake_url: str
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        url = f"{self.prometheus}/api/v1/query?query={urllib.parse.quote(expr)}"
+        status, body = get_json(url)
+        assert status == 200 and body["status"] == "success", (expr, body)
+        return body["data"]["result"]
+
+
+def _alerts_with_short_for(tmp: Path) -> Path:
+    text = (CONFIG / "alerts.yml").read_text()
+    short = re.sub(r"^(\s+for:\s*)\S+", r"\g<1>2s", text, flags=re.M)
+    path = tmp / "alerts.yml"
+    path.write_text(short)
+    return path
+
+
+def _prometheus_config(tmp: Path, collector_port: int, direct_port: int) -> Path:
+    text = (CONFIG / "prometheus.yml").read_text()
+    text = re.sub(r"scrape_interval: \S+", "scrape_interval: 1s", text)
+    text = re.sub(r"scrape_timeout: \S+", "scrape_timeout: 1s", text)
+    text = re.sub(r"evaluation_interval: \S+", "evaluation_interval: 1s", text)
+    text = text.replace("127.0.0.1:8889", f"127.0.0.1:{collector_port}").replace(
+        "127.0.0.1:9464", f"127.0.0.1:{direct_port}"
+    )
+    text = text.replace("  - alerts.yml", f"  - {_alerts_with_short_for(tmp)}")
+    path = tmp / "prometheus.yml"
+    path.write_text(text)
+    return path
+
+
+def _example_env(pg: Postgres, database: str, fake_url: str, tmp: Path) -> dict[str, str]:
+    pg.psql(f"CREATE DATABASE {database} OWNER {pg.user}")
+    pg.psql(f"ALTER DATABASE {database} SET statement_timeout = '300s'")
+    url = pg.url("psycopg").rsplit("/", 1)[0] + "/" + database
+    return {
+        "DATABASE_URL": url,
+        "FAKE_SERVICES_URL": fake_url,
+        "EXAMPLE_DATA_DIR": str(tmp / database),
+        "EXAMPLE_POOL_SIZE": "2",
+        "EXAMPLE_POOL_MAX_OVERFLOW": "1",
+        "EXAMPLE_POOL_TIMEOUT": "1",
+        "EXAMPLE_BREAKER_RESET_TIMEOUT": "60",
+        "OTEL_SERVICE_NAME": SERVICE,
+        "OTEL_RELIABILITY_STUCK_THRESHOLD": "2",
+        "OTEL_RELIABILITY_STUCK_CHECK_INTERVAL": "1",
+        "OTEL_RELIABILITY_SNAPSHOT_INTERVAL": "1",
+        "OTEL_RELIABILITY_STATEMENT_TIMEOUT_INTERVAL": "1",
+        "OTEL_RELIABILITY_HEALTH_TOKEN": "e2e-health-token",
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[Stack]:
+    require(prometheus_binary() is not None, "prometheus (apt-get install prometheus)")
+    collector = ensure_collector()
+    tmp = tmp_path_factory.mktemp("stack")
+    ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "fake", "prometheus")}
+    collector_env = {
+        "OTEL_RELIABILITY_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
+        "OTEL_RELIABILITY_COLLECTOR_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
+        "OTEL_RELIABILITY_COLLECTOR_PROMETHEUS_ENDPOINT": f"127.0.0.1:{ports['prom']}",
+        "OTEL_RELIABILITY_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
+    }
+    fake_url = f"http://127.0.0.1:{ports['fake']}"
+    apps: list[AppProcess] = []
+    with (
+        background([str(collector), f"--config={CONFIG / 'otelcol.yaml'}"], log_path=tmp / "collector.log",
+                   env=collector_env),
+        background([str(BIN / "python"), str(ROOT / "examples" / "fake_services.py"), "--port", str(ports["fake"])],
+                   log_path=tmp / "fake.log"),
+    ):  # fmt: skip
+        wait_until(lambda: http("GET", f"http://127.0.0.1:{ports['health']}/")[0] == 200, what="collector health")
+        wait_until(lambda: http("GET", fake_url + "/health")[0] == 200, what="fake services")
+        try:
+            otlp = {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['http']}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            }
+            for i in range(2):
+                env = {**_example_env(postgres, f"e2e_collector_{i}", fake_url, tmp), **otlp}
+                apps.append(start_app("app.main:app", app_dir=ROOT / "examples", env=env, log_dir=tmp))
+            direct = start_app(
+                "app.main:app",
+                app_dir=ROOT / "examples",
+                env=_example_env(postgres, "e2e_direct", fake_url, tmp),
+                log_dir=tmp,
+            )
+            apps.append(direct)
+            config = _prometheus_config(tmp, ports["prom"], direct.metrics_port)
+            prometheus = [
+                str(prometheus_binary()), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+            ]  # fmt: skip
+            with background(prometheus, log_path=tmp / "prometheus.log"):
+                url = f"http://127.0.0.1:{ports['prometheus']}"
+                wait_until(lambda: http("GET", url + "/-/ready")[0] == 200, what="prometheus ready")
+                yield Stack(url, direct, apps[:2], fake_url)
+        finally:
+            for app in apps:
+                app.stop()
+
+
+def load(stack: Stack, app: AppProcess, scenario: str, *extra: str, wait: bool = True) -> subprocess.Popen[bytes]:
+    cmd = [str(BIN / "python"), str(ROOT / "examples" / "load.py"), "--scenario", scenario, "--url", app.url,
+           "--fake-url", stack.fake_url, "--quiet", *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if wait:
+        assert proc.wait(120) == 0, proc.stderr.read() if proc.stderr else ""
+    return proc
+
+
+@pytest.fixture(scope="module")
+def driven(stack: Stack) -> Iterator[Stack]:
+    """Every app through the scenarios; pool saturation keeps running in the background while tests look."""
+    targets = [stack.direct, *stack.via_collector]
+    for app in targets:
+        load(stack, app, "steady", "--duration", "3", "--max-requests", "200")
+    load(stack, stack.direct, "outage", "--service", "gemini", "--no-restore", "--duration", "4")
+    for app in targets:
+        load(stack, app, "error-burst", "--duration", "4", "--max-requests", "120")
+        load(stack, app, "outage", "--service", "gemini", "--no-restore", "--duration", "3")
+    for app in targets:
+        load(stack, app, "contention", "--duration", "4", "--max-requests", "300")
+    load(stack, stack.direct, "stuck-job", "--duration", "1")
+    load(stack, stack.via_collector[0], "stuck-job", "--duration", "1")
+    saturating = [
+        load(stack, app, "pool-saturation", "--duration", "60", "--hold-ms", "1500", "--concurrency", "6", wait=False)
+        for app in targets
+    ]
+    try:
+        yield stack
+    finally:
+        for proc in saturating:
+            proc.terminate()
+            proc.wait(10)
+        http("POST", stack.fake_url + "/control/reset")
+
+
+def _names(stack: Stack, job: str) -> set[str]:
+    result = stack.query(
+        f'group by (__name__) ({{job="{job}", __name__=~"(circuit|db_client|process|operation|http_server).*"}})'
+    )
+    return {r["metric"]["__name__"] for r in result}
+
+
+def _expected(names: list[str]) -> set[str]:
+    out = set()
+    for name in names:
+        if name in HISTOGRAMS:
+            out |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
+        else:
+            out.add(name)
+    return out
+
+
+def test_contract_names_identical_on_both_paths(driven: Stack) -> None:
+    expected = _expected(contract_metric_names())
+    assert len(expected) >= 25
+
+    def both_complete() -> bool:
+        return expected <= _names(driven, DIRECT_JOB) and expected <= _names(driven, SERVICE)
+
+    try:
+        wait_until(both_complete, timeout=60, interval=1, what="every contract metric on both paths")
+    finally:
+        direct, collector = _names(driven, DIRECT_JOB), _names(driven, SERVICE)
+        assert expected - direct == set(), "missing on the direct path"
+        assert expected - collector == set(), "missing on the collector path"
+    assert direct & expected == collector & expected
+
+
+def test_two_instances_through_the_collector_are_told_apart(driven: Stack) -> None:
+    def instances() -> set[str]:
+        rows = driven.query(f'process_memory_usage_bytes{{job="{SERVICE}"}}')
+        return {r["metric"]["instance"] for r in rows}
+
+    found = wait_until(lambda: len(instances()) == 2 and instances(), timeout=30, interval=1, what="2 instances")
+    ids = set()
+    for app in driven.via_collector:
+        _, body = get_json(app.url + "/api/health/live")
+        ids.add(body["service"]["instance_id"])
+    assert found == ids  # the instance label is each process's service.instance.id
+
+
+def _panel_queries() -> list[tuple[str, str, str]]:
+    out = []
+    for path in sorted((CONFIG / "grafana" / "dashboards").glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                out.append((path.stem, panel["title"], target["expr"]))
+    return out
+
+
+@pytest.mark.parametrize("job", [DIRECT_JOB, SERVICE])
+def test_every_dashboard_panel_returns_data(driven: Stack, job: str) -> None:
+    queries = _panel_queries()
+    assert len(queries) > 30
+
+    def substituted(expr: str) -> str:
+        return (
+            expr.replace("$job", job)
+            .replace("$instance", ".*")
+            .replace("$__rate_interval", "30s")
+            .replace("$__interval", "5s")
+            .replace("$__range", "5m")
+        )
+
+    def empty_panels() -> list[str]:
+        return [f"{d} / {t}" for d, t, e in queries if not driven.query(substituted(e))]
+
+    try:
+        wait_until(lambda: not empty_panels(), timeout=60, interval=2, what=f"data in every panel ({job})")
+    finally:
+        assert empty_panels() == []
+
+
+@pytest.mark.parametrize("alert", ["CircuitBreakerOpen", "HighErrorRatio", "DatabasePoolUtilizationHigh"])
+def test_alerts_fire_on_the_real_prometheus(driven: Stack, alert: str) -> None:
+    def firing() -> set[str]:
+        _, body = get_json(driven.prometheus + "/api/v1/alerts")
+        return {
+            a["labels"].get("job", "")
+            for a in body["data"]["alerts"]
+            if a["labels"]["alertname"] == alert and a["state"] == "firing"
+        }
+
+    jobs = wait_until(lambda: {DIRECT_JOB, SERVICE} <= firing() and firing(), timeout=90, interval=1,
+                      what=f"{alert} firing on both paths")  # fmt: skip
+    assert {DIRECT_JOB, SERVICE} <= jobs
+
+
+def test_health_and_scrape_agree_while_the_breaker_is_open(driven: Stack) -> None:
+    _, body = get_json(driven.direct.url + "/api/health/circuit-breakers")
+    assert body["breakers"]["gemini"]["state"] == "open"
+    rows = driven.query(
+        f'circuit_breaker_state{{job="{DIRECT_JOB}", circuit_breaker_name="gemini", circuit_breaker_state="open"}}'
+    )
+    assert rows and float(rows[0]["value"][1]) == 1.0
+    time.sleep(0)  # the aggregate reflects it too
+    _, aggregate = get_json(driven.direct.url + "/api/health")
+    assert aggregate["status"] in ("degraded", "unhealthy")
