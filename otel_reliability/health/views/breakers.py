@@ -1,9 +1,95 @@
-"""Placeholder: the breakers view is registered here once its feature lands."""
+"""``GET /api/health/circuit-breakers``: every known breaker, read from the breaker metrics.
+
+Body (the seed's shape, plus what the metrics know)::
+
+    {"status": "degraded", "open_count": 1, "unknown_count": 0, "critical_open": [],
+     "breakers": {"gemini": {"state": "open", "failure_count": 3, "fail_max": 3, "reset_timeout": 30,
+                             "critical": false,
+                             "calls": {"success": 12, "failure": 3, "rejected": 5},
+                             "transitions": {"closed": 0, "open": 1, "half_open": 0}}}}
+
+Every number is a series of the same collection the exporters see: ``circuit_breaker.state`` (the state
+whose series is 1; all 0 -> ``"unknown"``), ``circuit_breaker.consecutive_failures`` (``failure_count``),
+``circuit_breaker.failure_threshold`` (``fail_max``), ``circuit_breaker.reset_timeout`` (seconds),
+``circuit_breaker.calls`` and ``circuit_breaker.transitions``. A value the breaker does not expose is null.
+
+Status: healthy while every breaker is closed; degraded while any is open or half-open; unhealthy while a
+breaker named in ``OTEL_RELIABILITY_CRITICAL_BREAKERS`` is open, which also makes ``/ready`` answer 503
+(the service cannot do its job: take it out of rotation).
+A breaker whose state cannot be read is ``"unknown"``: reported, counted in ``unknown_count``, and it does
+not change the status (as Spring Boot ranks UNKNOWN), since we cannot tell whether the dependency is down.
+A half-open breaker is degraded: it has been open and its trial call has not yet succeeded.
+"""
 
 from __future__ import annotations
 
-from otel_reliability.health.model import HealthRegistry
+from typing import Any
+
+from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
+
+STATE = "circuit_breaker.state"
+CALLS = "circuit_breaker.calls"
+TRANSITIONS = "circuit_breaker.transitions"
+CONSECUTIVE_FAILURES = "circuit_breaker.consecutive_failures"
+FAILURE_THRESHOLD = "circuit_breaker.failure_threshold"
+RESET_TIMEOUT = "circuit_breaker.reset_timeout"
+NAME = "circuit_breaker.name"
+STATES = ("closed", "open", "half_open")
+OUTCOMES = ("success", "failure", "rejected")
+
+
+def _number(value: float | None) -> int | float | None:
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+def compute(ctx: CheckContext) -> ViewResult:
+    snap = ctx.readings.snapshot()
+    critical_names = ctx.settings.critical_breakers
+    breakers: dict[str, dict[str, Any]] = {}
+    for name, points in sorted(snap.group(STATE, by=NAME).items(), key=lambda item: str(item[0])):
+        current = next((p.attributes.get(STATE) for p in points if p.value == 1), None)
+        where = {NAME: name}
+        calls = {p.attributes.get("circuit_breaker.outcome"): p.value for p in snap.points(CALLS, where)}
+        transitions = {p.attributes.get(STATE): p.value for p in snap.points(TRANSITIONS, where)}
+        breakers[str(name)] = {
+            "state": current if current in STATES else "unknown",
+            "failure_count": _number(snap.value(CONSECUTIVE_FAILURES, where)),
+            "fail_max": _number(snap.value(FAILURE_THRESHOLD, where)),
+            "reset_timeout": _number(snap.value(RESET_TIMEOUT, where)),
+            "critical": name in critical_names,
+            "calls": {o: _number(calls[o]) for o in OUTCOMES if o in calls} or None,
+            "transitions": {s: _number(transitions.get(s, 0.0)) for s in STATES},
+        }
+    open_names = [n for n, b in breakers.items() if b["state"] == "open"]
+    half_open = [n for n, b in breakers.items() if b["state"] == "half_open"]
+    unknown = [n for n, b in breakers.items() if b["state"] == "unknown"]
+    critical_open = [n for n in open_names if breakers[n]["critical"]]
+    if critical_open:
+        status = Status.UNHEALTHY
+        output = f"critical circuit breaker open: {', '.join(critical_open)}"
+    elif open_names or half_open:
+        status = Status.DEGRADED
+        output = f"circuit breaker open: {', '.join(open_names + half_open)}"
+    else:
+        status = Status.HEALTHY
+        output = None
+    body = {
+        "open_count": len(open_names),
+        "half_open_count": len(half_open),
+        "unknown_count": len(unknown),
+        "critical_open": critical_open,
+        "breakers": breakers,
+    }
+    summary = {"open_count": len(open_names), "open": open_names + half_open, "critical_open": critical_open}
+    if unknown:
+        summary["unknown"] = unknown
+    return ViewResult(status, body=body, summary=summary, observed=(len(open_names), "{breaker}"), output=output)
 
 
 def register(registry: HealthRegistry) -> None:
     """Add this module's views and admin actions to ``registry``."""
+    registry.add_view(
+        HealthView(name="circuit-breakers", compute=compute, protected=False, readiness=True, component_type="system")
+    )
