@@ -105,7 +105,7 @@ def _example_env(pg: Postgres, database: str, fake_url: str, tmp: Path) -> dict[
         "EXAMPLE_POOL_SIZE": "2",
         "EXAMPLE_POOL_MAX_OVERFLOW": "1",
         "EXAMPLE_POOL_TIMEOUT": "1",
-        "EXAMPLE_BREAKER_RESET_TIMEOUT": "60",
+        "EXAMPLE_BREAKER_RESET_TIMEOUT": "600",
         "OTEL_SERVICE_NAME": SERVICE,
         "OTEL_RELIABILITY_STUCK_THRESHOLD": "2",
         "OTEL_RELIABILITY_STUCK_CHECK_INTERVAL": "1",
@@ -182,16 +182,16 @@ def driven(stack: Stack) -> Iterator[Stack]:
     targets = [stack.direct, *stack.via_collector]
     for app in targets:
         load(stack, app, "steady", "--duration", "3", "--max-requests", "200")
-    load(stack, stack.direct, "outage", "--service", "gemini", "--no-restore", "--duration", "4")
+    load(stack, stack.direct, "outage", "--service", "elevenlabs", "--no-restore", "--duration", "4")
     for app in targets:
         load(stack, app, "error-burst", "--duration", "4", "--max-requests", "120")
-        load(stack, app, "outage", "--service", "gemini", "--no-restore", "--duration", "3")
+        load(stack, app, "outage", "--service", "elevenlabs", "--no-restore", "--duration", "3")
     for app in targets:
         load(stack, app, "contention", "--duration", "4", "--max-requests", "300")
     load(stack, stack.direct, "stuck-job", "--duration", "1")
     load(stack, stack.via_collector[0], "stuck-job", "--duration", "1")
     saturating = [
-        load(stack, app, "pool-saturation", "--duration", "60", "--hold-ms", "1500", "--concurrency", "6", wait=False)
+        load(stack, app, "pool-saturation", "--duration", "240", "--hold-ms", "1500", "--concurrency", "6", wait=False)
         for app in targets
     ]
     try:
@@ -299,9 +299,9 @@ def test_alerts_fire_on_the_real_prometheus(driven: Stack, alert: str) -> None:
 
 def test_health_and_scrape_agree_while_the_breaker_is_open(driven: Stack) -> None:
     _, body = get_json(driven.direct.url + "/api/health/circuit-breakers")
-    assert body["breakers"]["gemini"]["state"] == "open"
+    assert body["breakers"]["elevenlabs"]["state"] == "open"
     rows = driven.query(
-        f'circuit_breaker_state{{job="{DIRECT_JOB}", circuit_breaker_name="gemini", circuit_breaker_state="open"}}'
+        f'circuit_breaker_state{{job="{DIRECT_JOB}", circuit_breaker_name="elevenlabs", circuit_breaker_state="open"}}'
     )
     assert rows and float(rows[0]["value"][1]) == 1.0
     time.sleep(0)  # the aggregate reflects it too

@@ -388,10 +388,11 @@ def overview() -> dict[str, Any]:
                 w=12,
             ),
             table(
-                "Scrape targets",
-                f"{sel('up')}",
+                "Reporting instances",
+                f"{sel('up')} or max by (job, instance) ({sel('target_info')})",
                 "none",
-                description="1 = Prometheus scrapes the target (the collector on :8889 or an app on :9464).",
+                description="Direct path: `up` of each scraped app (0 = down). Collector path: each app instance that "
+                "sent metrics recently (it disappears after the collector's metric_expiration when it stops).",
                 steps=thresholds((None, "red"), (1, "green")),
                 w=24,
                 h=6,
