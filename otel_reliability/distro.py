@@ -37,8 +37,24 @@ _logger = logging.getLogger("otel_reliability")
 PROMETHEUS_PORT = "OTEL_EXPORTER_PROMETHEUS_PORT"
 
 
-def environment_defaults(env: MutableMapping[str, str], settings: config.Settings) -> dict[str, str]:
+_APP_TARGET = re.compile(r"^([A-Za-z_][\w.]*):[A-Za-z_][\w.]*(\(\))?$")
+
+
+def guess_service_name(argv: list[str]) -> str | None:
+    """The module of the app a server was asked to run (``uvicorn shop.main:app`` -> ``shop.main``), so metrics
+    and health say something better than ``unknown_service``; OTEL_SERVICE_NAME wins."""
+    for arg in argv[1:]:
+        match = _APP_TARGET.match(arg)
+        if match:
+            return match.group(1)
+    return None
+
+
+def environment_defaults(
+    env: MutableMapping[str, str], settings: config.Settings, argv: list[str] | None = None
+) -> dict[str, str]:
     """Set our defaults in ``env`` where unset; return what was set."""
+    argv = sys.argv if argv is None else argv
     applied: dict[str, str] = {}
 
     def default(name: str, value: str) -> None:
@@ -47,6 +63,8 @@ def environment_defaults(env: MutableMapping[str, str], settings: config.Setting
             applied[name] = value
 
     default("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    if "service.name=" not in env.get("OTEL_RESOURCE_ATTRIBUTES", "") and (name := guess_service_name(argv)):
+        default("OTEL_SERVICE_NAME", name)
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
         for signal in ("TRACES", "METRICS", "LOGS"):
             default(f"OTEL_{signal}_EXPORTER", "otlp")
@@ -55,8 +73,10 @@ def environment_defaults(env: MutableMapping[str, str], settings: config.Setting
         default("OTEL_TRACES_EXPORTER", "none")
         default("OTEL_LOGS_EXPORTER", "none")
         if env["OTEL_TRACES_EXPORTER"] == "none":
-            # Spans nobody exports are pure cost (about half of an instrumented call): don't record them.
+            # Spans nobody exports are pure cost (about half of an instrumented call): don't record them, nor
+            # look for exemplars that would point at them.
             default("OTEL_TRACES_SAMPLER", "always_off")
+            default("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
     default("OTEL_PYTHON_CONFIGURATOR", "otel_reliability")
     if not env.get("OTEL_PYTHON_EXCLUDED_URLS", "").strip():
         default("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", excluded_urls(settings))

@@ -166,9 +166,11 @@ def start_app(
     wait_path: str = "/api/health/live",
     timeout: float = 30,
     log_dir: Path | None = None,
+    port: int | None = None,
+    metrics_port: int | None = None,
 ) -> AppProcess:
     """Start ``target`` (``module:app``) on a free port, wait until ``wait_path`` answers, return it."""
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = port or free_port(), metrics_port or free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "UVICORN_", "WEB_CONCURRENCY"))}
     full_env.update(
         {

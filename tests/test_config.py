@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from otel_reliability import config
-from otel_reliability.distro import environment_defaults, excluded_urls
+from otel_reliability.distro import environment_defaults, excluded_urls, guess_service_name
 from tests.support import BIN
 
 BAD_VALUES = {
@@ -90,6 +90,20 @@ def test_distro_defaults_only_where_the_user_set_nothing() -> None:
     generic = {"OTEL_PYTHON_EXCLUDED_URLS": "ping"}
     environment_defaults(generic, settings)
     assert "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS" not in generic  # the user's generic list wins
+
+
+def test_service_name_defaults_to_the_app_module_unless_set() -> None:
+    settings = config.load({})
+    env: dict[str, str] = {}
+    environment_defaults(env, settings, ["uvicorn", "--port", "8000", "shop.main:app"])
+    assert env["OTEL_SERVICE_NAME"] == "shop.main"
+    mine = {"OTEL_SERVICE_NAME": "checkout"}
+    environment_defaults(mine, settings, ["gunicorn", "shop.main:create_app()"])
+    assert mine["OTEL_SERVICE_NAME"] == "checkout"
+    by_resource = {"OTEL_RESOURCE_ATTRIBUTES": "service.name=billing"}
+    environment_defaults(by_resource, settings, ["uvicorn", "shop.main:app"])
+    assert "OTEL_SERVICE_NAME" not in by_resource
+    assert guess_service_name(["python", "-c", "print(1)"]) is None
 
 
 def test_excluded_urls_match_health_and_metrics_but_not_lookalikes() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from otel_reliability import config
 from otel_reliability.health.model import (
@@ -105,7 +105,7 @@ def build_routes(
     settings: config.Settings,
     registry: HealthRegistry = REGISTRY,
     context: Callable[[], CheckContext] = _context,
-) -> list[Route]:
+) -> list[BaseRoute]:
     """The Starlette routes for the configured paths and the views and actions of ``registry``."""
     base = settings.health_path
 
@@ -149,21 +149,28 @@ def build_routes(
         body = {"status": result.status.value, **result.body, "service": _service(ctx)}
         return JSONResponse(body, 200)
 
-    routes = [
-        Route(base, aggregate, methods=["GET"], name="otel_reliability_health"),
-        Route(f"{base}/live", live, methods=["GET"], name="otel_reliability_live"),
-        Route(f"{base}/ready", ready, methods=["GET"], name="otel_reliability_ready"),
-        Route(base + "/{view}", detail, methods=["GET"], name="otel_reliability_view"),
+    # Two prefix matches (a Route and a Mount) in front of the app's own routes, not one per endpoint: every
+    # request of the app walks past them.
+    health_routes = [
+        Route("/live", live, methods=["GET"], name="otel_reliability_live"),
+        Route("/ready", ready, methods=["GET"], name="otel_reliability_ready"),
+        Route("/{view}", detail, methods=["GET"], name="otel_reliability_view"),
     ]
-    for action in registry.actions():
-        routes.append(
-            Route(
-                f"{settings.admin_path}/{action.path}",
-                _admin_endpoint(action, settings, context),
-                methods=[action.method.upper()],
-                name=f"otel_reliability_admin_{action.method.lower()}_{action.path}",
-            )
+    admin_routes = [
+        Route(
+            f"/{action.path}",
+            _admin_endpoint(action, settings, context),
+            methods=[action.method.upper()],
+            name=f"otel_reliability_admin_{action.method.lower()}_{action.path}",
         )
+        for action in registry.actions()
+    ]
+    routes: list[BaseRoute] = [
+        Route(base, aggregate, methods=["GET"], name="otel_reliability_health"),
+        Mount(base, routes=health_routes, name="otel_reliability_health_views"),
+    ]
+    if admin_routes:
+        routes.append(Mount(settings.admin_path, routes=admin_routes, name="otel_reliability_admin"))
     return routes
 
 

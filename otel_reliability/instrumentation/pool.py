@@ -104,6 +104,12 @@ class _PoolState:
         if self._attrs is None:
             pool = self.pool_ref()
             self._attrs = {POOL_NAME: pool_name(pool) if pool is not None else "unknown"}
+            inst = _instruments
+            if inst is not None:
+                # Counters start at 0 for each pool: Prometheus' increase() cannot see the increment that
+                # creates a series, so the first timeout would otherwise never reach an alert.
+                inst.timeouts.add(0, self._attrs)
+                inst.invalidations.add(0, self._attrs)
         return self._attrs
 
 
