@@ -339,10 +339,29 @@ def memory(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def collection(args: argparse.Namespace) -> list[str]:
+    from benchmarks import micro
+
+    return micro.collection(args.quick)
+
+
+def per_call(args: argparse.Namespace) -> list[str]:
+    from benchmarks import micro
+
+    pg = None if args.quick else start_postgres()
+    try:
+        return micro.per_call(1 if args.quick else args.rounds, args.quick, pg.url("psycopg") if pg else None)
+    finally:
+        if pg:
+            pg.stop("immediate")
+
+
 FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "throughput": throughput,
     "health": health,
+    "collection": collection,
     "memory": memory,
+    "percall": per_call,
 }
 
 
