@@ -48,16 +48,21 @@ def compute(ctx: CheckContext) -> ViewResult:
     snap = ctx.readings.snapshot()
     critical_names = ctx.settings.critical_breakers
     breakers: dict[str, dict[str, Any]] = {}
+    # Each metric grouped by breaker once: linear in the number of series, not quadratic.
+    by_name = {metric: snap.group(metric, by=NAME) for metric in (CALLS, TRANSITIONS)}
+    single = {
+        metric: {name: points[0].value for name, points in snap.group(metric, by=NAME).items()}
+        for metric in (CONSECUTIVE_FAILURES, FAILURE_THRESHOLD, RESET_TIMEOUT)
+    }
     for name, points in sorted(snap.group(STATE, by=NAME).items(), key=lambda item: str(item[0])):
         current = next((p.attributes.get(STATE) for p in points if p.value == 1), None)
-        where = {NAME: name}
-        calls = {p.attributes.get("circuit_breaker.outcome"): p.value for p in snap.points(CALLS, where)}
-        transitions = {p.attributes.get(STATE): p.value for p in snap.points(TRANSITIONS, where)}
+        calls = {p.attributes.get("circuit_breaker.outcome"): p.value for p in by_name[CALLS].get(name, ())}
+        transitions = {p.attributes.get(STATE): p.value for p in by_name[TRANSITIONS].get(name, ())}
         breakers[str(name)] = {
             "state": current if current in STATES else "unknown",
-            "failure_count": _number(snap.value(CONSECUTIVE_FAILURES, where)),
-            "fail_max": _number(snap.value(FAILURE_THRESHOLD, where)),
-            "reset_timeout": _number(snap.value(RESET_TIMEOUT, where)),
+            "failure_count": _number(single[CONSECUTIVE_FAILURES].get(name)),
+            "fail_max": _number(single[FAILURE_THRESHOLD].get(name)),
+            "reset_timeout": _number(single[RESET_TIMEOUT].get(name)),
             "critical": name in critical_names,
             "calls": {o: _number(calls[o]) for o in OUTCOMES if o in calls} or None,
             "transitions": {s: _number(transitions.get(s, 0.0)) for s in STATES},
