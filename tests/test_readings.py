@@ -120,3 +120,36 @@ def test_gauges_are_not_windowed() -> None:
     clock.now += 10
     assert readings.window(5).points("in.flight") == ()
     assert readings.snapshot().total("in.flight") == 3
+
+
+def test_refresh_ahead_serves_a_young_snapshot_and_refreshes_in_the_background() -> None:
+    import threading
+    import time
+
+    clock = FakeClock()
+    readings = Readings(background=True, clock=clock, cache_seconds=1.0)
+    provider = MeterProvider(metric_readers=[readings])
+    collected = threading.Event()
+    calls: list[int] = []
+
+    def observe(_options: object) -> list[object]:
+        calls.append(1)
+        collected.set()
+        return []
+
+    provider.get_meter("t").create_observable_gauge("g", callbacks=[observe])
+    first = readings.snapshot()
+    collected.clear()
+    clock.now += 0.6  # past half the age limit, still within it
+    assert readings.snapshot() is first  # served at once, not collected on this call...
+    assert collected.wait(5)  # ...but refreshed in the background
+    deadline = time.monotonic() + 5
+    while readings._latest is first and time.monotonic() < deadline:
+        time.sleep(0.01)
+    clock.now += 0.1
+    assert readings.snapshot() is not first
+    clock.now += 5  # too old: the caller collects itself
+    before = len(calls)
+    readings.snapshot()
+    assert len(calls) == before + 1
+    readings.shutdown()
