@@ -5,7 +5,10 @@ Differences from ``opentelemetry-sdk``'s own configurator:
 - the in-process Readings reader is on the MeterProvider, so health views read the same meters;
 - every process gets its own ``service.instance.id`` (a UUID) unless the user set one, so workers of a
   prefork server are told apart (in health JSON and on the collector path);
-- the Prometheus endpoint (``OTEL_METRICS_EXPORTER=prometheus``) is bound here: when the port is taken
+- the Prometheus endpoint (``OTEL_METRICS_EXPORTER=prometheus``) renders the Readings' collections with the
+  exporter's own translation: one reader instead of two, so each measurement is aggregated once and a scrape
+  shows what health reads;
+- that endpoint is bound here: when the port is taken
   (a sibling worker of a prefork server has it) this process logs one line and keeps its SDK and its
   instrumentation instead of aborting the whole configuration as upstream does;
 - in a gunicorn master the SDK is set up in each worker right after the fork, not in the master (which
@@ -100,12 +103,15 @@ def configure_sdk(**kwargs: Any) -> Readings:
 
     install_spike_detector(reader, settings)  # any HTTP framework's request metrics, FastAPI or not
     if wants_prometheus and not is_uvicorn_supervisor():
-        _start_prometheus(provider)
+        _start_prometheus(reader)
     return reader
 
 
-def _start_prometheus(provider: Any) -> None:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+def _start_prometheus(readings: Readings) -> None:
+    """Serve the Readings' collections on the Prometheus endpoint, rendered by the Prometheus exporter's own
+    translation (the names the collector path shows too). No second MetricReader: each measurement is
+    aggregated once, and a scrape refreshes the snapshot health reads."""
+    from opentelemetry.exporter.prometheus import _CustomCollector
     from prometheus_client import REGISTRY, gc_collector, platform_collector, process_collector, start_http_server
 
     host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
@@ -117,12 +123,9 @@ def _start_prometheus(provider: Any) -> None:
     ):
         with contextlib.suppress(KeyError):
             REGISTRY.unregister(default_collector)
-    reader = PrometheusMetricReader()
     try:
         start_http_server(port=port, addr=host)
     except OSError as exc:
-        with contextlib.suppress(KeyError):
-            REGISTRY.unregister(reader._collector)
         _logger.warning(
             "otel-reliability: metrics endpoint %s:%s not started (%s); another process (a sibling worker?) "
             "serves it. This process keeps its SDK; export its metrics by OTLP to a collector "
@@ -132,7 +135,15 @@ def _start_prometheus(provider: Any) -> None:
             exc.strerror or exc,
         )
         return
-    provider.add_metric_reader(reader)
+    collector = _CustomCollector()
+
+    def feed() -> None:
+        data = readings.export()
+        if data is not None:
+            collector.add_metrics_data(data)
+
+    collector._callback = feed
+    REGISTRY.register(collector)
 
 
 class ReliabilityConfigurator(_OTelSDKConfigurator):

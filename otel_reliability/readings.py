@@ -174,6 +174,7 @@ class Readings(MetricReader):
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[Readings], None]] = []
         self._refreshing = False
+        self._received_data: MetricsData | None = None
         self._resource: Attributes = MappingProxyType({})
 
     def bind(self, provider: Any) -> Readings:
@@ -187,6 +188,7 @@ class Readings(MetricReader):
 
     # --- MetricReader ---------------------------------------------------------------------------------
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        self._received_data = metrics_data
         self._received = _to_snapshot(metrics_data, self._clock(), self._resource)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
@@ -196,7 +198,7 @@ class Readings(MetricReader):
     def snapshot(self, max_age: float | None = None) -> Snapshot:
         """The current metrics: one collection, reused for ``max_age`` seconds (default: the cache time).
 
-        Refresh-ahead: a caller that finds the snapshot past half its age limit still gets it (it is within
+        Refresh-ahead: a caller that finds the snapshot past 3/4 of its age limit still gets it (it is within
         the limit) and starts a refresh in the background, so under steady health traffic the collection (tens
         of milliseconds with hundreds of breakers) runs off the request path. Only a caller that finds no
         snapshot young enough collects itself.
@@ -206,7 +208,7 @@ class Readings(MetricReader):
         if latest is not None:
             age = self._clock() - latest.taken_at
             if age <= max_age:
-                if max_age > 0 and age > max_age / 2:
+                if max_age > 0 and age > max_age * 0.75:
                     self._refresh_in_background()
                 return latest
         with self._lock:
@@ -215,9 +217,17 @@ class Readings(MetricReader):
                 return latest
             return self._collect_now()
 
+    def export(self) -> MetricsData | None:
+        """Collect now and return the raw collection, for an exporter that renders it (the :9464 endpoint):
+        one reader, so every measurement is aggregated once and a scrape equals what health reads."""
+        with self._lock:
+            self._collect_now()
+            return self._received_data
+
     def _collect_now(self) -> Snapshot:
         with self._lock:
             self._received = None
+            self._received_data = None
             self.collect()
             snap = self._received or Snapshot(self._clock(), self._resource, MappingProxyType({}))
             self._latest = snap
