@@ -207,6 +207,14 @@ CHECK_TIMEOUT = Variable(
     "a number of seconds between 0.01 and 60",
     "Seconds one health check may take; past that it is a failed component.",
 )
+HEALTH_CACHE = Variable(
+    "OTEL_RELIABILITY_HEALTH_CACHE",
+    "5",
+    _number(0, 300),
+    "a number of seconds between 0 and 300",
+    "Seconds a health response may reuse the last collection (refreshed ahead in the background, and by every "
+    "scrape of :9464). 0 collects on every call: fresh, but each call then costs a full collection.",
+)
 SNAPSHOT_INTERVAL = Variable(
     "OTEL_RELIABILITY_SNAPSHOT_INTERVAL",
     "5",
@@ -253,7 +261,7 @@ FD_WARN_PERCENT = Variable(
 VARIABLES: tuple[Variable[Any], ...] = (
     HEALTH_PATH, ADMIN_PATH, HEALTH_TOKEN, ADMIN_TOKEN, ERROR_WINDOW, ERROR_RATE_THRESHOLD,
     ERROR_MIN_REQUESTS, ERROR_SPIKE_THRESHOLD, POOL_WARN_UTILIZATION, STUCK_THRESHOLD, STUCK_CHECK_INTERVAL,
-    EXPECTED_STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_INTERVAL, AUTO_MOUNT, CHECK_TIMEOUT, SNAPSHOT_INTERVAL,
+    EXPECTED_STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_INTERVAL, AUTO_MOUNT, CHECK_TIMEOUT, HEALTH_CACHE, SNAPSHOT_INTERVAL,
     CRITICAL_BREAKERS, BREAKER_HTTP_MAPPING, MEMORY_WARN_PERCENT, CPU_WARN_PERCENT, FD_WARN_PERCENT,
 )  # fmt: skip
 
@@ -277,6 +285,7 @@ class Settings:
     statement_timeout_interval: float
     auto_mount: bool
     check_timeout: float
+    health_cache: float
     snapshot_interval: float
     critical_breakers: frozenset[str]
     breaker_http_mapping: bool

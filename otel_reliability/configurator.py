@@ -97,7 +97,11 @@ def configure_sdk(**kwargs: Any) -> Readings:
     with _environ("OTEL_METRICS_EXPORTER", ",".join(others) or "none"):
         _initialize_components(resource_attributes=resource_attributes, **kwargs)
     provider = metrics.get_meter_provider()
-    reader = Readings(snapshot_interval=settings.snapshot_interval, retention=_retention(settings.error_window))
+    reader = Readings(
+        snapshot_interval=settings.snapshot_interval,
+        retention=_retention(settings.error_window),
+        cache_seconds=settings.health_cache,
+    )
     install(reader.bind(provider))
     from otel_reliability.errors import install_spike_detector
 

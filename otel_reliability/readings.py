@@ -390,7 +390,11 @@ def _attach_late() -> Readings:
     from otel_reliability.config import settings
 
     current = settings()
-    reader = Readings(snapshot_interval=current.snapshot_interval, retention=_retention(current.error_window))
+    reader = Readings(
+        snapshot_interval=current.snapshot_interval,
+        retention=_retention(current.error_window),
+        cache_seconds=current.health_cache,
+    )
     provider = metrics.get_meter_provider()
     if not hasattr(provider, "add_metric_reader"):
         _logger.warning(

@@ -176,6 +176,8 @@ def start_app(
         {
             "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port),
             "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+            # Tests act and then look at once: health reads a fresh collection on every call.
+            "OTEL_RELIABILITY_HEALTH_CACHE": "0",
             "PYTHONUNBUFFERED": "1",
         }
     )
