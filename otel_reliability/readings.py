@@ -163,7 +163,8 @@ class Readings(MetricReader):
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._snapshot_interval = snapshot_interval
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held while collecting
+        self._history_lock = threading.Lock()
         self._latest: Snapshot | None = None
         self._received: Snapshot | None = None
         self._history = _History(retention=retention)
@@ -217,6 +218,11 @@ class Readings(MetricReader):
                 return latest
             return self._collect_now()
 
+    def is_fresh(self) -> bool:
+        """A snapshot young enough for ``snapshot()`` to return it without collecting."""
+        latest = self._latest
+        return latest is not None and self._clock() - latest.taken_at <= self._cache_seconds
+
     def export(self) -> MetricsData | None:
         """Collect now and return the raw collection, for an exporter that renders it (the :9464 endpoint):
         one reader, so every measurement is aggregated once and a scrape equals what health reads."""
@@ -251,9 +257,10 @@ class Readings(MetricReader):
 
     def tick(self) -> Snapshot:
         """Collect now and record the cumulative values in the history (the sampler thread calls this)."""
-        with self._lock:
-            snap = self._collect_now()
-            self._history.add(snap.taken_at, _cumulative_values(snap))
+        snap = self._collect_now()
+        values = _cumulative_values(snap)
+        with self._history_lock:
+            self._history.add(snap.taken_at, values)
         for listener in list(self._listeners):
             try:
                 listener(self)
@@ -263,31 +270,31 @@ class Readings(MetricReader):
 
     def window(self, seconds: float) -> Window:
         """The change of every cumulative series (sums, histogram counts) over the last ``seconds``."""
-        with self._lock:
-            now = self.snapshot()
+        now = self.snapshot()  # never holds the collection lock when a snapshot is fresh
+        with self._history_lock:  # short: a collection in progress does not block a window
             base = self._history.base(now.taken_at - seconds)
             if base is None:
                 if now.taken_at - self._started_at <= seconds or not self._history.entries:
                     base = (self._started_at, {})  # the reader is younger than the window: all it saw is inside
                 else:
                     base = self._history.entries[0]  # history started late: cover what we have
-            base_at, base_values = base
-            metrics: dict[str, tuple[Point, ...]] = {}
-            for name in now.monotonic:
-                deltas = []
-                for p in now.metrics.get(name, ()):
-                    old_value, old_total = base_values.get((name, _attrs_key(p.attributes)), (0.0, 0.0))
-                    total = None if p.total is None else p.total - (old_total or 0.0)
-                    deltas.append(Point(p.attributes, p.value - old_value, total))
-                metrics[name] = tuple(deltas)
-            return Window(
-                now.taken_at,
-                now.resource,
-                MappingProxyType(metrics),
-                now.monotonic,
-                seconds=seconds,
-                covered=max(0.0, min(seconds, now.taken_at - base_at)),
-            )
+        base_at, base_values = base
+        metrics: dict[str, tuple[Point, ...]] = {}
+        for name in now.monotonic:
+            deltas = []
+            for p in now.metrics.get(name, ()):
+                old_value, old_total = base_values.get((name, _attrs_key(p.attributes)), (0.0, 0.0))
+                total = None if p.total is None else p.total - (old_total or 0.0)
+                deltas.append(Point(p.attributes, p.value - old_value, total))
+            metrics[name] = tuple(deltas)
+        return Window(
+            now.taken_at,
+            now.resource,
+            MappingProxyType(metrics),
+            now.monotonic,
+            seconds=seconds,
+            covered=max(0.0, min(seconds, now.taken_at - base_at)),
+        )
 
     def add_listener(self, listener: Callable[[Readings], None]) -> None:
         """Call ``listener(readings)`` after each periodic snapshot (e.g. spike detection), off the request path."""
@@ -317,6 +324,7 @@ class Readings(MetricReader):
         # The child inherits the parent's cumulative counts and history (still valid baselines) but not the
         # sampler thread, nor a lock another thread may have held at fork time.
         self._lock = threading.RLock()
+        self._history_lock = threading.Lock()
         self._thread = None
         self._latest = None
         self._refreshing = False
