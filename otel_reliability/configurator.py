@@ -146,7 +146,7 @@ def _start_prometheus(readings: Readings) -> None:
         if data is not None:
             collector.add_metrics_data(data)
 
-    collector._callback = feed
+    collector._callback = feed  # type: ignore[assignment]
     REGISTRY.register(collector)
 
 

@@ -28,7 +28,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 from otel_reliability import config
 
