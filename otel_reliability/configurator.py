@@ -84,6 +84,13 @@ def is_uvicorn_supervisor() -> bool:
     return workers.isdigit() and int(workers) > 1
 
 
+def is_multiprocessing_helper() -> bool:
+    """multiprocessing's resource tracker or forkserver: started by ``python -c`` with our sitecustomize on
+    PYTHONPATH (e.g. by ``uvicorn --workers``), serving no requests; it must not take the metrics port."""
+    command = " ".join(getattr(sys, "orig_argv", sys.argv))
+    return "multiprocessing.resource_tracker" in command or "multiprocessing.forkserver" in command
+
+
 def configure_sdk(**kwargs: Any) -> Readings:
     """Build the providers (traces, metrics, logs) from the environment and attach the Readings."""
     settings = config.settings()
@@ -106,7 +113,7 @@ def configure_sdk(**kwargs: Any) -> Readings:
     from otel_reliability.errors import install_spike_detector
 
     install_spike_detector(reader, settings)  # any HTTP framework's request metrics, FastAPI or not
-    if wants_prometheus and not is_uvicorn_supervisor():
+    if wants_prometheus and not is_uvicorn_supervisor() and not is_multiprocessing_helper():
         _start_prometheus(reader)
     return reader
 
