@@ -106,7 +106,7 @@ Where to look:
                  source $TOKENS   then   curl -H "Authorization: Bearer \$OTEL_RELIABILITY_HEALTH_TOKEN" $APP/api/health/pool
   metrics        http://127.0.0.1:$METRICS_PORT/metrics  (Prometheus text, the same numbers as the health views)
   checklist      source $TOKENS && .venv/bin/otel-reliability check --url $APP
-  more scenarios .venv/bin/python examples/load.py --url $APP --fake-url $FAKE --scenario outage|error-burst|pool-saturation|stuck-job
+  more scenarios .venv/bin/python examples/load.py --url $APP --fake-url $FAKE --scenario outage|error-burst|pool-saturation|stuck-job|contention
   stage outages  curl -X POST '$FAKE/control/gcs?failure_rate=1'   (and failure_rate=0 to recover)
   collector + Prometheus: make stack   (in another terminal, next to this demo)
   logs           $DATA_DIR/app.log, $DATA_DIR/fake_services.log
