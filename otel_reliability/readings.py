@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -418,10 +418,6 @@ def _attach_late() -> Readings:
 
 def _retention(error_window: float) -> float:
     return max(error_window, 60.0) + 60.0
-
-
-def iter_readings() -> Iterator[Readings]:
-    yield from list(_all)
 
 
 def _reset_after_fork() -> None:
