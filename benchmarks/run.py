@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from otel_reliability.config import HEALTH_CACHE  # noqa: E402
-from tests.support import BIN, OtlpReceiver, start_app, start_postgres  # noqa: E402
+from tests.support import BIN, OtlpReceiver, http, start_app, start_postgres  # noqa: E402
 
 APP_DIR = ROOT / "benchmarks" / "apps"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -306,6 +306,9 @@ def health(args: argparse.Namespace) -> list[str]:
             for served in (0, traffic):
                 if served:
                     serve_requests(app.url, served)
+                # A scrape collects: health then reads a snapshot with every breaker and pool in it (not the
+                # one cached at start-up, before the app made them).
+                http("GET", f"http://127.0.0.1:{app.metrics_port}/metrics")
                 cells = []
                 for path in HEALTH_PATHS:
                     latency_ms(app.url + path, 20)  # warm-up

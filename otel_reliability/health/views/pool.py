@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
-from otel_reliability.readings import Snapshot
+from otel_reliability.readings import Point, Snapshot
 
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
@@ -31,15 +31,41 @@ def _int(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def pool_report(snap: Snapshot, name: str, warn_percent: float) -> dict[str, Any]:
-    where = {POOL_NAME: name}
-    used = _int(snap.value("db.client.connection.count", {**where, STATE: "used"}, 0.0)) or 0
-    idle = _int(snap.value("db.client.connection.count", {**where, STATE: "idle"}, 0.0)) or 0
-    pending = _int(snap.value("db.client.connection.pending_requests", where, 0.0)) or 0
-    capacity = _int(snap.value("db.client.connection.max", where))
-    pool_size = _int(snap.value("db.client.connection.idle.max", where))
-    timeout = snap.value("db.client.connection.wait_timeout", where)
-    timeouts = _int(snap.total("db.client.connection.timeouts", where)) or 0
+_METRICS = (
+    "db.client.connection.count",
+    "db.client.connection.pending_requests",
+    "db.client.connection.max",
+    "db.client.connection.idle.max",
+    "db.client.connection.wait_timeout",
+    "db.client.connection.timeouts",
+)
+
+
+def _by_pool(snap: Snapshot) -> dict[str, dict[str, list[Point]]]:
+    """Every pool metric grouped by pool once: linear in the number of series, not pools x series."""
+    pools: dict[str, dict[str, list[Point]]] = {}
+    for metric in _METRICS:
+        for name, points in snap.group(metric, by=POOL_NAME).items():
+            pools.setdefault(str(name), {})[metric] = points
+    return pools
+
+
+def _first(points: list[Point] | None, state: str | None = None) -> float | None:
+    for p in points or ():
+        if state is None or p.attributes.get(STATE) == state:
+            return p.value
+    return None
+
+
+def _report(metrics: dict[str, list[Point]], warn_percent: float) -> dict[str, Any]:
+    count = metrics.get("db.client.connection.count")
+    used = _int(_first(count, "used")) or 0
+    idle = _int(_first(count, "idle")) or 0
+    pending = _int(_first(metrics.get("db.client.connection.pending_requests"))) or 0
+    capacity = _int(_first(metrics.get("db.client.connection.max")))
+    pool_size = _int(_first(metrics.get("db.client.connection.idle.max")))
+    timeout = _first(metrics.get("db.client.connection.wait_timeout"))
+    timeouts = _int(sum(p.value for p in metrics.get("db.client.connection.timeouts", ()))) or 0
     overflow = max(0, used + idle - pool_size) if pool_size is not None else 0
     utilization = round(used / capacity * 100, 2) if capacity else None
     return {
@@ -58,8 +84,9 @@ def pool_report(snap: Snapshot, name: str, warn_percent: float) -> dict[str, Any
 def compute(ctx: CheckContext) -> ViewResult:
     snap = ctx.readings.snapshot()
     warn = ctx.settings.pool_warn_utilization
+    by_pool = _by_pool(snap)
     names = sorted({str(p.attributes.get(POOL_NAME)) for p in snap.points("db.client.connection.count")})
-    pools = {name: pool_report(snap, name, warn) for name in names}
+    pools = {name: _report(by_pool.get(name, {}), warn) for name in names}
     warning = sorted(n for n, r in pools.items() if r["warning"])
     status = Status.DEGRADED if warning else Status.HEALTHY
     utilizations = [r["utilization_percent"] for r in pools.values() if r["utilization_percent"] is not None]
