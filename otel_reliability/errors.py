@@ -142,7 +142,7 @@ class SpikeDetector:
         return self._in_spike
 
     def __call__(self, readings: Readings) -> None:
-        counts = count(readings.window(self._window), self._settings)
+        counts = count(readings.window(self._window, (HTTP_SERVER_DURATION,)), self._settings)
         threshold = self._settings.error_spike_threshold
         with self._lock:
             if counts.errors >= threshold and not self._in_spike:

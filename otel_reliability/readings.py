@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -268,8 +268,9 @@ class Readings(MetricReader):
                 _logger.exception("otel-reliability: a Readings listener failed")
         return snap
 
-    def window(self, seconds: float) -> Window:
-        """The change of every cumulative series (sums, histogram counts) over the last ``seconds``."""
+    def window(self, seconds: float, names: Iterable[str] | None = None) -> Window:
+        """The change of every cumulative series (sums, histogram counts) over the last ``seconds``; only of
+        the metrics ``names`` when given (a view that needs one metric does not pay for all of them)."""
         now = self.snapshot()  # never holds the collection lock when a snapshot is fresh
         with self._history_lock:  # short: a collection in progress does not block a window
             base = self._history.base(now.taken_at - seconds)
@@ -280,7 +281,8 @@ class Readings(MetricReader):
                     base = self._history.entries[0]  # history started late: cover what we have
         base_at, base_values = base
         metrics: dict[str, tuple[Point, ...]] = {}
-        for name in now.monotonic:
+        wanted = now.monotonic if names is None else now.monotonic.intersection(names)
+        for name in wanted:
             deltas = []
             for p in now.metrics.get(name, ()):
                 old_value, old_total = base_values.get((name, _attrs_key(p.attributes)), (0.0, 0.0))

@@ -28,7 +28,7 @@ TOP_ROUTES = 5
 
 def compute(ctx: CheckContext) -> ViewResult:
     settings = ctx.settings
-    window = ctx.readings.window(settings.error_window)
+    window = ctx.readings.window(settings.error_window, (errors.HTTP_SERVER_DURATION,))
     counts = errors.count(window, settings)
     rate = round(counts.error_rate_percent, 2)
     enough = counts.total >= settings.error_min_requests
