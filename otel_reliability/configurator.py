@@ -122,7 +122,6 @@ def _start_prometheus(readings: Readings) -> None:
     """Serve the Readings' collections on the Prometheus endpoint, rendered by the Prometheus exporter's own
     translation (the names the collector path shows too). No second MetricReader: each measurement is
     aggregated once, and a scrape refreshes the snapshot health reads."""
-    from opentelemetry.exporter.prometheus import _CustomCollector
     from prometheus_client import REGISTRY, gc_collector, platform_collector, process_collector, start_http_server
 
     host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
@@ -145,6 +144,14 @@ def _start_prometheus(readings: Readings) -> None:
             port,
             exc.strerror or exc,
         )
+        return
+    try:
+        from opentelemetry.exporter.prometheus import _CustomCollector
+    except ImportError:  # the exporter's translation moved: fall back to its own reader (a second aggregation)
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        provider = metrics.get_meter_provider()
+        provider.add_metric_reader(PrometheusMetricReader())  # type: ignore[attr-defined]
         return
     collector = _CustomCollector()
 
