@@ -30,11 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from otel_reliability.config import HEALTH_CACHE  # noqa: E402
-from tests.support import BIN, OtlpReceiver, http, start_app, start_postgres  # noqa: E402
+from tests.support import OtlpReceiver, http, start_app, start_postgres, upstream_distro_dir  # noqa: E402
 
 APP_DIR = ROOT / "benchmarks" / "apps"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-CACHE = Path(os.environ.get("OTEL_RELIABILITY_CACHE", "/var/cache/otel-reliability"))
 OURS = ("reliability_breakers", "reliability_pool", "reliability_process", "reliability_operations")
 
 
@@ -56,19 +55,6 @@ class Measurement:
 @dataclass
 class Table:
     rows: dict[tuple[str, str], list[Measurement]] = field(default_factory=dict)
-
-
-def upstream_distro_dir() -> Path:
-    version = metadata.version("opentelemetry-instrumentation")
-    target = CACHE / f"opentelemetry-distro-{version}"
-    if not (target / ".complete").exists():
-        subprocess.run(
-            [str(BIN / "python"), "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-             f"opentelemetry-distro=={version}"],
-            check=True, timeout=300,
-        )  # fmt: skip
-        (target / ".complete").touch()
-    return target
 
 
 def variants(otlp_endpoint: str) -> list[Variant]:

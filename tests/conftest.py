@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, AppProcess, Postgres, start_app, start_postgres
+from tests.support import ROOT, AppProcess, OtlpReceiver, Postgres, start_app, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +33,11 @@ def app_factory(tmp_path: Path) -> Iterator[object]:
     yield make
     for app in started:
         app.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """An in-test OTLP/HTTP receiver on loopback."""
+    r = OtlpReceiver()
+    yield r
+    r.close()

@@ -278,6 +278,28 @@ def start_postgres() -> Postgres:
     return pg
 
 
+CACHE = Path(os.environ.get("OTEL_RELIABILITY_CACHE", "/var/cache/otel-reliability"))
+
+
+def upstream_distro_dir() -> Path:
+    """Upstream's opentelemetry-distro (the version matching our instrumentation), installed once into a cached
+    folder to put first on PYTHONPATH: beside ours for one test or one benchmark variant, never in .venv."""
+    from importlib import metadata
+
+    version = metadata.version("opentelemetry-instrumentation")
+    target = CACHE / f"opentelemetry-distro-{version}"
+    if not (target / ".complete").exists():
+        proc = subprocess.run(
+            [str(BIN / "python"), "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+             f"opentelemetry-distro=={version}"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"opentelemetry-distro=={version} from PyPI: {proc.stderr[-300:]}")
+        (target / ".complete").touch()
+    return target
+
+
 def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,11 +22,12 @@ from typing import Any
 
 import pytest
 
+from tests.support import free_port, require
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "collector-config"
 COLLECTOR = ROOT / "build" / "otelcol-reliability"
 DASHBOARDS = sorted((CONFIG_DIR / "grafana" / "dashboards").glob("*.json"))
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # shared/CONTRACT.md's metric names (histograms with their series suffixes), plus Prometheus's own.
 CONTRACT_METRICS = {
@@ -74,14 +74,6 @@ def collector_test(fn: Any) -> Any:
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
-def require(condition: bool, what: str) -> None:
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"required and missing in CI: {what}")
-    pytest.skip(f"missing: {what}")
-
-
 def find_go() -> str | None:
     return shutil.which("go") or ("/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go", os.X_OK) else None)
 
@@ -95,12 +87,6 @@ def promtool() -> str:
 
 def run(cmd: list[str], timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 2) -> tuple[int, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -11,13 +11,6 @@ from tests.support import ROOT, AppProcess, OtlpReceiver, get_json, http, scrape
 
 APP_DIR = ROOT / "tests" / "apps" / "prefork"
 StartApp = Callable[..., AppProcess]
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    r = OtlpReceiver()
-    yield r
-    r.close()
 
 
 def spread_requests(app: AppProcess, n: int = 12) -> None:

@@ -8,33 +8,17 @@ opentelemetry-distro is installed for this test only, into a cached folder put f
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
-from importlib import metadata
-from pathlib import Path
 
-from tests.support import BIN, AppProcess, get_json, http, require, scrape, series_value
-
-CACHE = Path(os.environ.get("OTEL_RELIABILITY_CACHE", "/var/cache/otel-reliability"))
-
-
-def upstream_distro_dir() -> Path:
-    version = metadata.version("opentelemetry-instrumentation")
-    target = CACHE / f"opentelemetry-distro-{version}"
-    if not (target / ".complete").exists():
-        proc = subprocess.run(
-            [str(BIN / "python"), "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-             f"opentelemetry-distro=={version}"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        require(proc.returncode == 0, f"opentelemetry-distro=={version} from PyPI: {proc.stderr[-300:]}")
-        (target / ".complete").touch()
-    return target
+from tests.support import BIN, AppProcess, get_json, http, require, scrape, series_value, upstream_distro_dir
 
 
 def test_both_distros_installed_ours_chosen_by_name(app_factory: Callable[..., AppProcess]) -> None:
-    target = upstream_distro_dir()
+    try:
+        target = upstream_distro_dir()
+    except RuntimeError as exc:
+        require(False, str(exc))
     app = app_factory(
         "minimal_app:app",
         env={

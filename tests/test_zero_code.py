@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from tests.support import AppProcess, OtlpReceiver, get_json, http, scrape, series_value, wait_until
 
 StartApp = Callable[..., AppProcess]
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    r = OtlpReceiver()
-    yield r
-    r.close()
 
 
 def drive(app: AppProcess) -> None:

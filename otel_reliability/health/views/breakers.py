@@ -26,13 +26,15 @@ from __future__ import annotations
 from typing import Any
 
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
+from otel_reliability.instrumentation.breakers._metrics import (
+    CALLS,
+    CONSECUTIVE_FAILURES,
+    FAILURE_THRESHOLD,
+    RESET_TIMEOUT,
+    STATE,
+    TRANSITIONS,
+)
 
-STATE = "circuit_breaker.state"
-CALLS = "circuit_breaker.calls"
-TRANSITIONS = "circuit_breaker.transitions"
-CONSECUTIVE_FAILURES = "circuit_breaker.consecutive_failures"
-FAILURE_THRESHOLD = "circuit_breaker.failure_threshold"
-RESET_TIMEOUT = "circuit_breaker.reset_timeout"
 NAME = "circuit_breaker.name"
 STATES = ("closed", "open", "half_open")
 OUTCOMES = ("success", "failure", "rejected")
