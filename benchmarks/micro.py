@@ -20,17 +20,25 @@ os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
 
 import pybreaker
 import sqlalchemy as sa
+from opentelemetry import trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy import pool as sa_pool
 from sqlalchemy.orm import Session, sessionmaker
 
 from otel_reliability.db.transactions import run_in_transaction
+from otel_reliability.instrumentation._published import quiet_views
 from otel_reliability.instrumentation.breakers import BreakersInstrumentor
 from otel_reliability.instrumentation.operations import OperationsInstrumentor, track_operation
 from otel_reliability.instrumentation.pool import PoolInstrumentor
 from otel_reliability.readings import Readings
+
+# As under opentelemetry-instrument with the distro's defaults while traces go nowhere: an SDK tracer provider
+# whose sampler records nothing.
+trace.set_tracer_provider(TracerProvider(sampler=ALWAYS_OFF))
 
 
 def best(func: Callable[[], Any], number: int) -> float:
@@ -42,7 +50,7 @@ def best(func: Callable[[], Any], number: int) -> float:
 def instrumented(*instrumentors: Any) -> Iterator[tuple[Readings, PrometheusMetricReader]]:
     readings = Readings(background=False, cache_seconds=0.0)
     prometheus = PrometheusMetricReader()
-    provider = MeterProvider(metric_readers=[prometheus])
+    provider = MeterProvider(metric_readers=[prometheus], views=quiet_views())
     readings.bind(provider)
     for inst in instrumentors:
         inst.instrument(meter_provider=provider)

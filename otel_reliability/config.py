@@ -191,7 +191,7 @@ STATEMENT_TIMEOUT_INTERVAL = Variable(
     "300",
     _number(1),
     "a number of seconds >= 1",
-    "How often the PostgreSQL statement_timeout is read with SHOW (in the background).",
+    "Deprecated and ignored: the PostgreSQL statement_timeout is now read on every new connection.",
 )
 AUTO_MOUNT = Variable(
     "OTEL_RELIABILITY_AUTO_MOUNT",
@@ -209,15 +209,16 @@ CHECK_TIMEOUT = Variable(
 )
 HEALTH_CACHE = Variable(
     "OTEL_RELIABILITY_HEALTH_CACHE",
-    "5",
+    "0.5",
     _number(0, 300),
     "a number of seconds between 0 and 300",
-    "Seconds a health response may reuse the last collection (refreshed ahead in the background, and by every "
-    "scrape of :9464). 0 collects on every call: fresh, but each call then costs a full collection.",
+    "Seconds a health response may reuse the last collection for counts (refreshed ahead in the background, "
+    "and by every scrape of :9464). A state change (breaker transition, new breaker or pool, failed connection, "
+    "operation turning stuck) is never hidden by it. 0 collects on every call.",
 )
 SNAPSHOT_INTERVAL = Variable(
     "OTEL_RELIABILITY_SNAPSHOT_INTERVAL",
-    "5",
+    "1",
     _number(0.1, 300),
     "a number of seconds between 0.1 and 300",
     "Seconds between the Readings snapshots that windows (error rate) are computed from.",

@@ -35,6 +35,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKConfigurator
 
 from otel_reliability import config
+from otel_reliability.instrumentation._published import install_quiet_views
 from otel_reliability.readings import Readings, _retention, install
 
 _logger = logging.getLogger("otel_reliability")
@@ -104,6 +105,7 @@ def configure_sdk(**kwargs: Any) -> Readings:
     with _environ("OTEL_METRICS_EXPORTER", ",".join(others) or "none"):
         _initialize_components(resource_attributes=resource_attributes, **kwargs)
     provider = metrics.get_meter_provider()
+    install_quiet_views(provider)
     reader = Readings(
         snapshot_interval=settings.snapshot_interval,
         retention=_retention(settings.error_window),

@@ -22,7 +22,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
@@ -47,9 +48,19 @@ from opentelemetry.sdk.metrics.export import (
     Histogram as HistogramData,
 )
 
+from otel_reliability import changes
+
 _logger = logging.getLogger(__name__)
 
 Attributes = Mapping[str, Any]
+
+
+def rfc3339(at: float) -> str:
+    """A ``time.time()`` value as RFC 3339 UTC with milliseconds."""
+    moment = datetime.fromtimestamp(at, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 _SeriesKey = tuple[str, frozenset[tuple[str, Any]]]
 
 
@@ -70,12 +81,18 @@ class Point:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Every metric of one collection, by name."""
+    """Every metric of one collection, by name.
+
+    ``taken_at`` is on the monotonic clock (ages, windows); ``observed_at`` is the wall-clock time of the same
+    instant (what responses show); ``generation`` the change generation the collection started in.
+    """
 
     taken_at: float
     resource: Attributes
     metrics: Mapping[str, tuple[Point, ...]]
     monotonic: frozenset[str] = frozenset()  # names of cumulative sums and histograms (windowable)
+    observed_at: float = 0.0
+    generation: int = -1
 
     def points(self, name: str, where: Attributes | None = None) -> tuple[Point, ...]:
         return tuple(p for p in self.metrics.get(name, ()) if p.matches(where))
@@ -98,6 +115,11 @@ class Snapshot:
         return groups
 
     @property
+    def observed_at_text(self) -> str:
+        """``observed_at`` in RFC 3339, UTC, milliseconds (``2026-11-28T19:40:01.123Z``)."""
+        return rfc3339(self.observed_at)
+
+    @property
     def service(self) -> dict[str, Any]:
         return {
             "name": self.resource.get("service.name", "unknown_service"),
@@ -113,23 +135,42 @@ class Window(Snapshot):
     covered: float = 0.0
 
 
+_Values = dict[_SeriesKey, tuple[float, float | None]]
+
+
 @dataclass
 class _History:
-    """Cumulative values of monotonic series at past instants, oldest first."""
+    """Cumulative values of monotonic series at past instants, oldest first.
+
+    Dense near now, sparse further back: every snapshot of the last ``dense`` seconds is kept (so a short window,
+    like the few seconds pool health looks at, starts within one snapshot interval), older ones only every
+    ``sparse`` seconds (so the 5-minute error window costs ~``retention / sparse`` entries, not one per second).
+    """
 
     retention: float
-    entries: deque[tuple[float, dict[_SeriesKey, tuple[float, float | None]]]] = field(default_factory=deque)
+    dense: float = 30.0
+    sparse: float = 5.0
+    older: deque[tuple[float, _Values]] = field(default_factory=deque)
+    recent: deque[tuple[float, _Values]] = field(default_factory=deque)
 
-    def add(self, at: float, values: dict[_SeriesKey, tuple[float, float | None]]) -> None:
-        self.entries.append((at, values))
+    @property
+    def entries(self) -> list[tuple[float, _Values]]:
+        return [*self.older, *self.recent]
+
+    def add(self, at: float, values: _Values) -> None:
+        self.recent.append((at, values))
+        while self.recent and self.recent[0][0] < at - self.dense:
+            entry = self.recent.popleft()
+            if not self.older or entry[0] - self.older[-1][0] >= self.sparse:
+                self.older.append(entry)
         # Keep the newest entry that is older than the retention horizon: it is the base of the widest window.
-        while len(self.entries) >= 2 and self.entries[1][0] <= at - self.retention:
-            self.entries.popleft()
+        while len(self.older) >= 2 and self.older[1][0] <= at - self.retention:
+            self.older.popleft()
 
-    def base(self, start: float) -> tuple[float, dict[_SeriesKey, tuple[float, float | None]]] | None:
+    def base(self, start: float) -> tuple[float, _Values] | None:
         """The newest entry taken at or before ``start``."""
         found = None
-        for entry in self.entries:
+        for entry in (*self.older, *self.recent):
             if entry[0] <= start:
                 found = entry
             else:
@@ -153,9 +194,9 @@ class Readings(MetricReader):
     def __init__(
         self,
         *,
-        snapshot_interval: float = 5.0,
+        snapshot_interval: float = 1.0,
         retention: float = 360.0,
-        cache_seconds: float = 0.2,
+        cache_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
     ) -> None:
@@ -190,38 +231,47 @@ class Readings(MetricReader):
     # --- MetricReader ---------------------------------------------------------------------------------
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._received_data = metrics_data
-        self._received = _to_snapshot(metrics_data, self._clock(), self._resource)
+        self._received = _to_snapshot(metrics_data, self._clock(), self._resource, time.time())
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._stop.set()
 
     # --- snapshots --------------------------------------------------------------------------------------
     def snapshot(self, max_age: float | None = None) -> Snapshot:
-        """The current metrics: one collection, reused for ``max_age`` seconds (default: the cache time).
+        """The current metrics: one collection, reused for at most ``max_age`` seconds (default: the cache
+        time) and never past a change (``otel_reliability.changes``): a breaker transition, a new breaker or
+        pool, a failed connection, an operation turning stuck each make the next call collect anew.
 
         Refresh-ahead: a caller that finds the snapshot past 3/4 of its age limit still gets it (it is within
-        the limit) and starts a refresh in the background, so under steady health traffic the collection (tens
-        of milliseconds with hundreds of breakers) runs off the request path. Only a caller that finds no
-        snapshot young enough collects itself.
+        the limit) and starts a refresh in the background, so under steady health traffic the collection runs
+        off the request path. Only a caller that finds no usable snapshot collects itself.
         """
         max_age = self._cache_seconds if max_age is None else max_age
         latest = self._latest  # one reference read: no lock on the fast path
-        if latest is not None:
-            age = self._clock() - latest.taken_at
-            if age <= max_age:
-                if max_age > 0 and age > max_age * 0.75:
-                    self._refresh_in_background()
-                return latest
+        if latest is not None and self._usable(latest, max_age):
+            if max_age > 0 and self._clock() - latest.taken_at > max_age * 0.75:
+                self._refresh_in_background()
+            return latest
         with self._lock:
             latest = self._latest  # another thread may have collected while this one waited
-            if latest is not None and self._clock() - latest.taken_at <= max_age:
+            if latest is not None and self._usable(latest, max_age):
                 return latest
             return self._collect_now()
 
+    def _usable(self, snap: Snapshot, max_age: float) -> bool:
+        return (
+            snap.generation == changes.generation() and self._clock() - snap.taken_at <= max_age and not changes.due()
+        )
+
     def is_fresh(self) -> bool:
-        """A snapshot young enough for ``snapshot()`` to return it without collecting."""
+        """A snapshot usable by ``snapshot()`` without collecting."""
         latest = self._latest
-        return latest is not None and self._clock() - latest.taken_at <= self._cache_seconds
+        return latest is not None and self._usable(latest, self._cache_seconds)
+
+    @property
+    def latest(self) -> Snapshot | None:
+        """The newest collection, whatever its age (None before the first)."""
+        return self._latest
 
     def export(self) -> MetricsData | None:
         """Collect now and return the raw collection, for an exporter that renders it (the :9464 endpoint):
@@ -234,8 +284,13 @@ class Readings(MetricReader):
         with self._lock:
             self._received = None
             self._received_data = None
+            generation = changes.generation()  # a change during the collection makes it stale at once
+            changes.settle(time.monotonic())
             self.collect()
-            snap = self._received or Snapshot(self._clock(), self._resource, MappingProxyType({}))
+            received = self._received
+            if received is None:
+                received = Snapshot(self._clock(), self._resource, MappingProxyType({}), observed_at=time.time())
+            snap = replace(received, generation=generation)
             self._latest = snap
             self._ensure_sampler()
             return snap
@@ -275,7 +330,7 @@ class Readings(MetricReader):
         with self._history_lock:  # short: a collection in progress does not block a window
             base = self._history.base(now.taken_at - seconds)
             if base is None:
-                if now.taken_at - self._started_at <= seconds or not self._history.entries:
+                if now.taken_at - self._started_at <= seconds or not (self._history.older or self._history.recent):
                     base = (self._started_at, {})  # the reader is younger than the window: all it saw is inside
                 else:
                     base = self._history.entries[0]  # history started late: cover what we have
@@ -294,6 +349,8 @@ class Readings(MetricReader):
             now.resource,
             MappingProxyType(metrics),
             now.monotonic,
+            now.observed_at,
+            now.generation,
             seconds=seconds,
             covered=max(0.0, min(seconds, now.taken_at - base_at)),
         )
@@ -336,7 +393,12 @@ def _attrs_key(attributes: Attributes) -> frozenset[tuple[str, Any]]:
     return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
 
 
-def _to_snapshot(data: MetricsData, taken_at: float, resource: Attributes) -> Snapshot:
+_NO_ATTRIBUTES: Attributes = MappingProxyType({})
+
+
+def _to_snapshot(data: MetricsData, taken_at: float, resource: Attributes, observed_at: float) -> Snapshot:
+    # The data points' attribute mappings are the SDK's own copies, never changed after collection: shared, not
+    # copied again (this loop runs over every point of every collection).
     metrics: dict[str, list[Point]] = {}
     monotonic: set[str] = set()
     for rm in data.resource_metrics:
@@ -347,17 +409,21 @@ def _to_snapshot(data: MetricsData, taken_at: float, resource: Attributes) -> Sn
                 payload = metric.data
                 if isinstance(payload, HistogramData):
                     monotonic.add(metric.name)
-                    for hp in payload.data_points:
-                        assert isinstance(hp, HistogramDataPoint)
-                        points.append(Point(MappingProxyType(dict(hp.attributes or {})), float(hp.count), hp.sum))
+                    points.extend(
+                        Point(hp.attributes or _NO_ATTRIBUTES, float(hp.count), hp.sum)
+                        for hp in payload.data_points
+                        if isinstance(hp, HistogramDataPoint)
+                    )
                 elif isinstance(payload, Sum | Gauge):
                     if isinstance(payload, Sum) and payload.is_monotonic:
                         monotonic.add(metric.name)
-                    for np in payload.data_points:
-                        assert isinstance(np, NumberDataPoint)
-                        points.append(Point(MappingProxyType(dict(np.attributes or {})), float(np.value)))
+                    points.extend(
+                        Point(np.attributes or _NO_ATTRIBUTES, float(np.value))
+                        for np in payload.data_points
+                        if isinstance(np, NumberDataPoint)
+                    )
     frozen = {name: tuple(points) for name, points in metrics.items()}
-    return Snapshot(taken_at, resource, MappingProxyType(frozen), frozenset(monotonic))
+    return Snapshot(taken_at, resource, MappingProxyType(frozen), frozenset(monotonic), observed_at=observed_at)
 
 
 def _cumulative_values(snap: Snapshot) -> dict[_SeriesKey, tuple[float, float | None]]:

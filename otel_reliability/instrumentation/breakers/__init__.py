@@ -68,6 +68,7 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 import otel_reliability
+from otel_reliability import changes
 from otel_reliability.instrumentation.breakers import _metrics
 from otel_reliability.instrumentation.breakers._registry import (
     OUTCOMES,
@@ -206,6 +207,7 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             from otel_reliability.instrumentation.breakers import http
 
             http.install()
+        changes.mark_changed()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         BreakersInstrumentor._active = False  # the instruments created so far report nothing from now on
@@ -216,3 +218,4 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             from otel_reliability.instrumentation.breakers import http
 
             http.uninstall()
+        changes.mark_changed()

@@ -1,16 +1,22 @@
-"""The breaker instruments: all observable, read from the registry at collection time.
+"""The breaker instruments: synchronous, published from the registry at the start of each collection.
 
-The state gauge is created first, so it is the first callback of every collection: it reads each breaker
-once, and the other instruments of the same collection reuse that read (one state read per breaker per
-collection, which matters for breakers whose state lives in Redis).
+Each breaker is read once per collection (which matters for breakers whose state lives in Redis); its state,
+configuration and counts are compared with what was published last, and only differences reach the SDK
+(``otel_reliability.instrumentation._published`` says why this is ~6x cheaper than observable instruments).
+Calls are counted on the call path in plain integers (one SDK measurement would cost more than the call);
+transitions are counted on the call path as the library reports or as our wrappers see them, never derived
+at collection (except for hand-registered breakers, whose calls we do not see).
+
+A breaker that is garbage-collected or unregistered disappears from every series at the next collection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Meter
 
+from otel_reliability.instrumentation._published import Published, on_collect
 from otel_reliability.instrumentation.breakers._registry import (
     ATTR_NAME,
     ATTR_OUTCOME,
@@ -27,102 +33,120 @@ CONSECUTIVE_FAILURES = "circuit_breaker.consecutive_failures"
 FAILURE_THRESHOLD = "circuit_breaker.failure_threshold"
 RESET_TIMEOUT = "circuit_breaker.reset_timeout"
 
-_SHARED_READ_SECONDS = 1.0
 
+class BreakerInstruments:
+    """The six instruments and what was last published into them."""
 
-def create_instruments(meter: Meter, registry: BreakerRegistry, active: Callable[[], bool]) -> None:
-    """Create the six instruments on ``meter``; they report nothing once ``active()`` is False."""
+    def __init__(self, meter: Meter, registry: BreakerRegistry, active: Callable[[], bool]) -> None:
+        self._registry = registry
+        self._active = active
+        self.state = Published(
+            meter.create_up_down_counter(
+                STATE,
+                unit="{state}",
+                description="1 for the state the circuit breaker is in, 0 for the other states (all 0: unreadable).",
+            ),
+            monotonic=False,
+        )
+        self.calls = Published(
+            meter.create_counter(
+                CALLS,
+                unit="{call}",
+                description="Calls through the circuit breaker by outcome: success, failure, rejected (refused "
+                "while open).",
+            ),
+            monotonic=True,
+        )
+        self.transitions = Published(
+            meter.create_counter(
+                TRANSITIONS,
+                unit="{transition}",
+                description="State changes of the circuit breaker, by the state entered.",
+            ),
+            monotonic=True,
+        )
+        self.failures = Published(
+            meter.create_up_down_counter(
+                CONSECUTIVE_FAILURES,
+                unit="{failure}",
+                description="Failures since the last success, as the circuit breaker counts them.",
+            ),
+            monotonic=False,
+        )
+        self.threshold = Published(
+            meter.create_up_down_counter(
+                FAILURE_THRESHOLD,
+                unit="{failure}",
+                description="Consecutive failures at which the circuit breaker opens (its configuration).",
+            ),
+            monotonic=False,
+        )
+        self.reset_timeout = Published(
+            meter.create_up_down_counter(
+                RESET_TIMEOUT,
+                unit="s",
+                description="Seconds the circuit breaker stays open before it lets a trial call through "
+                "(configuration).",
+            ),
+            monotonic=False,
+        )
+        self._all = (self.state, self.calls, self.transitions, self.failures, self.threshold, self.reset_timeout)
+        # Attribute dicts per breaker name, built once (the SDK copies them; we never mutate them).
+        self._attrs: dict[str, tuple[dict[str, str], dict[str, dict[str, str]], dict[str, dict[str, str]]]] = {}
+        on_collect(meter, "otel_reliability.breakers.publish", self.publish)
 
-    def state(options: CallbackOptions) -> Iterable[Observation]:
-        if not active():
-            return []
-        out = []
-        for entry in registry.collect(max_age=0.0):
+    def _attributes(self, name: str) -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+        found = self._attrs.get(name)
+        if found is None:
+            found = (
+                {ATTR_NAME: name},
+                {s: {ATTR_NAME: name, ATTR_STATE: s} for s in STATES},
+                {o: {ATTR_NAME: name, ATTR_OUTCOME: o} for o in OUTCOMES},
+            )
+            self._attrs[name] = found
+        return found
+
+    def publish(self) -> None:
+        """Bring every series up to date with the registry (called at the start of each collection)."""
+        if not self._active():
+            self.forget(None)
+            return
+        seen: set[str] = set()
+        for entry in self._registry.collect(max_age=0.0):
+            name = entry.name
+            seen.add(name)
+            plain, by_state, by_outcome = self._attributes(name)
             current = entry.reading.state  # None (unknown): every state 0
             for value in STATES:
-                out.append(Observation(1 if value == current else 0, {ATTR_NAME: entry.name, ATTR_STATE: value}))
-        return out
+                self.state.set((name, value), 1 if value == current else 0, by_state[value])
+                self.transitions.set((name, value), entry.transitions[value], by_state[value])
+            if entry.tracked.counts_calls:
+                for outcome, count in zip(OUTCOMES, entry.calls, strict=True):
+                    self.calls.set((name, outcome), count, by_outcome[outcome])
+            for published, number in (
+                (self.failures, entry.reading.consecutive_failures),
+                (self.threshold, entry.reading.failure_threshold),
+                (self.reset_timeout, entry.reading.reset_timeout),
+            ):
+                if number is None:
+                    published.forget((name,))
+                else:
+                    published.set((name,), number, plain)
+        self.forget(seen)
 
-    def consecutive_failures(options: CallbackOptions) -> Iterable[Observation]:
-        if not active():
-            return []
-        return [
-            Observation(e.reading.consecutive_failures, {ATTR_NAME: e.name})
-            for e in registry.collect(_SHARED_READ_SECONDS)
-            if e.reading.consecutive_failures is not None
-        ]
+    def forget(self, keep: set[str] | None) -> None:
+        """End the series of every breaker not in ``keep`` (all of them when None)."""
+        for published in self._all:
+            for key in published.series():
+                if keep is None or key[0] not in keep:  # type: ignore[index]
+                    published.forget(key)
+        if keep is None:
+            self._attrs.clear()
+        else:
+            for name in [n for n in self._attrs if n not in keep]:
+                del self._attrs[name]
 
-    def failure_threshold(options: CallbackOptions) -> Iterable[Observation]:
-        if not active():
-            return []
-        return [
-            Observation(e.reading.failure_threshold, {ATTR_NAME: e.name})
-            for e in registry.collect(_SHARED_READ_SECONDS)
-            if e.reading.failure_threshold is not None
-        ]
 
-    def reset_timeout(options: CallbackOptions) -> Iterable[Observation]:
-        if not active():
-            return []
-        return [
-            Observation(e.reading.reset_timeout, {ATTR_NAME: e.name})
-            for e in registry.collect(_SHARED_READ_SECONDS)
-            if e.reading.reset_timeout is not None
-        ]
-
-    def calls(options: CallbackOptions) -> Iterable[Observation]:
-        if not active():
-            return []
-        out = []
-        for entry in registry.collect(_SHARED_READ_SECONDS):
-            if not entry.tracked.counts_calls:
-                continue
-            for outcome, count in zip(OUTCOMES, entry.calls, strict=True):
-                out.append(Observation(count, {ATTR_NAME: entry.name, ATTR_OUTCOME: outcome}))
-        return out
-
-    def transitions(options: CallbackOptions) -> Iterable[Observation]:
-        if not active():
-            return []
-        out = []
-        for entry in registry.collect(_SHARED_READ_SECONDS):
-            for value in STATES:
-                out.append(Observation(entry.transitions[value], {ATTR_NAME: entry.name, ATTR_STATE: value}))
-        return out
-
-    meter.create_observable_gauge(
-        STATE,
-        [state],
-        unit="{state}",
-        description="1 for the state the circuit breaker is in, 0 for the other states (all 0: unreadable).",
-    )
-    meter.create_observable_counter(
-        CALLS,
-        [calls],
-        unit="{call}",
-        description="Calls through the circuit breaker by outcome: success, failure, rejected (refused while open).",
-    )
-    meter.create_observable_counter(
-        TRANSITIONS,
-        [transitions],
-        unit="{transition}",
-        description="State changes of the circuit breaker, by the state entered.",
-    )
-    meter.create_observable_gauge(
-        CONSECUTIVE_FAILURES,
-        [consecutive_failures],
-        unit="{failure}",
-        description="Failures since the last success, as the circuit breaker counts them.",
-    )
-    meter.create_observable_gauge(
-        FAILURE_THRESHOLD,
-        [failure_threshold],
-        unit="{failure}",
-        description="Consecutive failures at which the circuit breaker opens (its configuration).",
-    )
-    meter.create_observable_gauge(
-        RESET_TIMEOUT,
-        [reset_timeout],
-        unit="s",
-        description="Seconds the circuit breaker stays open before it lets a trial call through (configuration).",
-    )
+def create_instruments(meter: Meter, registry: BreakerRegistry, active: Callable[[], bool]) -> BreakerInstruments:
+    """Create the six instruments on ``meter``; they report nothing once ``active()`` is False."""
+    return BreakerInstruments(meter, registry, active)

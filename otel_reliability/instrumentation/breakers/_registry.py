@@ -12,6 +12,7 @@ and any reader added at any time (the Readings, a late exporter) sees the full c
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sys
 import threading
@@ -24,6 +25,8 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
+
+from otel_reliability import changes
 
 _logger = logging.getLogger("otel_reliability.breakers")
 
@@ -85,6 +88,10 @@ class Adapter(Protocol):
     library: str
     # True when the library emits no transition events: transitions are derived from observed states.
     derive_transitions: bool
+    # True when no call path of the breaker is seen (hand-registered breakers): states observed when it is read
+    # are the only source of transitions. Libraries we wrap derive them on the call path instead, so their
+    # counts never depend on how often someone collects.
+    derive_on_read: bool
 
     def name_of(self, breaker: Any) -> str | None: ...
 
@@ -132,7 +139,9 @@ class TrackedBreaker:
         self.explicit_name = explicit_name
         self.fallback_name = fallback_name
         self.counts_calls = counts_calls
-        self.calls = [0, 0, 0]  # in OUTCOMES order
+        # Calls by outcome, in OUTCOMES order: itertools.count, whose next() is atomic in CPython, so the call path
+        # takes no lock (a lock round-trip cost more than a third of a pybreaker call).
+        self.calls = (itertools.count(), itertools.count(), itertools.count())
         self.transitions = dict.fromkeys(STATES, 0)
         self.last_state: str | None = initial_state
         self._lock = threading.Lock()
@@ -161,22 +170,17 @@ class TrackedBreaker:
 
     # --- what happened --------------------------------------------------------------------------------------
     def record_call(self, outcome: str) -> None:
-        index = OUTCOMES.index(outcome)
-        with self._lock:
-            self.calls[index] += 1
+        next(self.calls[OUTCOMES.index(outcome)])
 
     def record_success(self) -> None:
-        with self._lock:
-            self.calls[0] += 1
+        next(self.calls[0])
 
     def record_failure(self) -> None:
-        with self._lock:
-            self.calls[1] += 1
+        next(self.calls[1])
 
     def record_rejected(self, error: BaseException | None = None) -> None:
         """A call refused while open: counted, and an event plus error status on the current span."""
-        with self._lock:
-            self.calls[2] += 1
+        next(self.calls[2])
         if error is not None:
             tag_error(error, self)
         span = trace.get_current_span()
@@ -197,6 +201,7 @@ class TrackedBreaker:
             if old == new_state:
                 return
             self.transitions[new_state] += 1
+        changes.mark_changed()
         span = trace.get_current_span()
         if span.is_recording():
             attrs = {ATTR_NAME: self.name, ATTR_STATE: new_state}
@@ -224,7 +229,8 @@ class TrackedBreaker:
 
     def counts(self) -> tuple[tuple[int, int, int], dict[str, int]]:
         with self._lock:
-            return (self.calls[0], self.calls[1], self.calls[2]), dict(self.transitions)
+            transitions = dict(self.transitions)
+        return (_value(self.calls[0]), _value(self.calls[1]), _value(self.calls[2])), transitions
 
     # --- live state -----------------------------------------------------------------------------------------
     def read(self) -> Reading | None:
@@ -243,7 +249,8 @@ class TrackedBreaker:
                     type(exc).__name__,
                 )
             return UNKNOWN
-        self.observe(reading.state)
+        if self.adapter.derive_on_read:
+            self.observe(reading.state)
         return reading
 
     def retry_after(self) -> float | None:
@@ -254,6 +261,29 @@ class TrackedBreaker:
             return self.adapter.retry_after(breaker, self)
         except Exception:
             return None
+
+
+def _value(counter: itertools.count[int]) -> int:
+    """How many times ``next()`` was called on ``counter`` (its repr is ``count(N)``), without advancing it."""
+    return int(repr(counter)[6:-1])
+
+
+_spans_possible: bool | None = None
+
+
+def spans_possible() -> bool:
+    """False when the global tracer provider can never record a span (our default while traces go nowhere is
+    the always_off sampler): the call path then skips looking up the current span. Final once an SDK provider
+    is set (it can be set only once); while the global provider is still a proxy, spans are assumed."""
+    global _spans_possible
+    if _spans_possible is not None:
+        return _spans_possible
+    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
+    if sampler is None:
+        return True
+    description = sampler.get_description() if hasattr(sampler, "get_description") else ""
+    _spans_possible = description != "AlwaysOffSampler"
+    return _spans_possible
 
 
 _TAG = "_otel_reliability_breaker"
@@ -358,7 +388,8 @@ class BreakerRegistry:
             )
             self._entries[key] = tracked
             self._cache = None
-            return tracked
+        changes.mark_changed()
+        return tracked
 
     def _reference(self, target: Any, key: Hashable, strong: bool) -> Callable[[], Any]:
         if strong:
@@ -383,6 +414,7 @@ class BreakerRegistry:
             if tracked is not None and tracked.breaker is None:
                 del self._entries[key]
                 self._cache = None
+        changes.mark_changed()
 
     def lookup(self, breaker: Any) -> TrackedBreaker | None:
         return self.get(("obj", id(breaker)))
@@ -398,6 +430,7 @@ class BreakerRegistry:
             if self._entries.get(tracked.key) is tracked:
                 del self._entries[tracked.key]
                 self._cache = None
+        changes.mark_changed()
 
     def by_name(self, name: str) -> list[TrackedBreaker]:
         return [t for t in self.tracked() if t.explicit_name == name or t.name == name]

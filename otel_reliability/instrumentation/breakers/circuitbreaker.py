@@ -43,6 +43,7 @@ _COUNTED = "_otel_reliability_counted_fallback"
 class CircuitbreakerAdapter:
     library = LIBRARY
     derive_transitions = True  # no events: derived from observed states
+    derive_on_read = False
 
     def name_of(self, breaker: Any) -> str | None:
         name = breaker.name

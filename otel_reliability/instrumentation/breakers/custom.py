@@ -55,6 +55,7 @@ class CustomAdapter:
 
     library = "custom"
     derive_transitions = True
+    derive_on_read = True
 
     def name_of(self, breaker: Any) -> str | None:
         return None  # register_breaker always gives a name

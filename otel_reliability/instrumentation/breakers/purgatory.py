@@ -49,6 +49,7 @@ _factories: weakref.WeakSet[Any] = weakref.WeakSet()
 class PurgatoryAdapter:
     library = LIBRARY
     derive_transitions = False  # state_changed events
+    derive_on_read = False
 
     def name_of(self, factory: Any) -> str | None:
         return None  # the tracked record carries the circuit name

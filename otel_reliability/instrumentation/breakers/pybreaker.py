@@ -36,6 +36,7 @@ from otel_reliability.instrumentation.breakers._registry import (
     annotate_span,
     canonical_state,
     creation_site,
+    spans_possible,
     tag_error,
 )
 
@@ -47,6 +48,7 @@ _ORIGINAL_BEFORE_CALL = "_otel_reliability_original_before_call"
 class PybreakerAdapter:
     library = LIBRARY
     derive_transitions = False  # pybreaker tells us through the listener
+    derive_on_read = False
 
     def name_of(self, breaker: Any) -> str | None:
         name = breaker.name
@@ -88,9 +90,10 @@ def _listener_class() -> type:
         # listener call fewer per call. The state shown is the one the call ran in.
         def success(self, cb: Any) -> None:
             self.tracked.record_success()
-            span = get_current_span()
-            if span.is_recording():  # nothing else is paid when no span records (metrics-only set-ups)
-                annotate_span(self.tracked.name, canonical_state(cb._state.name), span)
+            if spans_possible():  # nothing else is paid when no span can record (metrics-only set-ups)
+                span = get_current_span()
+                if span.is_recording():
+                    annotate_span(self.tracked.name, canonical_state(cb._state.name), span)
 
         def failure(self, cb: Any, exc: BaseException) -> None:
             self.tracked.record_failure()
