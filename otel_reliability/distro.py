@@ -30,7 +30,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
-from otel_reliability import config
+from otel_reliability import changes, config
 
 _logger = logging.getLogger("otel_reliability")
 
@@ -134,6 +134,14 @@ class ReliabilityDistro(BaseDistro):
             )
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        # An instrumentor that became active changes what health shows (its metrics exist from now on): no view
+        # may answer from a collection made before it.
+        try:
+            self._load(entry_point, **kwargs)
+        finally:
+            changes.mark_changed()
+
+    def _load(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name == "fastapi":
             kwargs.setdefault("exclude_spans", ["receive", "send"])
         if not entry_point.name.startswith("reliability_"):

@@ -70,15 +70,18 @@ def _unauthorized(variable: str, configured: bool) -> JSONResponse:
     )
 
 
-def _service(ctx: CheckContext) -> dict[str, Any]:
+def _stamp(ctx: CheckContext) -> dict[str, Any]:
+    """``service`` and ``observed_at`` for a response: the collection its views just read (no new one)."""
     try:
-        return ctx.readings.snapshot().service
+        snap = ctx.readings.latest or ctx.readings.snapshot()
+        return {"service": snap.service, "observed_at": snap.observed_at_text}
     except Exception:
-        return {"name": "unknown_service", "instance_id": None}
+        return {"service": {"name": "unknown_service", "instance_id": None}, "observed_at": None}
 
 
-def _health_json(status: Status, results: dict[str, ViewResult], views: list[HealthView], service: dict[str, Any]):
-    now = datetime.now(timezone.utc).isoformat()
+def _health_json(status: Status, results: dict[str, ViewResult], views: list[HealthView], stamp: dict[str, Any]):
+    service = stamp["service"]
+    now = stamp["observed_at"] or datetime.now(timezone.utc).isoformat()
     checks: dict[str, list[dict[str, Any]]] = {}
     for view in views:
         result = results[view.name]
@@ -97,6 +100,7 @@ def _health_json(status: Status, results: dict[str, ViewResult], views: list[Hea
         "status": status.health_json,
         "serviceId": service.get("instance_id"),
         "description": service.get("name"),
+        "observed_at": stamp["observed_at"],
         "checks": checks,
     }
 
@@ -115,19 +119,19 @@ def build_routes(
         results = await run_views(views, ctx)
         status = Status.worst([r.status for r in results.values()])
         code = 503 if status is Status.UNHEALTHY else 200
-        service = _service(ctx)
+        stamp = _stamp(ctx)
         if HEALTH_JSON in request.headers.get("accept", ""):
-            return JSONResponse(_health_json(status, results, views, service), code, media_type=HEALTH_JSON)
+            return JSONResponse(_health_json(status, results, views, stamp), code, media_type=HEALTH_JSON)
         show_protected = _authorized(request, settings.health_token)
         checks: dict[str, Any] = {}
         for view in views:
             result = results[view.name]
             detail = dict(result.summary) if (show_protected or not view.protected) else {}
             checks[view.name] = {"status": result.status.value, **detail}
-        return JSONResponse({"status": status.value, "service": service, "checks": checks}, code)
+        return JSONResponse({"status": status.value, **stamp, "checks": checks}, code)
 
     async def live(request: Request) -> Response:
-        return JSONResponse({"status": Status.HEALTHY.value, "service": _service(context())})
+        return JSONResponse({"status": Status.HEALTHY.value, **_stamp(context())})
 
     async def ready(request: Request) -> Response:
         ctx = context()
@@ -135,7 +139,7 @@ def build_routes(
         results = await run_views(views, ctx)
         failing = sorted(n for n, r in results.items() if r.status is Status.UNHEALTHY)
         status = Status.UNHEALTHY if failing else Status.HEALTHY
-        body = {"status": status.value, "service": _service(ctx), "failing": failing}
+        body = {"status": status.value, **_stamp(ctx), "failing": failing}
         return JSONResponse(body, 503 if failing else 200)
 
     async def detail(request: Request) -> Response:
@@ -146,7 +150,7 @@ def build_routes(
             return _unauthorized(config.HEALTH_TOKEN.name, settings.health_token is not None)
         ctx = context()
         result = (await run_views([view], ctx))[view.name]
-        body = {"status": result.status.value, **result.body, "service": _service(ctx)}
+        body = {"status": result.status.value, **result.body, **_stamp(ctx)}
         return JSONResponse(body, 200)
 
     # Two prefix matches (a Route and a Mount) in front of the app's own routes, not one per endpoint: every
@@ -189,7 +193,7 @@ def _admin_endpoint(
             _logger.warning("otel-reliability: admin action %s failed", action.path, exc_info=True)
             message = f"action failed: {type(exc).__name__}"
             return JSONResponse({"error": {"code": "action_failed", "message": message}}, 503)
-        return JSONResponse({**body, "service": _service(ctx)})
+        return JSONResponse({**body, **_stamp(ctx)})
 
     return endpoint
 

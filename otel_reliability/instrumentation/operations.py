@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -54,7 +55,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 
 import otel_reliability
-from otel_reliability import config
+from otel_reliability import changes, config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -173,13 +174,16 @@ class _Instruments:
         threshold = config.settings().stuck_threshold
         now = _clock()
         out: dict[str, tuple[int, int, float]] = {name: (0, 0, 0.0) for name in REGISTRY.known_names()}
+        soonest = math.inf  # seconds until the next operation turns stuck: health must not miss that moment
         for op in REGISTRY.current():
             count, stuck_count, oldest = out.get(op.name, (0, 0, 0.0))
-            out[op.name] = (
-                count + 1,
-                stuck_count + (1 if op.is_stuck(now, threshold) else 0),
-                max(oldest, op.age(now)),
-            )
+            is_stuck = op.is_stuck(now, threshold)
+            if not is_stuck:
+                limit = threshold if op.threshold is None else op.threshold
+                soonest = min(soonest, limit - op.age(now))
+            out[op.name] = (count + 1, stuck_count + (1 if is_stuck else 0), max(oldest, op.age(now)))
+        if soonest < math.inf:
+            changes.expires_at(time.monotonic() + max(0.0, soonest) + 0.001)
         for reading in stuck.readings():
             count, stuck_count, oldest = out.get(reading.name, (0, 0, 0.0))
             out[reading.name] = (

@@ -26,8 +26,11 @@ Metrics (attribute ``db.client.connection.pool.name`` on all of them):
 ``db.client.connection.use_time``            histogram, s             checkout to checkin
 ``db.client.connection.create_time``         histogram, s             opening a DBAPI connection
 ``db.client.connection.invalidations``       counter                  connections invalidated (lost, ...)
+``db.client.connection.errors``              counter                  connections that failed to open or were
+                                                                      lost (``error.type``: the DBAPI error)
 ``db.client.statement_timeout``              observable gauge, s      PostgreSQL only, see
-                                                                      ``otel_reliability.db.statement_timeout``
+                                                                      ``otel_reliability.instrumentation.
+                                                                      statement_timeout``
 ===========================================  =======================  =================================
 
 Counts and configuration are read from the live pool objects when a reader collects (``QueuePool.checkedout()``,
@@ -39,7 +42,9 @@ How: ``Pool.connect`` (and ``SingletonThreadPool.connect``, which overrides it) 
 callers, time the checkout and count ``sqlalchemy.exc.TimeoutError``; the ``connect``, ``checkout``,
 ``checkin``, ``detach`` and ``invalidate`` pool events are listened to on the ``Pool`` class (so every pool,
 including those ``engine.dispose()`` recreates, is covered); ``Pool.__init__`` is wrapped to track pools weakly;
-``Engine.__init__`` is wrapped to learn each pool's URL for its name.
+``Engine.__init__`` is wrapped to learn each pool's URL for its name. The ``handle_error`` event (on every
+engine) counts connection errors: a connection that could not be opened, or one found lost (a disconnect,
+also in a pre-ping); each one also marks the Readings stale, so health shows database trouble at once.
 
 Pool name: the pool's ``logging_name`` (``create_engine(..., pool_logging_name=...)``) if set, else
 ``host:port/database`` from the engine URL (``sqlite:<path>`` for SQLite), never the user or the password.
@@ -75,11 +80,14 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import CallbackOptions, Observation
 
 import otel_reliability
+from otel_reliability import changes
+from otel_reliability.instrumentation import statement_timeout
 
 _logger = logging.getLogger(__name__)
 
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
+ERRORS = "db.client.connection.errors"
 _STATE_ATTR = "_otel_reliability_pool_state"
 _RECORD_POOL = "_ConnectionRecord__pool"  # the pool a _ConnectionRecord belongs to (stable since 1.x)
 
@@ -110,6 +118,7 @@ class _PoolState:
                 # creates a series, so the first timeout would otherwise never reach an alert.
                 inst.timeouts.add(0, self._attrs)
                 inst.invalidations.add(0, self._attrs)
+            changes.mark_changed()  # a new pool: health lists it from the next call
         return self._attrs
 
 
@@ -278,6 +287,7 @@ class _Instruments:
     use_time: Any
     create_time: Any
     invalidations: Any
+    errors: Any
     pool_timeout: type[BaseException]  # sqlalchemy.exc.TimeoutError, bound once instead of imported per checkout
 
 
@@ -291,7 +301,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Entry point ``opentelemetry_instrumentor: reliability_pool``."""
 
     _wrapped: list[tuple[Any, str]]
-    _listeners: list[tuple[str, Any]]
+    _listeners: list[tuple[Any, str, Any]]
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ()
@@ -307,8 +317,6 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from sqlalchemy.engine.base import Engine
         from sqlalchemy.pool import Pool
         from wrapt import wrap_function_wrapper
-
-        from otel_reliability.db import statement_timeout
 
         meter = metrics.get_meter(
             "otel_reliability.pool", otel_reliability.__version__, meter_provider=kwargs.get("meter_provider")
@@ -332,6 +340,11 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 "{connection}",
                 "Connections invalidated (lost, failed pre-ping, explicitly invalidated).",
             ),
+            errors=meter.create_counter(
+                ERRORS,
+                "{error}",
+                "Connections that could not be opened or were found lost, by error type.",
+            ),
             pool_timeout=sqlalchemy.exc.TimeoutError,
         )
         meter.create_observable_up_down_counter(
@@ -352,7 +365,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         meter.create_observable_gauge(
             "db.client.connection.wait_timeout", [_observe_timeout], "s", "How long a checkout waits before it fails."
         )
-        statement_timeout.start(meter)
+        statement_timeout.create_gauge(meter, POOL_NAME)
 
         for cls in _classes_defining(Pool, "connect"):
             wrap_function_wrapper(cls, "connect", _wrap_connect)
@@ -370,7 +383,10 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             ("soft_invalidate", _on_invalidate),
         ):
             event.listen(Pool, name, fn)
-            self._listeners.append((name, fn))
+            self._listeners.append((Pool, name, fn))
+        event.listen(Engine, "handle_error", _on_error)
+        self._listeners.append((Engine, "handle_error", _on_error))
+        changes.mark_changed()
         _logger.debug("otel-reliability: SQLAlchemy %s pools instrumented", sqlalchemy.__version__)
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -378,16 +394,14 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if not getattr(self, "_wrapped", None) and not getattr(self, "_listeners", None):
             return
         from sqlalchemy import event
-        from sqlalchemy.pool import Pool
 
-        from otel_reliability.db import statement_timeout
-
-        for name, fn in self._listeners:
-            event.remove(Pool, name, fn)
+        for target, name, fn in self._listeners:
+            event.remove(target, name, fn)
         for cls, attr in self._wrapped:
             unwrap(cls, attr)
         self._wrapped, self._listeners = [], []
-        statement_timeout.stop()
+        statement_timeout.clear()
+        changes.mark_changed()
         _instruments = None
         with _lock:
             pools = list(_pools)
@@ -446,9 +460,7 @@ def _wrap_engine_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> No
         pool = instance.pool
         if pool.__dict__.get("_dialect") is dialect:
             _track(pool)
-            from otel_reliability.db import statement_timeout
-
-            statement_timeout.ensure_running()
+        changes.mark_changed()
     except Exception:  # naming is best effort; never break create_engine
         _logger.debug("otel-reliability: could not name an engine's pool", exc_info=True)
 
@@ -470,8 +482,28 @@ def _on_connect(dbapi_connection: Any, record: Any) -> None:
 
 def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     state = _record_state(record)
-    if state is not None:
-        state.checked_out_at[record] = time.perf_counter()
+    if state is None:
+        return
+    state.checked_out_at[record] = time.perf_counter()
+    if not record.info.get(statement_timeout.READ):  # a new connection: once per DBAPI connection
+        pool = state.pool_ref()
+        dialect = dialect_of(pool)[0] if pool is not None else ""
+        statement_timeout.on_checkout(dbapi_connection, record, state.attrs()[POOL_NAME], dialect)
+
+
+def _on_error(context: Any) -> None:
+    """A connection that could not be opened (no Connection yet) or was found lost: counted per pool."""
+    inst = _instruments
+    if inst is None or not (context.connection is None or context.is_disconnect):
+        return  # a failing statement (syntax, constraint, ...) is the app's error, not the pool's
+    engine = context.engine
+    pool = getattr(engine, "pool", None) if engine is not None else None
+    if pool is None:
+        return
+    error = context.original_exception
+    attrs = {**_track(pool).attrs(), "error.type": type(error).__qualname__ if error is not None else "_OTHER"}
+    inst.errors.add(1, attrs)
+    changes.mark_changed()
 
 
 def _on_checkin(dbapi_connection: Any, record: Any) -> None:

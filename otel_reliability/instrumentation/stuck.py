@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from otel_reliability import config
+from otel_reliability import changes, config
 
 _logger = logging.getLogger(__name__)
 
@@ -161,9 +161,12 @@ class StuckDetector:
                 tuple(sample),
                 time.monotonic(),
             )
+            previous = self.last
             self.last = reading
             self.last_error = None
-            return reading
+        if previous is None or (previous.stuck, previous.in_progress) != (reading.stuck, reading.in_progress):
+            changes.mark_changed()
+        return reading
 
     # --- cleanup ------------------------------------------------------------------------------------------------
     def cleanup(self, dry_run: bool) -> list[StuckRow]:

@@ -1,8 +1,9 @@
 """``GET /api/health/db-timeout``: the ``statement_timeout`` the database applies, per pool, vs the expected one.
 
-The value is read in the background (otel_reliability/db/statement_timeout.py: never on the request path, never
-holding a connection the app needs) and exported as ``db.client.statement_timeout``; the seconds here are that
-gauge from the Readings, the text is the server's own (``5min``), kept beside it because a string is not a metric.
+The value is read on each new connection's first checkout (otel_reliability/instrumentation/statement_timeout.py:
+never an extra checkout, never waiting in the pool queue) and exported as ``db.client.statement_timeout``; the
+seconds here are that gauge from the Readings, the text is the server's own (``5min``), kept beside it because a
+string is not a metric.
 
 Body: ``statement_timeout`` (the server's text for the first PostgreSQL pool, or "not supported"),
 ``configured`` (true when every PostgreSQL pool's timeout equals ``OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT``),
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_reliability.db import statement_timeout
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
+from otel_reliability.instrumentation import statement_timeout
+from otel_reliability.readings import rfc3339
 
 POOL_NAME = "db.client.connection.pool.name"
 NOT_SUPPORTED = "not supported"
@@ -42,7 +44,7 @@ def compute(ctx: CheckContext) -> ViewResult:
             "statement_timeout": reading.shown if reading else None,
             "seconds": seconds,
             "configured": seconds is not None and abs(seconds - expected) < 1e-6,
-            "sampled_at": reading.sampled_at if reading else None,
+            "sampled_at": rfc3339(reading.sampled_at) if reading and reading.sampled_at else None,
             "error": reading.error if reading else None,
         }
     read = {n: p for n, p in pools.items() if p.get("supported") and p.get("seconds") is not None}

@@ -12,8 +12,14 @@ scrapes (see otel_reliability/instrumentation/pool.py for how each pool class re
 - utilization_percent = checked_out / total_capacity * 100; warning when above
   ``OTEL_RELIABILITY_POOL_WARN_UTILIZATION`` (default 80).
 
+- connection_errors: connections that could not be opened or were found lost (``db.client.connection.errors``)
+  in the last ``RECENT_SECONDS`` and since start, by error type.
+
 Aggregate status: *degraded* while a pool warns (the seed's "approaching the limit: monitor closely, consider more
-connections"), never unhealthy: a busy pool still serves.
+connections") or while connections fail; *unhealthy* while connections fail and no checkout succeeded in the
+last ``RECENT_SECONDS`` (no connection can be had: the database is down or unreachable). A connection error
+marks the Readings stale, so the next health call shows it; the status recovers ``RECENT_SECONDS`` (plus at most
+one snapshot interval) after the last error.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from otel_reliability.readings import Point, Snapshot
 
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
+ERRORS = "db.client.connection.errors"
+CHECKOUTS = "db.client.connection.wait_time"  # one histogram count per successful checkout
+RECENT_SECONDS = 3.0
 
 
 def _int(value: float | None) -> int | None:
@@ -81,27 +90,65 @@ def _report(metrics: dict[str, list[Point]], warn_percent: float) -> dict[str, A
     }
 
 
+def _errors(snap: Snapshot, recent: Snapshot) -> dict[str, dict[str, Any]]:
+    """Per pool: connection errors in the recent window and since start, and the recent successful checkouts."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, points in snap.group(ERRORS, by=POOL_NAME).items():
+        entry = out.setdefault(str(name), {"recent": 0, "total": 0, "types": {}, "recent_checkouts": 0})
+        entry["total"] = round(sum(p.value for p in points))
+    for name, points in recent.group(ERRORS, by=POOL_NAME).items():
+        entry = out.setdefault(str(name), {"recent": 0, "total": 0, "types": {}, "recent_checkouts": 0})
+        for p in points:
+            if p.value > 0:
+                entry["recent"] += round(p.value)
+                kind = str(p.attributes.get("error.type", "_OTHER"))
+                entry["types"][kind] = entry["types"].get(kind, 0) + round(p.value)
+    for name, points in recent.group(CHECKOUTS, by=POOL_NAME).items():
+        if str(name) in out:
+            out[str(name)]["recent_checkouts"] = round(sum(p.value for p in points))
+    return out
+
+
 def compute(ctx: CheckContext) -> ViewResult:
     snap = ctx.readings.snapshot()
+    recent = ctx.readings.window(RECENT_SECONDS, names=(ERRORS, CHECKOUTS))
     warn = ctx.settings.pool_warn_utilization
     by_pool = _by_pool(snap)
-    names = sorted({str(p.attributes.get(POOL_NAME)) for p in snap.points("db.client.connection.count")})
+    errors = _errors(snap, recent)
+    names = sorted({str(p.attributes.get(POOL_NAME)) for p in snap.points("db.client.connection.count")} | set(errors))
     pools = {name: _report(by_pool.get(name, {}), warn) for name in names}
+    for name, report in pools.items():
+        found = errors.get(name, {"recent": 0, "total": 0, "types": {}, "recent_checkouts": 0})
+        report["connection_errors"] = {
+            "recent": found["recent"],
+            "window_seconds": RECENT_SECONDS,
+            "total": found["total"],
+            "types": found["types"],
+        }
+    failing = sorted(n for n in names if errors.get(n, {}).get("recent"))
+    down = [n for n in failing if not errors[n]["recent_checkouts"]]
     warning = sorted(n for n, r in pools.items() if r["warning"])
-    status = Status.DEGRADED if warning else Status.HEALTHY
+    if down:
+        status = Status.UNHEALTHY
+    elif failing or warning:
+        status = Status.DEGRADED
+    else:
+        status = Status.HEALTHY
     utilizations = [r["utilization_percent"] for r in pools.values() if r["utilization_percent"] is not None]
     highest = max(utilizations, default=None)
-    output = None
-    if warning:
-        output = "; ".join(
-            f"{n} at {pools[n]['utilization_percent']}% of capacity (warn above {warn:g}%)" for n in warning
-        )
-    elif not pools:
+    reasons = [
+        f"{n}: {errors[n]['recent']} connection error(s) in {RECENT_SECONDS:g}s "
+        f"({', '.join(sorted(errors[n]['types']))})" + ("; no connection could be had" if n in down else "")
+        for n in failing
+    ]
+    reasons += [f"{n} at {pools[n]['utilization_percent']}% of capacity (warn above {warn:g}%)" for n in warning]
+    output = "; ".join(reasons) or None
+    if not pools:
         output = "no SQLAlchemy pool seen"
     return ViewResult(
         status=status,
         body={"pools": pools, "warn_utilization_percent": warn},
-        summary={"pools": len(pools), "warning": warning, "max_utilization_percent": highest},
+        summary={"pools": len(pools), "warning": warning, "failing": failing, "max_utilization_percent": highest},
         observed=(highest, "percent") if highest is not None else None,
         output=output,
     )
