@@ -95,7 +95,8 @@ class Snapshot:
     generation: int = -1
 
     def points(self, name: str, where: Attributes | None = None) -> tuple[Point, ...]:
-        return tuple(p for p in self.metrics.get(name, ()) if p.matches(where))
+        found = self.metrics.get(name, ())
+        return found if where is None else tuple(p for p in found if p.matches(where))
 
     def value(self, name: str, where: Attributes | None = None, default: float | None = None) -> float | None:
         """The value of the first series matching ``where``, or ``default``."""

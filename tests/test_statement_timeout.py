@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from opentelemetry.sdk.metrics import MeterProvider
 
 from otel_reliability import config
-from otel_reliability.instrumentation import statement_timeout
 from otel_reliability.health.model import CheckContext, Status
 from otel_reliability.health.views import db_timeout
+from otel_reliability.instrumentation import statement_timeout
 from otel_reliability.instrumentation.pool import POOL_NAME, PoolInstrumentor
 from otel_reliability.readings import Readings
 from tests.support import Postgres, require

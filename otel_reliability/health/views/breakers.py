@@ -34,6 +34,7 @@ from otel_reliability.instrumentation.breakers._metrics import (
     STATE,
     TRANSITIONS,
 )
+from otel_reliability.readings import Snapshot
 
 NAME = "circuit_breaker.name"
 STATES = ("closed", "open", "half_open")
@@ -46,9 +47,24 @@ def _number(value: float | None) -> int | float | None:
     return int(value) if float(value).is_integer() else value
 
 
+_memo: tuple[Snapshot, frozenset[str], ViewResult] | None = None
+
+
 def compute(ctx: CheckContext) -> ViewResult:
+    """The view of the current collection; computed once per collection (it is a pure function of it), so the
+    aggregate, the detail endpoint and repeated probes between two collections share the work."""
+    global _memo
     snap = ctx.readings.snapshot()
-    critical_names = ctx.settings.critical_breakers
+    critical = frozenset(ctx.settings.critical_breakers)
+    memo = _memo
+    if memo is not None and memo[0] is snap and memo[1] == critical:
+        return memo[2]
+    result = _compute(snap, critical)
+    _memo = (snap, critical, result)
+    return result
+
+
+def _compute(snap: Snapshot, critical_names: frozenset[str]) -> ViewResult:
     breakers: dict[str, dict[str, Any]] = {}
     # Each metric grouped by breaker once: linear in the number of series, not quadratic.
     by_name = {metric: snap.group(metric, by=NAME) for metric in (CALLS, TRANSITIONS)}
