@@ -152,6 +152,20 @@ def test_a_config_with_an_unknown_component_fails_validation(collector_binary: P
     assert result.returncode != 0 and "loadbalancing" in result.stdout + result.stderr
 
 
+def test_the_package_leaves_the_collector_variables_to_the_collector() -> None:
+    """One environment may serve an app and its agent: the app must not refuse the agent's variables."""
+    from otel_reliability import config
+
+    shared = {
+        "OTEL_RELIABILITY_GATEWAY_ENDPOINT": "dns:///gateways:4417",
+        "OTEL_RELIABILITY_GATEWAY_INSECURE": "false",
+        "OTEL_RELIABILITY_REMOTE_WRITE_URL": "http://mimir:8080/api/v1/push",
+    }
+    assert config.load(shared) == config.load({})
+    with pytest.raises(config.ConfigError, match="OTEL_RELIABILITY_GATEWAY_ENDPIONT"):
+        config.load({"OTEL_RELIABILITY_GATEWAY_ENDPIONT": "x"})
+
+
 @collector_test
 def test_agent_and_gateway_take_their_addresses_from_the_environment(collector_binary: Path) -> None:
     """The variables the README and CONTRACT.md name are the ones the configs read, with loopback defaults."""
