@@ -4,8 +4,9 @@
     otel-reliability check --prometheus URL [--job NAME] [--json] [--timeout S] [--stale-after S]
 
 One module per source of readings: ``app.py`` asks one app's health endpoints, ``fleet.py`` asks a
-Prometheus-compatible query API about every service and instance; ``report.py`` holds what they share (items,
-exit codes, rendering, and the advice for each finding, so both give the same words for the same problem).
+Prometheus-compatible query API (``promapi.py``) about every service and instance; ``report.py`` holds what
+they share (items, exit codes, rendering, and the advice for each finding, so both give the same words for the
+same problem).
 Exit codes: 0 nothing needs action, 1 something does, 2 the source cannot be reached (or is not ours).
 """
 

@@ -18,15 +18,13 @@ is not one, or holds no otel-reliability metrics (for ``--job``). Only the stand
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from otel_reliability.cli import report as advice
+from otel_reliability.cli.promapi import PromClient, QueryError, Sample, Unreachable
 from otel_reliability.cli.report import ACTION, ERROR, OK, Item, Report, duration
 
 # Series whose presence makes an instance part of the fleet: one per instrumentor, so an app with only some
@@ -46,50 +44,6 @@ REQUESTS = "http_server_request_duration_seconds_count"
 STATUS_5XX = 'http_response_status_code=~"5.."'
 RAISED = ('error_type!=""', 'http_response_status_code!~"5.."')
 USED = 'db_client_connection_state="used"'
-
-
-class QueryError(Exception):
-    """The query API answered, but not with a result (bad query, server error, not Prometheus JSON)."""
-
-
-class Unreachable(Exception):
-    """No answer at all (connection refused, DNS, timeout)."""
-
-
-Sample = tuple[dict[str, str], float]
-
-
-class PromClient:
-    """Instant queries against ``<base>/api/v1/query``, each bounded by ``timeout``."""
-
-    def __init__(self, base_url: str, timeout: float) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-
-    def query(self, expr: str) -> list[Sample]:
-        url = f"{self.base_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-        request = urllib.request.Request(
-            url, headers={"Accept": "application/json", "User-Agent": "otel-reliability-check"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, raw = err.code, err.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise Unreachable(f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__) from None
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise QueryError(f"HTTP {status} without JSON: not a Prometheus query API") from None
-        if not isinstance(body, dict) or body.get("status") != "success":
-            error = body.get("error") if isinstance(body, dict) else None
-            raise QueryError(f"HTTP {status}: {error or 'not a Prometheus query API answer'}")
-        data = body.get("data") or {}
-        if data.get("resultType") != "vector":
-            raise QueryError(f"expected an instant vector, got {data.get('resultType')!r}")
-        return [(dict(r["metric"]), float(r["value"][1])) for r in data.get("result", [])]
 
 
 @dataclass(frozen=True)
@@ -144,10 +98,6 @@ class Fleet:
     def present(self, window: str) -> set[tuple[str, str]]:
         expr = " or ".join(f"group by (job, instance) (last_over_time({self.sel(m)}[{window}]))" for m in PRESENCE)
         return {(s["job"], s.get("instance", "")) for s, _ in self.q(expr)}
-
-
-def _where(labels: dict[str, str]) -> str:
-    return f"{labels.get('job', '?')}/{labels.get('instance', '?')}"
 
 
 def _grouped(rows: Iterable[tuple[str, str]]) -> str:
