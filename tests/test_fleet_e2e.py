@@ -42,6 +42,13 @@ from tests.support import (
 CONFIG = ROOT / "collector-config"
 SERVICES = ("studio", "publisher")  # the breaker opens in studio only
 ROUTE = "/api/episodes"
+# The standard HTTP server instruments beside the request duration (stable semantic conventions), as the
+# Prometheus exporter names them: an UpDownCounter without _total, the body-size histograms in bytes.
+SEMCONV_HTTP = {
+    "http_server_active_requests",
+    "http_server_request_body_size_bytes",
+    "http_server_response_body_size_bytes",
+}
 
 
 @dataclass
@@ -260,3 +267,36 @@ def test_overview_services_table_has_a_row_per_service_on_remote_written_data(fl
     assert fleet.by_job(table["targets"][0]["expr"].replace("$job", ".*").replace("$instance", ".*")) == {
         s: 1.0 for s in SERVICES
     }
+
+
+@pytest.mark.integration
+def test_remote_written_names_are_the_contract_names(fleet: Fleet) -> None:
+    """The gateway path names metrics as :9464 does: every name is a contract name or one the README documents
+    (no `_ratio`, no missing `_total` or unit suffix), and the core families all arrive."""
+    from tests.test_stack_e2e import HISTOGRAMS, contract_metric_names
+
+    contract = set()
+    for name in contract_metric_names():
+        contract |= {f"{name}_{s}" for s in ("bucket", "count", "sum")} if name in HISTOGRAMS else {name}
+    families = '__name__=~"(circuit_breaker|db_client|process|operation|http_server|temp_file)_.*"'
+
+    def names() -> set[str]:
+        rows = fleet.query(f'group by (__name__) ({{job="studio", {families}}})')
+        return {r["metric"]["__name__"] for r in rows}
+
+    fleet.send("studio", 3)  # requests (and so the pool) in use, whichever tests ran before
+    core = {"circuit_breaker_state", "http_server_request_duration_seconds_bucket", "process_memory_usage_bytes",
+            "process_cpu_utilization", "db_client_connection_max", "db_client_connection_count"}  # fmt: skip
+    try:
+        found = wait_until(lambda: core <= names() and names(), timeout=60, interval=1, what="core families")
+    finally:
+        assert core - names() == set(), "not remote-written"
+    readme = (ROOT / "README.md").read_text()
+    extras = sorted(found - contract)
+    undocumented = []
+    for name in extras:
+        base = name.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum")
+        if f"`{base}`" not in readme and f"`{name}`" not in readme and base not in SEMCONV_HTTP:
+            undocumented.append(name)
+    assert undocumented == [], f"neither contract names nor documented: {undocumented} (all extras: {extras})"
+    assert "target_info" in {r["metric"]["__name__"] for r in fleet.query('group by (__name__) ({job="studio"})')}
