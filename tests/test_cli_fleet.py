@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -148,7 +149,9 @@ def test_fleet_checklist_names_the_service_instance_and_breaker(fleet: Fleet) ->
     assert "gemini" not in breakers and "billing" not in breakers and "ex-b" not in breakers
     # The same advice as `check --url` gives for an open breaker.
     assert "-> elevenlabs (service example) failed its recent calls" in done.stdout and "Retry-After" in done.stdout
-    assert "example 50.0% of" in line(done.stdout, "error rate")
+    # Half of example's requests fail (within increase()'s extrapolation); billing's do not.
+    rate = re.search(r"example (\d+\.\d)% of \d+ requests failed", line(done.stdout, "error rate"))
+    assert rate and 45 <= float(rate.group(1)) <= 55 and "billing" not in line(done.stdout, "error rate"), done.stdout
     assert "main on ex-a 100% (3/3 in use, 2 waiting)" in line(done.stdout, "pool")
     assert "checkout timeouts" in line(done.stdout, "pool")
     assert "1 podcast_generation on ex-a (oldest 2.5 h)" in line(done.stdout, "stuck operations")
