@@ -103,13 +103,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = free_port()
+    port, dead_port = free_port(), free_port()
     config = tmp / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         "  - job_name: fleet\n    honor_labels: true\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{server.server_address[1]}']}}]\n"
+        # An app scraped directly whose process is gone: nothing listens there, so up == 0.
+        f"  - job_name: gone\n    static_configs: [{{targets: ['127.0.0.1:{dead_port}']}}]\n"
     )
     cmd = [str(prometheus_binary()), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
@@ -119,7 +121,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             wait_until(lambda: http("GET", url + "/-/ready")[0] == 200, what="prometheus ready")
 
             def scraped_three_times() -> bool:
-                _, body = get_json(url + "/api/v1/query?query=count_over_time(up[1m])")
+                _, body = get_json(url + "/api/v1/query?query=min(count_over_time(up[1m]))")
                 return bool(body["data"]["result"]) and float(body["data"]["result"][0]["value"][1]) >= 3
 
             wait_until(scraped_three_times, timeout=30, interval=0.5, what="three scrapes")
@@ -157,7 +159,9 @@ def test_fleet_checklist_names_the_service_instance_and_breaker(fleet: Fleet) ->
     assert "1 podcast_generation on ex-a (oldest 2.5 h)" in line(done.stdout, "stuck operations")
     assert "ex-a memory 95% of its limit" in line(done.stdout, "resources")
     assert "main on ex-a 0 (none); expected 300s" in line(done.stdout, "statement timeout")
-    assert "[  ok   ] reporting" in line(done.stdout, "reporting")
+    assert re.search(
+        r"\[ACTION \] reporting +gone: 127\.0\.0\.1:\d+ cannot be scraped$", line(done.stdout, "reporting")
+    )
 
 
 @pytest.mark.integration
@@ -172,7 +176,8 @@ def test_json_has_every_item_with_service_and_instance(fleet: Fleet) -> None:
     assert items["breakers"]["details"] == [
         {"job": "example", "instance": "ex-a", "breaker": "elevenlabs", "state": "open"}
     ]
-    assert {i["status"] for n, i in items.items() if n != "reporting"} == {"action"}
+    assert {i["status"] for i in items.values()} == {"action"}
+    assert [(d["job"], d["reason"]) for d in items["reporting"]["details"]] == [("gone", "scrape failing (up == 0)")]
 
 
 @pytest.mark.integration
