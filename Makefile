@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test services collector lint stack bench clean
+.PHONY: install demo test services collector lint stack bench fleet-sizing clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ stack: install services collector
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/run.py
+
+## Series per app instance and one gateway collector's throughput (~2 min); rewrites benchmarks/FLEET.md.
+fleet-sizing: install services collector
+	$(BIN)/python benchmarks/fleet_sizing.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -334,8 +334,16 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 _KNOWN = frozenset(v.name for v in VARIABLES)
-# Read by the project's scripts (collector build cache, collector config), not by the package.
-_TOOLING = ("OTEL_RELIABILITY_CACHE", "OTEL_RELIABILITY_COLLECTOR_", "OTEL_RELIABILITY_TEST_")
+# Read by the project's scripts and collector configs (build cache, collector-config/*.yaml: the agent's
+# gateway address, the gateway's remote write URL), not by the package; documented in the README beside them.
+_TOOLING = (
+    "OTEL_RELIABILITY_CACHE",
+    "OTEL_RELIABILITY_COLLECTOR_",
+    "OTEL_RELIABILITY_GATEWAY_ENDPOINT",
+    "OTEL_RELIABILITY_GATEWAY_INSECURE",
+    "OTEL_RELIABILITY_REMOTE_WRITE_URL",
+    "OTEL_RELIABILITY_TEST_",
+)
 
 assert {f.name for f in fields(Settings)} == {_field_name(v) for v in VARIABLES}, "config fields out of sync"
 

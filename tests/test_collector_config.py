@@ -137,9 +137,48 @@ def test_second_build_reuses_the_cached_collector(collector_binary: Path) -> Non
 
 
 @collector_test
-def test_collector_config_validates(collector_binary: Path) -> None:
-    result = run([str(collector_binary), "validate", f"--config={CONFIG_DIR / 'otelcol.yaml'}"])
+@pytest.mark.parametrize("config", ["otelcol.yaml", "agent.yaml", "gateway.yaml"])
+def test_collector_config_validates(collector_binary: Path, config: str) -> None:
+    result = run([str(collector_binary), "validate", f"--config={CONFIG_DIR / config}"])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@collector_test
+def test_a_config_with_an_unknown_component_fails_validation(collector_binary: Path, tmp_path: Path) -> None:
+    """Validation is not a rubber stamp: the contrib loadbalancing exporter is not in the binary."""
+    broken = tmp_path / "agent.yaml"
+    broken.write_text((CONFIG_DIR / "agent.yaml").read_text().replace("otlp_grpc/gateway", "loadbalancing"))
+    result = run([str(collector_binary), "validate", f"--config={broken}"])
+    assert result.returncode != 0 and "loadbalancing" in result.stdout + result.stderr
+
+
+def test_the_package_leaves_the_collector_variables_to_the_collector() -> None:
+    """One environment may serve an app and its agent: the app must not refuse the agent's variables."""
+    from otel_reliability import config
+
+    shared = {
+        "OTEL_RELIABILITY_GATEWAY_ENDPOINT": "dns:///gateways:4417",
+        "OTEL_RELIABILITY_GATEWAY_INSECURE": "false",
+        "OTEL_RELIABILITY_REMOTE_WRITE_URL": "http://mimir:8080/api/v1/push",
+    }
+    assert config.load(shared) == config.load({})
+    with pytest.raises(config.ConfigError, match="OTEL_RELIABILITY_GATEWAY_ENDPIONT"):
+        config.load({"OTEL_RELIABILITY_GATEWAY_ENDPIONT": "x"})
+
+
+@collector_test
+def test_agent_and_gateway_take_their_addresses_from_the_environment(collector_binary: Path) -> None:
+    """The variables the README and CONTRACT.md name are the ones the configs read, with loopback defaults."""
+    agent = (CONFIG_DIR / "agent.yaml").read_text()
+    gateway = (CONFIG_DIR / "gateway.yaml").read_text()
+    assert "endpoint: ${env:OTEL_RELIABILITY_GATEWAY_ENDPOINT:-127.0.0.1:4417}" in agent
+    assert "endpoint: ${env:OTEL_RELIABILITY_REMOTE_WRITE_URL:-http://127.0.0.1:9090/api/v1/write}" in gateway
+    assert "endpoint: ${env:OTEL_RELIABILITY_COLLECTOR_GRPC_ENDPOINT:-127.0.0.1:4417}" in gateway
+    # The gateway names metrics as the other paths do, and keeps resource attributes off the series.
+    assert "translation_strategy: UnderscoreEscapingWithSuffixes" in gateway
+    assert "resource_to_telemetry_conversion" not in gateway and "resource_constant_labels" not in gateway
+    for text in (agent, gateway):
+        assert "0.0.0.0" not in text.split("extensions:", 1)[1]
 
 
 @collector_test
@@ -147,7 +186,18 @@ def test_collector_has_exactly_the_components_of_the_config(collector_binary: Pa
     result = run([str(collector_binary), "components"])
     assert result.returncode == 0, result.stderr
     names = set(re.findall(r"^\s+- name: (\S+)$", result.stdout, re.M))
-    assert names == {"otlp", "memory_limiter", "batch", "prometheus", "debug", "otlp_http", "nop", "health_check"}
+    assert names == {
+        "otlp",
+        "memory_limiter",
+        "batch",
+        "prometheus",
+        "debug",
+        "otlp_http",
+        "nop",
+        "health_check",
+        "otlp_grpc",  # agent.yaml -> the gateways
+        "prometheus_remote_write",  # gateway.yaml -> the store
+    }
     modules = re.findall(r"module: (\S+) (v\S+)", result.stdout)
     versions = {v for m, v in modules if m.startswith("go.opentelemetry.io/collector/") and "/confmap/" not in m}
     contrib = {v for m, v in modules if m.startswith("github.com/open-telemetry/opentelemetry-collector-contrib/")}

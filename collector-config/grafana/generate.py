@@ -306,13 +306,64 @@ def dashboard(uid: str, title: str, description: str, panels: list[Panel]) -> di
     }
 
 
+def services_table() -> Panel:
+    """One row per service (job) with the checklist's numbers: the overview across a fleet of many services.
+
+    Instant queries by job, merged on the job column. ``instances`` counts target_info, present on the direct
+    path, the collector path and remote-written data alike; a service with no open breaker shows 0, not a gap.
+    """
+    instances = f"max by (job, instance) ({sel('target_info')})"
+    columns: list[tuple[str, str, str]] = [
+        ("Instances", f"count by (job) ({instances})", "none"),
+        ("Open breakers", f"count by (job) ({breaker_state('open')} == 1) or 0 * count by (job) ({instances})", "none"),
+        ("Error ratio (5m)", http_error_ratio("job", "5m"), "percentunit"),
+        ("Max pool utilization", f"max by (job) ({pool_utilization('job, instance, db_client_connection_pool_name')})",
+         "percentunit"),
+        ("Stuck operations", f"sum by (job) ({sel('operation_stuck')})", "none"),
+        ("Max memory vs limit", f"max by (job) (max by (job, instance) ({sel('process_memory_usage_bytes')}) / "
+         f"max by (job, instance) ({sel('process_memory_limit_bytes')}))", "percentunit"),
+    ]  # fmt: skip
+    refs = "ABCDEF"
+    p = panel(
+        "table",
+        "Services",
+        [target(expr, title, ref, instant=True) for (title, expr, _), ref in zip(columns, refs, strict=True)],
+        "none",
+        description="One row per service in $job: how many instances report, open breakers, error ratio over 5 "
+        "minutes, the fullest pool, stuck operations and the highest memory use. The same items as "
+        "`otel-reliability check --prometheus`.",
+        w=24,
+        h=7,
+    )
+    p["transformations"] = [
+        {"id": "merge", "options": {}},
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": {"Time": True},
+                "renameByName": {
+                    "job": "Service",
+                    **{f"Value #{r}": t for (t, _, _), r in zip(columns, refs, strict=True)},
+                },
+            },
+        },
+    ]
+    p["fieldConfig"]["overrides"] = [
+        {"matcher": {"id": "byName", "options": title}, "properties": [{"id": "unit", "value": unit}]}
+        for title, _, unit in columns
+        if unit != "none"
+    ]
+    return p
+
+
 def overview() -> dict[str, Any]:
     open_breakers = f"count({breaker_state('open')} == 1) or vector(0)"
     return dashboard(
         "otel-rel-overview",
         "otel-reliability / Overview",
         "The morning checklist at a glance: open breakers, error ratio, pool utilization, stuck operations, "
-        "memory. Anything red has an alert in alerts.yml and a detail dashboard.",
+        "memory, for the services picked in $job (one row each in the Services table). Anything red has an "
+        "alert in alerts.yml and a detail dashboard.",
         [
             stat(
                 "Open circuit breakers",
@@ -356,10 +407,11 @@ def overview() -> dict[str, Any]:
                 "percentunit",
                 steps=thresholds((None, "green"), (0.8, "orange"), (0.9, "red")),
             ),
+            services_table(),
             panel(
                 "state-timeline",
                 "Circuit breakers",
-                [target(BREAKER_STATE_NUMBER, "{{circuit_breaker_name}} {{instance}}")],
+                [target(BREAKER_STATE_NUMBER, "{{job}} {{circuit_breaker_name}} {{instance}}")],
                 "none",
                 w=24,
                 h=7,
@@ -379,7 +431,7 @@ def overview() -> dict[str, Any]:
                 [
                     target(
                         pool_utilization("job, instance, db_client_connection_pool_name"),
-                        "{{db_client_connection_pool_name}} {{instance}}",
+                        "{{job}} {{db_client_connection_pool_name}} {{instance}}",
                     )
                 ],
                 "percentunit",
@@ -392,7 +444,9 @@ def overview() -> dict[str, Any]:
                 f"{sel('up')} or max by (job, instance) ({sel('target_info')})",
                 "none",
                 description="Direct path: `up` of each scraped app (0 = down). Collector path: each app instance that "
-                "sent metrics recently (it disappears after the collector's metric_expiration when it stops).",
+                "sent metrics recently (it disappears after the collector's metric_expiration when it stops). "
+                "Remote-written by the gateways: each instance whose target_info arrived within the store's lookback "
+                "(5 minutes in Prometheus).",
                 steps=thresholds((None, "red"), (1, "green")),
                 w=24,
                 h=6,

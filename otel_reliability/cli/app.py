@@ -1,4 +1,4 @@
-"""``otel-reliability check``: the seed's morning checklist, run against a live app, with what to do about it.
+"""``otel-reliability check --url``: the seed's morning checklist, run against one live app.
 
     otel-reliability check [--url http://127.0.0.1:8000] [--token T] [--admin-token T] [--json] [--timeout S]
 
@@ -15,27 +15,30 @@ only as ``Authorization: Bearer`` headers and never printed.
 Exit codes: 0 nothing needs action; 1 something does (including a check that could not be done, such as a
 rejected token); 2 the app cannot be reached, or is not an otel-reliability app (``/api/health`` has no
 ``checks``/``service``). Every HTTP call has a timeout (``--timeout``, default 5 s). Only the standard library.
+The items, their rendering and the advice they give are shared with the fleet check (``report.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
-import sys
-import textwrap
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-OK, ACTION, SKIPPED, ERROR = "ok", "action", "skipped", "error"
-EXIT_OK, EXIT_ACTION, EXIT_UNREACHABLE = 0, 1, 2
-_LABELS = {OK: "ok", ACTION: "ACTION", SKIPPED: "skipped", ERROR: "ERROR"}
-HEALTH_TOKEN_ENV = "OTEL_RELIABILITY_HEALTH_TOKEN"
-ADMIN_TOKEN_ENV = "OTEL_RELIABILITY_ADMIN_TOKEN"
+from otel_reliability.cli import report as advice
+from otel_reliability.cli.report import (
+    ACTION,
+    ADMIN_TOKEN_ENV,
+    ERROR,
+    HEALTH_TOKEN_ENV,
+    OK,
+    SKIPPED,
+    Item,
+    Report,
+    duration,
+)
 
 
 @dataclass
@@ -49,19 +52,6 @@ class Reply:
     @property
     def is_json_object(self) -> bool:
         return isinstance(self.body, dict)
-
-
-@dataclass
-class Item:
-    """One line of the checklist."""
-
-    name: str
-    status: str
-    summary: str
-    action: str | None = None
-    endpoint: str | None = None
-    http_status: int | None = None
-    details: Any = None
 
 
 class Client:
@@ -136,13 +126,7 @@ def check_breakers(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapp
         parts.append(f"state unknown: {', '.join(unknown)}")
     action: str | None = None
     if open_:
-        names = ", ".join(open_)
-        action = (
-            f"{names} failed {_plural(len(open_), 'its', 'their')} recent calls: check the provider's status page and "
-            f"this app's log for the errors behind it. Callers get 503 + Retry-After meanwhile; the breaker closes by "
-            f"itself after a successful trial call, so no restart is needed. If it keeps reopening while the provider "
-            f"is up, its timeout is too short or fail_max too low."
-        )
+        action = advice.breakers_open(open_)
     elif unknown:
         action = f"the state getter of {', '.join(unknown)} fails: look at the app's log"
     status = ACTION if (open_ or unknown or _view_needs_action(reply.body)) else OK
@@ -186,10 +170,7 @@ def check_error_rate(client: Client, paths: Paths, tokens: Tokens, aggregate: Ma
         return Item("error rate", OK, summary, None, endpoint, 200, body)
     top = [r for r in body.get("top_routes") or [] if r.get("errors")]
     routes = ", ".join(f"{r.get('route')} ({r.get('errors')} errors)" for r in top[:3]) or "see the request metrics"
-    action = (
-        f"most errors come from {routes}: read the exceptions for those routes in the log or traces; if they began "
-        f"with a deploy, roll it back. 502/503 on routes that call a provider usually match an open breaker above."
-    )
+    action = advice.error_rate(routes)
     return Item("error rate", ACTION, summary, action, endpoint, 200, body)
 
 
@@ -230,11 +211,7 @@ def check_pool(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[
     action: str | None = None
     if status == ACTION:
         names = ", ".join(warned) or "a pool"
-        action = (
-            f"{names} is nearly full: find what holds connections (slow queries; sessions kept open across calls to "
-            f"external services: compare db_client_connection_use_time_seconds with request durations). Raise "
-            f"pool_size/max_overflow only if the database's max_connections has room for every instance."
-        )
+        action = advice.pool_full(names)
     return Item("pool", status, "; ".join(lines), action, endpoint, 200, reply.body)
 
 
@@ -254,10 +231,7 @@ def check_stuck(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping
         if count == 0:
             return Item("stuck operations", OK, f"none stuck ({in_flight} in flight); {note}", None, endpoint, 200,
                         reply.body)  # fmt: skip
-        action = (
-            f"rerun with --admin-token to list them, then POST {cleanup}?dry_run=true to preview and without "
-            f"dry_run to mark the stuck database rows as error"
-        )
+        action = advice.stuck(cleanup, in_process=False, listed=False)
         return Item("stuck operations", ACTION, f"{count} stuck ({in_flight} in flight); {note}", action, endpoint,
                     200, reply.body)  # fmt: skip
     reply = client.get(endpoint, tokens.admin)
@@ -267,22 +241,16 @@ def check_stuck(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping
     count = int(body.get("stuck_count") or 0)
     threshold = body.get("stuck_threshold_seconds")
     if count == 0 and not body.get("action_required"):
-        summary = "none stuck" + (f" (threshold {_duration(threshold)})" if threshold else "")
+        summary = "none stuck" + (f" (threshold {duration(threshold)})" if threshold else "")
         return Item("stuck operations", OK, summary, None, endpoint, 200, body)
     listed = body.get("stuck_operations") or []
     oldest = max(listed, key=lambda r: r.get("age_seconds") or 0, default=None)
     summary = f"{count} stuck"
     if oldest:
-        age = _duration(oldest.get("age_seconds"))
+        age = duration(oldest.get("age_seconds"))
         summary += f"; oldest: {oldest.get('name')} {oldest.get('key') or ''} for {age}"
     sources = {r.get("source") for r in listed}
-    action = (
-        f"preview with POST {cleanup}?dry_run=true, then POST {cleanup} marks the stuck database rows as error "
-        f"(users can retry them)."
-    )
-    if "in_process" in sources:
-        action += " In-process operations cannot be killed: restart that worker once it has drained."
-    action += " Then find why they hung: usually a call without a timeout."
+    action = advice.stuck(cleanup, in_process="in_process" in sources)
     return Item("stuck operations", ACTION, summary.strip(), action, endpoint, 200, body)
 
 
@@ -309,12 +277,7 @@ def check_resources(client: Client, paths: Paths, tokens: Tokens, aggregate: Map
         return Item("resources", OK, summary, None, endpoint, 200, body)
     warnings = body.get("warnings")
     reason = "; ".join(str(w) for w in warnings) + ": " if isinstance(warnings, list) and warnings else ""
-    action = (
-        f"{reason}memory that grows steadily (process_memory_usage_bytes) is a leak, a step follows one kind of "
-        f"request; "
-        f"CPU pinned at the limit means too few workers or a hot loop; file descriptors climbing mean unclosed files "
-        f"or connections. A restart buys time, not a fix."
-    )
+    action = advice.resources(reason)
     return Item("resources", ACTION, summary, action, endpoint, 200, body)
 
 
@@ -334,11 +297,7 @@ def check_statement_timeout(client: Client, paths: Paths, tokens: Tokens, aggreg
     expected = body.get("expected") or body.get("expected_seconds")
     want = f"{expected}" if expected is not None else "OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT"
     summary = f"statement_timeout = {value}, expected {want}"
-    action = (
-        f"set it on the server, e.g. ALTER DATABASE <db> SET statement_timeout = '{_seconds_literal(expected)}' "
-        f"(or per role), then let the pool reconnect; without it one runaway query holds its connection and its locks "
-        f"indefinitely. If the new value is intended, set OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT to match."
-    )
+    action = advice.statement_timeout(expected)
     return Item("statement timeout", ACTION, summary, action, endpoint, 200, body)
 
 
@@ -370,59 +329,31 @@ def _aggregate_status(aggregate: Mapping[str, Any], name: str) -> str | None:
     return check.get("status") if isinstance(check, dict) else None
 
 
-def _plural(n: int, one: str, many: str) -> str:
-    return one if n == 1 else many
-
-
-def _duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "?"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _seconds_literal(expected: Any) -> str:
-    return f"{expected:g}s" if isinstance(expected, (int, float)) else "300s"
-
-
 # --- running it -----------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Report:
-    url: str
-    reachable: bool
+class AppReport(Report):
+    """The report of one app: who answered (its ``service`` block) and its aggregate health status."""
+
     service: Any = None
     health_status: str | None = None
-    items: list[Item] = field(default_factory=list)
-    problem: str | None = None
 
-    @property
-    def exit_code(self) -> int:
-        if not self.reachable:
-            return EXIT_UNREACHABLE
-        return EXIT_ACTION if any(i.status in (ACTION, ERROR) for i in self.items) else EXIT_OK
+    def heading(self) -> str:
+        service = self.service or {}
+        who = f"{service.get('name', '?')}, instance {service.get('instance_id') or '?'}"
+        return f"otel-reliability check of {self.url} ({who}): {self.health_status}"
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "reachable": self.reachable,
-            "problem": self.problem,
-            "service": self.service,
-            "health_status": self.health_status,
-            "exit_code": self.exit_code,
-            "needs_action": self.exit_code == EXIT_ACTION,
-            "items": [asdict(i) for i in self.items],
-        }
+        out = super().as_json()
+        return {**{k: out[k] for k in ("url", "reachable", "problem")}, "service": self.service,
+                "health_status": self.health_status, **out}  # fmt: skip
 
 
-def run_check(url: str, *, paths: Paths, tokens: Tokens, timeout: float) -> Report:
+def run_check(url: str, *, paths: Paths, tokens: Tokens, timeout: float) -> AppReport:
     """Run every item against the app at ``url``; never raises for anything the app answers or fails to."""
     client = Client(url, timeout)
-    report = Report(url=client.base_url, reachable=False)
+    report = AppReport(url=client.base_url, reachable=False)
     reply = client.get(paths.health)
     if reply.status == 0:
         report.problem = f"cannot reach {client.base_url}{paths.health}: {reply.error}"
@@ -445,74 +376,3 @@ def run_check(url: str, *, paths: Paths, tokens: Tokens, timeout: float) -> Repo
             name = check.__name__.removeprefix("check_").replace("_", " ")
             report.items.append(Item(name, ERROR, f"unexpected answer ({type(exc).__name__}: {exc})", None))
     return report
-
-
-def render(report: Report) -> str:
-    if not report.reachable:
-        return f"otel-reliability check: {report.problem}\n"
-    service = report.service or {}
-    who = f"{service.get('name', '?')}, instance {service.get('instance_id') or '?'}"
-    lines = [f"otel-reliability check of {report.url} ({who}): {report.health_status}"]
-    width = max(len(i.name) for i in report.items) if report.items else 10
-    for item in report.items:
-        lines.append(f"  [{_LABELS[item.status]:^7}] {item.name:<{width}}  {item.summary}")
-        if item.action:
-            indent = " " * (14 + width)
-            lines.extend(textwrap.wrap(f"-> {item.action}", _columns(), initial_indent=indent,
-                                       subsequent_indent=indent + "   ", break_on_hyphens=False))  # fmt: skip
-    acting = [i.name for i in report.items if i.status in (ACTION, ERROR)]
-    skipped = [i.name for i in report.items if i.status == SKIPPED]
-    if acting:
-        lines.append(f"{len(acting)} item(s) need action: {', '.join(acting)}.")
-    else:
-        lines.append("Nothing needs action.")
-    if skipped:
-        lines.append(f"Not checked: {', '.join(skipped)} (see the notes above).")
-    return "\n".join(lines) + "\n"
-
-
-def _columns() -> int:
-    return max(80, min(shutil.get_terminal_size((110, 24)).columns, 140))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="otel-reliability", description="Tools for apps run with otel-reliability.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser(
-        "check",
-        help="run the morning checklist against a running app",
-        description=(
-            "The morning checklist: breakers, error rate, pool, stuck operations, resources, statement timeout. "
-            "Exit 0 nothing to do, 1 action needed, 2 unreachable or not an otel-reliability app."
-        ),
-    )
-    check.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the app (default %(default)s)")
-    check.add_argument("--token", default=None, help=f"health token for the pool details (or {HEALTH_TOKEN_ENV})")
-    check.add_argument("--admin-token", default=None, help=f"admin token for stuck operations (or {ADMIN_TOKEN_ENV})")
-    check.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
-    check.add_argument("--timeout", type=float, default=5.0, help="seconds per HTTP call (default %(default)s)")
-    check.add_argument("--health-path", default=os.environ.get("OTEL_RELIABILITY_HEALTH_PATH") or "/api/health")
-    check.add_argument("--admin-path", default=os.environ.get("OTEL_RELIABILITY_ADMIN_PATH") or "/api/admin/monitoring")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.timeout <= 0:
-        sys.stderr.write("otel-reliability: --timeout must be a positive number of seconds\n")
-        return EXIT_UNREACHABLE
-    tokens = Tokens(
-        health=args.token or os.environ.get(HEALTH_TOKEN_ENV) or None,
-        admin=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None,
-    )
-    paths = Paths(health=args.health_path.rstrip("/"), admin=args.admin_path.rstrip("/"))
-    report = run_check(args.url, paths=paths, tokens=tokens, timeout=args.timeout)
-    if args.json:
-        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
-    else:
-        (sys.stdout if report.reachable else sys.stderr).write(render(report))
-    return report.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
