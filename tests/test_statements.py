@@ -235,3 +235,26 @@ def test_uninstrument_removes_every_hook(telemetry: Telemetry) -> None:
         conn.execute(sa.text("SELECT 1"))
     assert telemetry.finished() == [] and telemetry.points() == []
     assert not getattr(sa.engine.Engine.raw_connection, "__wrapped__", None)
+
+
+def test_with_an_always_off_sampler_no_span_starts_and_the_metric_still_counts() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    assert statements.drops_every_span(provider) and not statements.drops_every_span(TracerProvider())
+    StatementsInstrumentor().instrument(tracer_provider=provider, meter_provider=MeterProvider([reader]))
+    try:
+        with sa.create_engine("sqlite://").connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    finally:
+        StatementsInstrumentor().uninstrument()
+    assert exporter.get_finished_spans() == ()
+    data = reader.get_metrics_data()
+    assert data is not None
+    (point,) = [
+        p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics for p in m.data.data_points
+    ]
+    assert dict(point.attributes) == {"db.system.name": "sqlite", "db.operation.name": "SELECT"}

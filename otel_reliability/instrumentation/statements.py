@@ -36,6 +36,9 @@ and async engines, whenever they were created:
 Time measured: from SQLAlchemy's ``before_cursor_execute`` to ``after_cursor_execute`` (or ``handle_error``):
 the driver's execute, not fetching the rows.
 
+Cost: a span start and one histogram record per statement (figure 6 of benchmarks/RESULTS.md). With an SDK
+sampler of ``always_off`` (the distro's default while traces are not exported) no span is started at all.
+
 Suppression: statements run under ``opentelemetry.instrumentation.utils.suppress_instrumentation()`` are neither
 traced nor counted; our own probes (stuck detectors) run that way.
 
@@ -115,7 +118,7 @@ class _Described:
 
 @dataclass
 class _Telemetry:
-    tracer: trace.Tracer
+    tracer: trace.Tracer | None  # None: the provider records no span at all (sampler always_off)
     duration: Any
 
 
@@ -143,12 +146,13 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from wrapt import wrap_function_wrapper
 
         version = otel_reliability.__version__
-        tracer = trace.get_tracer("otel_reliability.statements", version, kwargs.get("tracer_provider"))
+        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
+        tracer = trace.get_tracer("otel_reliability.statements", version, tracer_provider)
         meter = metrics.get_meter("otel_reliability.statements", version, meter_provider=kwargs.get("meter_provider"))
         duration = meter.create_histogram(
             DURATION, "s", "Duration of database client operations.", explicit_bucket_boundaries_advisory=list(BUCKETS)
         )
-        _telemetry = _Telemetry(tracer, duration)
+        _telemetry = _Telemetry(None if drops_every_span(tracer_provider) else tracer, duration)
         _describe.cache_clear()
         with _collections_lock:
             _collections.clear()
@@ -175,6 +179,14 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unwrap(cls, attr)
         self._listeners, self._wrapped = [], []
         _telemetry = None
+
+
+def drops_every_span(tracer_provider: Any) -> bool:
+    """Whether the SDK provider's sampler is always_off (the distro's default while traces go nowhere): then no
+    span is started at all, which saves the sampler's work on every statement; the metric is still recorded."""
+    sampler = getattr(tracer_provider, "sampler", None)
+    describe = getattr(sampler, "get_description", None)
+    return callable(describe) and describe() == "AlwaysOffSampler"
 
 
 # --- what a statement is called -----------------------------------------------------------------------------------
@@ -262,13 +274,15 @@ def _before_cursor_execute(
     info = _engine_info(conn.engine)
     batch = bool(executemany) and isinstance(parameters, (list, tuple)) and len(parameters) > 1
     described = _describe(statement, info, batch)
-    span = tel.tracer.start_span(described.span_name, kind=SpanKind.CLIENT, attributes=described.span_attrs)
-    if span.is_recording():
-        if batch:
-            span.set_attribute(BATCH_SIZE, len(parameters))
-        wait = _take_wait(conn)
-        if wait is not None:
-            span.set_attribute(WAIT_TIME, wait)
+    span: trace.Span = trace.INVALID_SPAN
+    if tel.tracer is not None:
+        span = tel.tracer.start_span(described.span_name, kind=SpanKind.CLIENT, attributes=described.span_attrs)
+        if span.is_recording():
+            if batch:
+                span.set_attribute(BATCH_SIZE, len(parameters))
+            wait = _take_wait(conn)
+            if wait is not None:
+                span.set_attribute(WAIT_TIME, wait)
     context.__dict__[_STATE] = (span, described.metric_attrs, time.perf_counter())
 
 
@@ -313,7 +327,8 @@ def _take_wait(conn: Any) -> float | None:
 
 
 def _wrap_raw_connection(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    if _telemetry is None or not is_instrumentation_enabled():
+    tel = _telemetry
+    if tel is None or tel.tracer is None or not is_instrumentation_enabled():  # no span would carry the wait
         return wrapped(*args, **kwargs)
     start = time.perf_counter()
     try:
