@@ -258,3 +258,13 @@ def test_with_an_always_off_sampler_no_span_starts_and_the_metric_still_counts()
         p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics for p in m.data.data_points
     ]
     assert dict(point.attributes) == {"db.system.name": "sqlite", "db.operation.name": "SELECT"}
+
+
+def test_a_failing_span_processor_never_fails_the_statement(telemetry: Telemetry) -> None:
+    class Broken(SimpleSpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            raise RuntimeError("broken processor")
+
+    telemetry.tracer_provider.add_span_processor(Broken(InMemorySpanExporter()))
+    with sa.create_engine("sqlite://").connect() as conn:
+        assert conn.execute(sa.text("SELECT 7")).scalar() == 7

@@ -54,9 +54,9 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -265,6 +265,27 @@ def error_type(exc: BaseException) -> str:
 
 
 # --- hooks (cheap: they run on every statement) ---------------------------------------------------------------------
+_F = TypeVar("_F", bound=Callable[..., None])
+_failures_logged = False
+
+
+def _guarded(hook: _F) -> _F:
+    """A failure in our telemetry (a span processor, an SDK change) must never fail the app's statement."""
+
+    @functools.wraps(hook)
+    def guarded(*args: Any) -> None:
+        global _failures_logged
+        try:
+            hook(*args)
+        except Exception:
+            if not _failures_logged:
+                _failures_logged = True
+                _logger.warning("otel-reliability: statement telemetry failed (once per process)", exc_info=True)
+
+    return cast(_F, guarded)
+
+
+@_guarded
 def _before_cursor_execute(
     conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> None:
@@ -286,6 +307,7 @@ def _before_cursor_execute(
     context.__dict__[_STATE] = (span, described.metric_attrs, time.perf_counter())
 
 
+@_guarded
 def _after_cursor_execute(
     conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> None:
@@ -298,6 +320,7 @@ def _after_cursor_execute(
     span.end()
 
 
+@_guarded
 def _handle_error(exception_context: Any) -> None:
     context = exception_context.execution_context
     state = context.__dict__.pop(_STATE, None) if context is not None else None
@@ -317,6 +340,13 @@ def _handle_error(exception_context: Any) -> None:
     span.end()
 
 
+@_guarded
+def _note_failed_checkout(waited: float, exc: BaseException) -> None:
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(WAIT_EVENT, {WAIT_TIME: waited, ERROR_TYPE: error_type(exc)})
+
+
 def _take_wait(conn: Any) -> float | None:
     try:
         proxy = conn.connection
@@ -334,9 +364,7 @@ def _wrap_raw_connection(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
     try:
         proxy = wrapped(*args, **kwargs)
     except Exception as exc:
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.add_event(WAIT_EVENT, {WAIT_TIME: time.perf_counter() - start, ERROR_TYPE: error_type(exc)})
+        _note_failed_checkout(time.perf_counter() - start, exc)
         raise
     holder = getattr(proxy, "__dict__", None)
     if holder is not None:
