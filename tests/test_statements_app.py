@@ -131,10 +131,13 @@ def test_statement_spans_and_duration_over_otlp(
         points = [a for _, a in receiver.metric_points("db.client.operation.duration") if a["_value"] > 0]
         return {tuple(sorted((k, v) for k, v in a.items() if k != "_value")) for a in points}
 
-    wait_until(lambda: select in labels(), what="SELECT items in db.client.operation.duration over OTLP")
+    def failed_counted() -> bool:
+        return any(dict(label).get("error.type") == failed["attrs"]["error.type"] for label in labels())
+
+    # An export made before /fail ran may arrive first: wait for one with both.
+    wait_until(lambda: select in labels() and failed_counted(), what="SELECT items and the failure over OTLP")
     allowed = {"db.system.name", "db.operation.name", "db.collection.name", "error.type"}
     assert all({k for k, _ in label} <= allowed for label in labels())
-    assert any(dict(label).get("error.type") == failed["attrs"]["error.type"] for label in labels())
 
 
 def test_prometheus_names_and_upstream_sqlalchemy_instrumentation_beside_us(
