@@ -268,3 +268,30 @@ def test_a_failing_span_processor_never_fails_the_statement(telemetry: Telemetry
     telemetry.tracer_provider.add_span_processor(Broken(InMemorySpanExporter()))
     with sa.create_engine("sqlite://").connect() as conn:
         assert conn.execute(sa.text("SELECT 7")).scalar() == 7
+
+
+def test_statements_of_run_in_transaction_async_are_children_of_its_span(telemetry: Telemetry) -> None:
+    pytest.importorskip("aiosqlite")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from otel_reliability.db import transactions
+
+    transactions.use_providers(tracer_provider=telemetry.tracer_provider)
+
+    async def main() -> None:
+        engine = create_async_engine("sqlite+aiosqlite://")
+
+        async def work(session: Any) -> None:
+            await session.execute(sa.text("SELECT 1"))
+
+        await transactions.run_in_transaction_async(engine, work)
+        await engine.dispose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        transactions.use_providers()
+    spans = telemetry.spans.get_finished_spans()
+    (transaction,) = [s for s in spans if s.name == "db.transaction"]
+    (statement,) = telemetry.finished()
+    assert statement.parent is not None and statement.parent.span_id == transaction.context.span_id
