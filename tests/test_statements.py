@@ -45,12 +45,23 @@ from otel_reliability.instrumentation.statements import StatementsInstrumentor
         ("/* traceparent='00-ab12' */ SELECT 1", "SELECT ?", "SELECT", None),
         ("frobnicate 12", "frobnicate ?", None, None),
         ("select a #>> '{b,7}' from t", "select a #>> ? from t", "SELECT", "t"),
+        ("select 'unterminated secret", "select ?", "SELECT", None),
+        ("select 1 /* open comment 42", "select ?", "SELECT", None),
+        ("select $$open body 42", "select ?", "SELECT", None),
     ],
 )  # fmt: skip
 def test_sql_text_loses_its_literals_and_names_operation_and_table(
     text: str, query_text: str, operation: str | None, collection: str | None
 ) -> None:
     assert sql.describe(text) == sql.Statement(query_text, operation, collection)
+
+
+def test_a_huge_statement_is_read_only_up_to_max_text() -> None:
+    huge = "INSERT INTO t (a) VALUES " + ",".join(f"('v{i}')" for i in range(10_000))
+    described = sql.describe(huge)
+    assert (described.operation, described.collection) == ("INSERT", "t")
+    assert described.query_text.endswith(" ...") and len(described.query_text) <= sql.MAX_TEXT
+    assert "v1" not in described.query_text
 
 
 def test_mysql_double_quotes_are_strings_and_hash_starts_a_comment() -> None:

@@ -14,7 +14,8 @@ Why our own and not a parser: this runs on every distinct statement an app sends
 
 Identifier quoting: double quotes (standard SQL, PostgreSQL, SQLite), backticks and brackets are identifiers and
 stay; under MySQL/MariaDB double quotes delimit strings and are replaced. ``E'...'`` strings (and all strings
-under MySQL) honour backslash escapes; PostgreSQL dollar-quoted bodies are replaced whole.
+under MySQL) honour backslash escapes; PostgreSQL dollar-quoted bodies are replaced whole. A literal or comment
+left open (a truncated or malformed statement) is replaced up to the end of the text, never kept.
 """
 
 from __future__ import annotations
@@ -30,28 +31,29 @@ OPERATIONS = frozenset({
     "FETCH", "CLOSE", "PREPARE", "DEALLOCATE", "DO", "VALUES", "WITH", "COMMENT", "REINDEX", "CLUSTER", "REFRESH",
 })  # fmt: skip
 _MAIN = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
+MAX_TEXT = 16_384
 _SKIP_AFTER_TABLE = frozenset({"IF", "NOT", "EXISTS", "ONLY", "TEMPORARY", "TEMP", "UNLOGGED"})
 _SKIP_AFTER_UPDATE = frozenset({"ONLY", "LOW_PRIORITY", "IGNORE", "OR", "ROLLBACK", "ABORT", "REPLACE", "FAIL"})
 
 _COMMON = (
-    r"(?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?\$(?P=tag)\$)"
-    r"|(?P<estring>(?<![\w$])[eE]'(?:[^'\\]|''|\\.)*')"
+    r"(?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*|)\$.*?(?:\$(?P=tag)\$|\Z))"
+    r"|(?P<estring>(?<![\w$])[eE]'(?:[^'\\]|''|\\.)*(?:'|\Z))"
 )
 _NUMBER = r"|(?P<number>(?<![\w$:.])(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w$]))"
 # Standard SQL: backslash is an ordinary character in '...'; "..." is an identifier.
 _STANDARD = re.compile(
-    r"(?P<comment>--[^\n]*|/\*.*?\*/)|"
+    r"(?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))|"
     + _COMMON
-    + r"|(?P<string>(?:(?<![\w$])[nNbBxXuU]&?)?'(?:[^']|'')*')"
+    + r"|(?P<string>(?:(?<![\w$])[nNbBxXuU]&?)?'(?:[^']|'')*(?:'|\Z))"
     + r"|(?P<ident>\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\])"
     + _NUMBER,
     re.S,
 )
 # MySQL/MariaDB: '#' comments, backslash escapes in strings, and "..." is a string unless ANSI_QUOTES is on.
 _MYSQL = re.compile(
-    r"(?P<comment>--[^\n]*|#[^\n]*|/\*.*?\*/)|"
+    r"(?P<comment>--[^\n]*|#[^\n]*|/\*.*?(?:\*/|\Z))|"
     + _COMMON
-    + r"|(?P<string>(?:(?<![\w$])(?:_\w+|[nNbBxX]))?'(?:[^'\\]|''|\\.)*'|\"(?:[^\"\\]|\"\"|\\.)*\")"
+    + r"|(?P<string>(?:(?<![\w$])(?:_\w+|[nNbBxX]))?'(?:[^'\\]|''|\\.)*(?:'|\Z)|\"(?:[^\"\\]|\"\"|\\.)*(?:\"|\Z))"
     + r"|(?P<ident>`[^`]*`|\[[^\]]*\])"
     + _NUMBER,
     re.S,
@@ -114,8 +116,14 @@ def _after(words: list[str], start: int, keyword: str, depth0: int) -> str | Non
 
 
 def describe(statement: str, *, mysql: bool = False) -> Statement:
-    """Sanitized text, operation and first table of ``statement``; never raises on odd SQL."""
-    text = sanitize(statement, mysql=mysql)
+    """Sanitized text, operation and first table of ``statement``; never raises on odd SQL.
+
+    Only the first ``MAX_TEXT`` characters are read (a statement with a megabyte of inlined values would
+    otherwise cost a quarter of a second); the text then ends in ``...``.
+    """
+    text = sanitize(statement[:MAX_TEXT], mysql=mysql)
+    if len(statement) > MAX_TEXT:
+        text += " ..."
     words = _WORD.findall(text)
     if not words:
         return Statement(text, None, None)
