@@ -34,7 +34,13 @@ from tests.support import OtlpReceiver, http, start_app, start_postgres, upstrea
 
 APP_DIR = ROOT / "benchmarks" / "apps"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-OURS = ("reliability_breakers", "reliability_pool", "reliability_process", "reliability_operations")
+OURS = (
+    "reliability_breakers",
+    "reliability_pool",
+    "reliability_process",
+    "reliability_operations",
+    "reliability_statements",
+)
 
 
 @dataclass
@@ -349,12 +355,24 @@ def per_call(args: argparse.Namespace) -> list[str]:
             pg.stop("immediate")
 
 
+def statements(args: argparse.Namespace) -> list[str]:
+    from benchmarks import micro
+
+    pg = None if args.quick else start_postgres()
+    try:
+        return micro.statements(1 if args.quick else args.rounds, args.quick, pg.url("psycopg") if pg else None)
+    finally:
+        if pg:
+            pg.stop("immediate")
+
+
 FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "throughput": throughput,
     "health": health,
     "collection": collection,
     "memory": memory,
     "percall": per_call,
+    "statements": statements,
 }
 
 

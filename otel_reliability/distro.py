@@ -14,6 +14,10 @@ cost throughput and tell nobody anything. Ours:
 - ``OTEL_PYTHON_CONFIGURATOR=otel_reliability``, so ours is picked when another configurator is installed.
 - FastAPI instrumented without the ``receive``/``send`` spans (one span per ASGI message; about 13% of the
   throughput of a small route).
+- ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=sqlalchemy``: statements are traced by ``reliability_statements``;
+  upstream's SQLAlchemy instrumentor, if installed, would trace them a second time (in the old conventions,
+  with literal values in the text), add its own pool metric beside ours and, on SQLAlchemy 2.1, log that it
+  refuses the version. If you set the variable yourself, upstream's is still skipped while ours is enabled.
 
 The user's environment always wins. A bad ``OTEL_RELIABILITY_*`` value stops start-up with one line.
 """
@@ -35,6 +39,13 @@ from otel_reliability import changes, config
 _logger = logging.getLogger("otel_reliability")
 
 PROMETHEUS_PORT = "OTEL_EXPORTER_PROMETHEUS_PORT"
+UPSTREAM_SQLALCHEMY = "sqlalchemy"  # entry point of opentelemetry-instrumentation-sqlalchemy
+STATEMENTS = "reliability_statements"
+
+
+def disabled_instrumentations(env: MutableMapping[str, str]) -> set[str]:
+    """The entry point names in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``, as opentelemetry-instrument reads them."""
+    return {name.strip() for name in env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",") if name.strip()}
 
 
 _APP_TARGET = re.compile(r"^([A-Za-z_][\w.]*):[A-Za-z_][\w.]*(\(\))?$")
@@ -78,6 +89,7 @@ def environment_defaults(
             default("OTEL_TRACES_SAMPLER", "always_off")
             default("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
     default("OTEL_PYTHON_CONFIGURATOR", "otel_reliability")
+    default("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", UPSTREAM_SQLALCHEMY)
     if not env.get("OTEL_PYTHON_EXCLUDED_URLS", "").strip():
         default("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", excluded_urls(settings))
     if importlib.util.find_spec("opentelemetry.instrumentation.system_metrics") is not None:
@@ -144,6 +156,16 @@ class ReliabilityDistro(BaseDistro):
     def _load(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name == "fastapi":
             kwargs.setdefault("exclude_spans", ["receive", "send"])
+        if entry_point.name == UPSTREAM_SQLALCHEMY and STATEMENTS not in disabled_instrumentations(os.environ):
+            # One instrumentor per concern: ours traces statements (module docstring); the user's own
+            # OTEL_PYTHON_DISABLED_INSTRUMENTATIONS may not list upstream's.
+            _logger.info(
+                "otel-reliability: upstream's sqlalchemy instrumentation skipped; statements are traced by %s "
+                "(disable %s to use upstream's instead)",
+                STATEMENTS,
+                STATEMENTS,
+            )
+            return
         if not entry_point.name.startswith("reliability_"):
             super().load_instrumentor(entry_point, **kwargs)
             return

@@ -300,6 +300,26 @@ def upstream_distro_dir() -> Path:
     return target
 
 
+def upstream_instrumentation_dir(distribution: str) -> Path:
+    """An upstream instrumentation package (e.g. ``opentelemetry-instrumentation-sqlalchemy``) at the version of
+    our opentelemetry-instrumentation, without its dependencies, installed once into a cached folder to put on
+    PYTHONPATH: to prove what happens when a user installs it beside us, never in .venv."""
+    from importlib import metadata
+
+    version = metadata.version("opentelemetry-instrumentation")
+    target = CACHE / f"{distribution}-{version}"
+    if not (target / ".complete").exists():
+        proc = subprocess.run(
+            [str(BIN / "python"), "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+             f"{distribution}=={version}"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"{distribution}=={version} from PyPI: {proc.stderr[-300:]}")
+        (target / ".complete").touch()
+    return target
+
+
 def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 

@@ -56,6 +56,7 @@ CONTRACT_HISTOGRAMS = {
     "db_client_connection_wait_time_seconds",
     "db_client_connection_use_time_seconds",
     "db_client_connection_create_time_seconds",
+    "db_client_operation_duration_seconds",
 }
 KNOWN_METRICS = (
     CONTRACT_METRICS
@@ -269,6 +270,8 @@ PUSH_SCRIPT = textwrap.dedent(
         3, {"circuit_breaker.name": "payments", "circuit_breaker.outcome": "failure"})
     meter.create_histogram("db.client.connection.wait_time", unit="s").record(
         0.02, {"db.client.connection.pool.name": "main"})
+    meter.create_histogram("db.client.operation.duration", unit="s").record(
+        0.003, {"db.system.name": "postgresql", "db.operation.name": "SELECT", "db.collection.name": "orders"})
     meter.create_observable_gauge("process.memory.usage", [lambda o: [Observation(1234)]], unit="By")
     meter.create_observable_gauge("process.cpu.utilization", [lambda o: [Observation(0.25)]], unit="")
     meter.create_observable_gauge(
@@ -289,6 +292,9 @@ PUSHED = {
     "db_client_connection_wait_time_seconds_bucket",
     "db_client_connection_wait_time_seconds_count",
     "db_client_connection_wait_time_seconds_sum",
+    "db_client_operation_duration_seconds_bucket",
+    "db_client_operation_duration_seconds_count",
+    "db_client_operation_duration_seconds_sum",
     "process_memory_usage_bytes",
     "process_cpu_utilization",
     "operation_oldest_age_seconds",

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 as well as 2.1 (the main venv): the pool check runs in a cached venv with SQLAlchemy 2.0.x.
+"""SQLAlchemy 2.0 as well as 2.1 (the main venv): the pool and statement checks run in a cached venv with
+SQLAlchemy 2.0.x (the statement check also in one with 1.4.x).
 
 The venv is built once under /var/cache/otel-reliability (override: OTEL_RELIABILITY_CACHE), keyed by a hash of
 pyproject.toml and the requirement, with ``pip install -e <repo> 'sqlalchemy>=2.0,<2.1'``. Building needs the
@@ -14,10 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import ROOT, require
 
 REQUIREMENT = "sqlalchemy>=2.0,<2.1"
 CHECK = ROOT / "tests" / "apps" / "db" / "sa_version_check.py"
+STATEMENTS_CHECK = ROOT / "tests" / "apps" / "db" / "sa_statements_check.py"
 
 
 def cached_venv(requirement: str) -> Path | None:
@@ -51,3 +55,20 @@ def test_pool_metrics_with_sqlalchemy_2_0() -> None:
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["sqlalchemy"].startswith("2.0.")
     assert (result["used"], result["max"], result["pending"], result["timeouts"]) == (3, 3, 1, 1)
+
+
+@pytest.mark.parametrize(("requirement", "version"), [(REQUIREMENT, "2.0."), ("sqlalchemy>=1.4,<2.0", "1.4.")])
+def test_statement_spans_with_older_sqlalchemy(requirement: str, version: str) -> None:
+    venv = cached_venv(requirement)
+    require(venv is not None, f"a venv with {requirement} (pip could not build it)")
+    assert venv is not None
+    run = subprocess.run(
+        [str(venv / "bin" / "python"), str(STATEMENTS_CHECK)], capture_output=True, text=True, timeout=60, cwd=str(ROOT)
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["sqlalchemy"].startswith(version)
+    assert {"CREATE items", "SELECT", "SELECT items", "SELECT missing"} <= set(result["spans"]), result
+    assert result["all_children"] is True
+    assert "SELECT ?" in result["texts"] and not any("4242" in t for t in result["texts"])
+    assert result["errors"] == ["sqlite3.OperationalError"]

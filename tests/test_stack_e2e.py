@@ -55,6 +55,7 @@ HISTOGRAMS = {
     "db_client_connection_wait_time_seconds",
     "db_client_connection_use_time_seconds",
     "db_client_connection_create_time_seconds",
+    "db_client_operation_duration_seconds",
 }
 
 

@@ -52,6 +52,8 @@ STATUS_5XX = 'http_response_status_code=~"5.."'
 RAISED_NOT_5XX = 'error_type!="", http_response_status_code!~"5.."'
 USED = 'db_client_connection_state="used"'
 REJECTED = 'circuit_breaker_outcome="rejected"'
+OPERATION_BY = "job, db_system_name, db_operation_name, db_collection_name"
+"""A database operation as the slowest-operations panel and the DatabaseOperationSlow alert group it."""
 
 
 def http_errors_rate(by: str, window: str = "$__rate_interval") -> str:
@@ -601,8 +603,8 @@ def pools() -> dict[str, Any]:
     return dashboard(
         "otel-rel-db-pools",
         "otel-reliability / Database pools",
-        "Connection pools (OpenTelemetry db.client.connection.* conventions), transaction retries and the "
-        "statement timeout.",
+        "Connection pools (OpenTelemetry db.client.connection.* conventions), transaction retries, the "
+        "statement timeout and the slowest database operations (db.client.operation.duration).",
         [
             timeseries(
                 "Utilization (used / max)",
@@ -692,6 +694,20 @@ def pools() -> dict[str, Any]:
                 "s",
                 w=6,
                 h=8,
+            ),
+            timeseries(
+                "Slowest operations (p99)",
+                [
+                    target(
+                        f"topk(10, {quantile(0.99, 'db_client_operation_duration_seconds', OPERATION_BY)})",
+                        "{{db_operation_name}} {{db_collection_name}} {{db_system_name}} {{job}}",
+                    )
+                ],
+                "s",
+                w=24,
+                description="The ten operations (statement keyword and first table) with the highest p99 of "
+                "db.client.operation.duration: time in the driver's execute, without the wait for a connection "
+                "(that is the wait time panel). An error_type series is in the same histogram.",
             ),
         ],
     )

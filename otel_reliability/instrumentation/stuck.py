@@ -35,6 +35,10 @@ both are compared as naive UTC.
 ``UPDATE ... WHERE status IN (...) AND ts < cutoff RETURNING key, ts`` (where the database lacks RETURNING:
 the stuck rows are selected ``FOR UPDATE`` and updated by key with the same conditions re-checked, in the
 same transaction), and returns exactly the rows it changed. With ``dry_run`` it only selects them.
+
+The background query is ours, not the app's: it runs under ``suppress_instrumentation()``, so it is neither a
+statement span nor a ``db.client.operation.duration`` point. ``cleanup`` is not suppressed: it changes the app's
+rows on an admin's request, and that request's trace should show it.
 """
 
 from __future__ import annotations
@@ -134,8 +138,9 @@ class StuckDetector:
     def check(self) -> DetectorReading:
         """Run the counting query now and cache its result (the background thread calls this)."""
         import sqlalchemy as sa
+        from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-        with self._lock:
+        with self._lock, suppress_instrumentation():
             _, status, ts, key = self._columns()
             now = _utcnow()
             cutoff = self._cutoff(ts, now)

@@ -1,0 +1,372 @@
+"""SQLAlchemy statements as client spans and the ``db.client.operation.duration`` histogram
+(``reliability_statements``).
+
+Usage: nothing for ``opentelemetry-instrument``; by hand::
+
+    from otel_reliability.instrumentation.statements import StatementsInstrumentor
+    StatementsInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)   # before or after create_engine
+
+Why not upstream's ``opentelemetry-instrumentation-sqlalchemy`` (0.66b2, tried on SQLAlchemy 2.1.9 with its
+version gate bypassed and ``OTEL_SEMCONV_STABILITY_OPT_IN=database``): it traces, but puts the statement text
+into ``db.query.text`` as written (``... where id = 4242 and name = 'secret'``), names spans by keyword and
+database instead of operation and table, sets no ``db.collection.name``, records no
+``db.client.operation.duration``, does not see engines created before it was loaded, and does not show the
+connection-pool wait. It also emits ``db.client.connections.usage`` beside our pool metrics. The distro keeps
+it switched off (see ``otel_reliability.distro``).
+
+What each statement gives, in the stable database semantic conventions, on SQLAlchemy 1.4, 2.0 and 2.1, sync
+and async engines, whenever they were created:
+
+- a CLIENT span named ``{db.operation.name} {db.collection.name}`` (``SELECT users``; the operation alone, or
+  ``db.system.name``, when the rest is unknown), child of the current span (the request span, the
+  ``db.transaction`` span of ``run_in_transaction``), with ``db.system.name``, ``db.namespace``,
+  ``db.operation.name``, ``db.collection.name``, ``db.query.text`` (literals replaced by ``?``, see
+  ``otel_reliability.instrumentation.sql``), ``server.address``/``server.port``, ``db.operation.batch.size``
+  for ``executemany``; on failure ``error.type`` (the SQLSTATE where the driver gives one, else the exception
+  class) and ``db.response.status_code``. The exception message is never recorded: drivers put values in it
+  (``Key (email)=(...) already exists``).
+- on the first statement after a connection was taken from the pool, ``db.client.connection.wait_time`` (s):
+  how long that checkout took, so a slow request tells waiting for a connection from running the statement.
+  A checkout that fails (pool timeout, database down) adds the event ``db.client.connection.wait`` with the
+  same attribute and ``error.type`` to the current span, since no statement span follows.
+- ``db.client.operation.duration`` (s, histogram, the semantic conventions' buckets) by ``db.system.name``,
+  ``db.operation.name``, ``db.collection.name`` and ``error.type``. Bounded: operations come from a fixed list;
+  after ``MAX_COLLECTIONS`` distinct table names, new ones are left out of the metric (not of the span).
+
+Time measured: from SQLAlchemy's ``before_cursor_execute`` to ``after_cursor_execute`` (or ``handle_error``):
+the driver's execute, not fetching the rows.
+
+Cost: a span start and one histogram record per statement (figure 6 of benchmarks/RESULTS.md). With an SDK
+sampler of ``always_off`` (the distro's default while traces are not exported) no span is started at all.
+
+Suppression: statements run under ``opentelemetry.instrumentation.utils.suppress_instrumentation()`` are neither
+traced nor counted; our own probes (stuck detectors) run that way.
+
+How: the ``before_cursor_execute``, ``after_cursor_execute`` and ``handle_error`` events are listened to on the
+``Engine`` class, so every engine, including those created before instrumentation and the ``sync_engine`` of
+an ``AsyncEngine``, is covered; ``Engine.raw_connection`` is wrapped to time checkouts.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+import otel_reliability
+from otel_reliability.instrumentation import sql
+
+_logger = logging.getLogger(__name__)
+
+_instruments = ("sqlalchemy >= 1.4",)
+
+DURATION = "db.client.operation.duration"
+SYSTEM = "db.system.name"
+NAMESPACE = "db.namespace"
+OPERATION = "db.operation.name"
+COLLECTION = "db.collection.name"
+QUERY_TEXT = "db.query.text"
+BATCH_SIZE = "db.operation.batch.size"
+ERROR_TYPE = "error.type"
+STATUS_CODE = "db.response.status_code"
+WAIT_TIME = "db.client.connection.wait_time"
+WAIT_EVENT = "db.client.connection.wait"
+
+# The stable semantic conventions' advisory buckets for db.client.operation.duration (seconds).
+BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
+MAX_COLLECTIONS = 200
+_CACHE_SIZE = 1024
+
+# SQLAlchemy dialect name -> db.system.name (stable semantic conventions).
+_SYSTEMS = {
+    "postgresql": "postgresql",
+    "sqlite": "sqlite",
+    "mysql": "mysql",
+    "mariadb": "mariadb",
+    "mssql": "microsoft.sql_server",
+    "oracle": "oracle.db",
+}
+
+_STATE = "_otel_reliability_statement"  # on the ExecutionContext: (span, start, metric attributes)
+_WAIT = "_otel_reliability_wait"  # on the pool's connection proxy: the checkout's wait, until a statement takes it
+_ENGINE = "_otel_reliability_engine"  # on the Engine: its _EngineInfo
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: a key of the statement cache
+class _EngineInfo:
+    system: str
+    mysql: bool
+    span_attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Described:
+    span_name: str
+    span_attrs: dict[str, Any]
+    metric_attrs: dict[str, str]
+
+
+@dataclass
+class _Telemetry:
+    tracer: trace.Tracer | None  # None: the provider records no span at all (sampler always_off)
+    duration: Any
+
+
+_telemetry: _Telemetry | None = None
+_collections: set[str] = set()
+_collections_lock = threading.Lock()
+
+
+class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Entry point ``opentelemetry_instrumentor: reliability_statements``."""
+
+    _listeners: list[tuple[str, Any]]
+    _wrapped: list[tuple[Any, str]]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        global _telemetry
+        self._listeners, self._wrapped = [], []
+        if importlib.util.find_spec("sqlalchemy") is None:  # opentelemetry-instrument skips the dependency check
+            return
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+        from wrapt import wrap_function_wrapper
+
+        version = otel_reliability.__version__
+        tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
+        tracer = trace.get_tracer("otel_reliability.statements", version, tracer_provider)
+        meter = metrics.get_meter("otel_reliability.statements", version, meter_provider=kwargs.get("meter_provider"))
+        duration = meter.create_histogram(
+            DURATION, "s", "Duration of database client operations.", explicit_bucket_boundaries_advisory=list(BUCKETS)
+        )
+        _telemetry = _Telemetry(None if drops_every_span(tracer_provider) else tracer, duration)
+        _describe.cache_clear()
+        with _collections_lock:
+            _collections.clear()
+        for name, fn in (
+            ("before_cursor_execute", _before_cursor_execute),
+            ("after_cursor_execute", _after_cursor_execute),
+            ("handle_error", _handle_error),
+        ):
+            event.listen(Engine, name, fn)
+            self._listeners.append((name, fn))
+        wrap_function_wrapper(Engine, "raw_connection", _wrap_raw_connection)
+        self._wrapped.append((Engine, "raw_connection"))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        global _telemetry
+        if not getattr(self, "_listeners", None):
+            return
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        for name, fn in self._listeners:
+            event.remove(Engine, name, fn)
+        for cls, attr in self._wrapped:
+            unwrap(cls, attr)
+        self._listeners, self._wrapped = [], []
+        _telemetry = None
+
+
+def drops_every_span(tracer_provider: Any) -> bool:
+    """Whether the SDK provider's sampler is always_off (the distro's default while traces go nowhere): then no
+    span is started at all, which saves the sampler's work on every statement; the metric is still recorded."""
+    sampler = getattr(tracer_provider, "sampler", None)
+    describe = getattr(sampler, "get_description", None)
+    return callable(describe) and describe() == "AlwaysOffSampler"
+
+
+# --- what a statement is called -----------------------------------------------------------------------------------
+def _engine_info(engine: Any) -> _EngineInfo:
+    info: _EngineInfo | None = engine.__dict__.get(_ENGINE)
+    if info is not None:
+        return info
+    dialect = str(engine.dialect.name)
+    system = _SYSTEMS.get(dialect, "other_sql")
+    url = engine.url
+    attrs: dict[str, Any] = {SYSTEM: system}
+    if url.database and dialect != "sqlite":  # a SQLite "database" is a file path: not a namespace worth a label
+        attrs[NAMESPACE] = str(url.database)
+    if url.host:
+        attrs["server.address"] = str(url.host)
+    if url.port:
+        attrs["server.port"] = int(url.port)
+    info = _EngineInfo(system, dialect in ("mysql", "mariadb"), attrs)
+    engine.__dict__[_ENGINE] = info
+    return info
+
+
+def _bounded(collection: str) -> bool:
+    """Whether ``collection`` may be a metric label (the first MAX_COLLECTIONS distinct names may)."""
+    if collection in _collections:
+        return True
+    with _collections_lock:
+        if len(_collections) >= MAX_COLLECTIONS:
+            return False
+        _collections.add(collection)
+    return True
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _describe(statement: str, info: _EngineInfo, batch: bool) -> _Described:
+    """Span name and attributes of a statement text on an engine; cached, since an app sends few distinct texts."""
+    try:
+        parsed = sql.describe(statement, mysql=info.mysql)
+    except Exception:  # never let odd SQL break a query: say nothing rather than something wrong
+        _logger.debug("otel-reliability: could not describe a statement", exc_info=True)
+        parsed = sql.Statement("", None, None)
+    operation = parsed.operation
+    if operation is not None and batch:
+        operation = f"BATCH {operation}"
+    span_attrs = dict(info.span_attrs)
+    metric_attrs = {SYSTEM: info.system}
+    if parsed.query_text:
+        span_attrs[QUERY_TEXT] = parsed.query_text
+    if operation is not None:
+        span_attrs[OPERATION] = metric_attrs[OPERATION] = operation
+    if parsed.collection is not None:
+        span_attrs[COLLECTION] = parsed.collection
+        if _bounded(parsed.collection):
+            metric_attrs[COLLECTION] = parsed.collection
+    name = " ".join(p for p in (operation, parsed.collection) if p) or info.system
+    return _Described(name, span_attrs, metric_attrs)
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error (psycopg, psycopg2, asyncpg), also when SQLAlchemy wrapped it."""
+    orig = getattr(exc, "orig", None) or exc
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str) and code:
+            return code
+    return None
+
+
+def error_type(exc: BaseException) -> str:
+    """The SQLSTATE where the driver gives one (bounded, what the conventions ask for), else the class name."""
+    code = sqlstate(exc)
+    if code is not None:
+        return code
+    cls = type(getattr(exc, "orig", None) or exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --- hooks (cheap: they run on every statement) ---------------------------------------------------------------------
+_F = TypeVar("_F", bound=Callable[..., None])
+_failures_logged = False
+
+
+def _guarded(hook: _F) -> _F:
+    """A failure in our telemetry (a span processor, an SDK change) must never fail the app's statement."""
+
+    @functools.wraps(hook)
+    def guarded(*args: Any) -> None:
+        global _failures_logged
+        try:
+            hook(*args)
+        except Exception:
+            if not _failures_logged:
+                _failures_logged = True
+                _logger.warning("otel-reliability: statement telemetry failed (once per process)", exc_info=True)
+
+    return cast(_F, guarded)
+
+
+@_guarded
+def _before_cursor_execute(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    tel = _telemetry
+    if tel is None or context is None or not is_instrumentation_enabled():
+        return
+    info = _engine_info(conn.engine)
+    batch = bool(executemany) and isinstance(parameters, (list, tuple)) and len(parameters) > 1
+    described = _describe(statement, info, batch)
+    span: trace.Span = trace.INVALID_SPAN
+    if tel.tracer is not None:
+        span = tel.tracer.start_span(described.span_name, kind=SpanKind.CLIENT, attributes=described.span_attrs)
+        if span.is_recording():
+            if batch:
+                span.set_attribute(BATCH_SIZE, len(parameters))
+            wait = _take_wait(conn)
+            if wait is not None:
+                span.set_attribute(WAIT_TIME, wait)
+    context.__dict__[_STATE] = (span, described.metric_attrs, time.perf_counter())
+
+
+@_guarded
+def _after_cursor_execute(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    state = context.__dict__.pop(_STATE, None) if context is not None else None
+    tel = _telemetry
+    if state is None or tel is None:
+        return
+    span, attrs, start = state
+    tel.duration.record(time.perf_counter() - start, attrs)
+    span.end()
+
+
+@_guarded
+def _handle_error(exception_context: Any) -> None:
+    context = exception_context.execution_context
+    state = context.__dict__.pop(_STATE, None) if context is not None else None
+    tel = _telemetry
+    if state is None or tel is None:
+        return
+    span, attrs, start = state
+    exc = exception_context.original_exception
+    kind = error_type(exc)
+    tel.duration.record(time.perf_counter() - start, {**attrs, ERROR_TYPE: kind})
+    if span.is_recording():
+        span.set_attribute(ERROR_TYPE, kind)
+        code = sqlstate(exc)
+        if code is not None:
+            span.set_attribute(STATUS_CODE, code)
+        span.set_status(Status(StatusCode.ERROR, kind))
+    span.end()
+
+
+@_guarded
+def _note_failed_checkout(waited: float, exc: BaseException) -> None:
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(WAIT_EVENT, {WAIT_TIME: waited, ERROR_TYPE: error_type(exc)})
+
+
+def _take_wait(conn: Any) -> float | None:
+    try:
+        proxy = conn.connection
+    except Exception:  # an invalidated connection: nothing to report
+        return None
+    holder = getattr(proxy, "__dict__", None)
+    return holder.pop(_WAIT, None) if holder else None
+
+
+def _wrap_raw_connection(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    tel = _telemetry
+    if tel is None or tel.tracer is None or not is_instrumentation_enabled():  # no span would carry the wait
+        return wrapped(*args, **kwargs)
+    start = time.perf_counter()
+    try:
+        proxy = wrapped(*args, **kwargs)
+    except Exception as exc:
+        _note_failed_checkout(time.perf_counter() - start, exc)
+        raise
+    holder = getattr(proxy, "__dict__", None)
+    if holder is not None:
+        holder[_WAIT] = time.perf_counter() - start
+    return proxy
