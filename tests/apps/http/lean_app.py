@@ -48,7 +48,7 @@ async def stream(fail: bool = False) -> StreamingResponse:
 @app.get("/slow")
 async def slow() -> dict[str, bool]:
     try:
-        await asyncio.sleep(3)
+        await asyncio.sleep(1)
     except asyncio.CancelledError:
         slow_finished.append(False)
         raise
