@@ -413,6 +413,12 @@ def statements(args: argparse.Namespace) -> list[str]:
             pg.stop("immediate")
 
 
+def layer(args: argparse.Namespace) -> list[str]:
+    from benchmarks import http_layer
+
+    return http_layer.figure(args.quick)
+
+
 FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "throughput": throughput,
     "health": health,
@@ -420,6 +426,7 @@ FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "memory": memory,
     "percall": per_call,
     "statements": statements,
+    "layer": layer,
 }
 
 

@@ -47,10 +47,13 @@ def test_layer_is_lean_while_spans_go_nowhere_and_contrib_while_they_are_exporte
     # the old (or both) conventions were asked for: only the contrib layer emits them
     assert layer_for({"OTEL_TRACES_EXPORTER": "none", "OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}) == "contrib"
     assert layer_for({"OTEL_TRACES_EXPORTER": "none", "OTEL_SEMCONV_STABILITY_OPT_IN": "default"}) == "contrib"
+    # the user's OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: no lean layer without its entry point, no layer at all
+    # (and FastAPI left as it is) when they switched FastAPI instrumentation off
+    no_spans = {"OTEL_TRACES_EXPORTER": "none"}
+    assert layer_for({**no_spans, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "reliability_http"}) == "contrib"
+    assert layer_for({**no_spans, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "x,fastapi"}) == "off"
     for forced in ("lean", "contrib", "native"):
         assert layer_for({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_RELIABILITY_HTTP_LAYER": forced}) == forced
-    with pytest.raises(config.ConfigError, match=r"OTEL_RELIABILITY_HTTP_LAYER='fast'.*auto, lean, contrib, native"):
-        config.load({"OTEL_RELIABILITY_HTTP_LAYER": "fast"})
 
 
 # --- both layers under opentelemetry-instrument -------------------------------------------------------------------

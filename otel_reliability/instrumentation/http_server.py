@@ -112,8 +112,18 @@ def has_native_layer() -> bool:
 
 
 def choose_layer(env: Mapping[str, str], settings: config.Settings) -> str:
-    """``lean``, ``contrib`` or ``native``: the one layer that wraps each FastAPI request."""
+    """``lean``, ``contrib``, ``native`` or ``off``: the one layer that wraps each FastAPI request.
+
+    The user's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` is honoured: without ``reliability_http`` (this
+    entry point) nothing can install the lean layer, so the contrib one stays; without ``fastapi`` the user
+    asked for no HTTP instrumentation, so we add none and leave FastAPI's own configuration alone (``off``).
+    """
     requested = settings.http_layer
+    disabled = {name.strip() for name in env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    if "reliability_http" in disabled:
+        return "contrib"
+    if "fastapi" in disabled and requested == "auto":
+        return "off"
     lean_possible = _request_record_class() is not None
     if requested == "lean" and not lean_possible:
         _logger.warning("otel-reliability: the lean HTTP layer needs FastAPI >= 0.165; using contrib instead")
@@ -268,6 +278,8 @@ class LeanHTTPMiddleware:
 def native_defaults(layer: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``FastAPI(telemetry=...)`` keys we default (the app's own keys win)."""
     env = os.environ if env is None else env
+    if layer == "off":
+        return {}
     if layer != "native":
         return {"tracing": False, "metrics": False, "logs": False}
     excluded = get_excluded_urls("FASTAPI")
@@ -297,7 +309,7 @@ def instrument_app(app: Any) -> None:
     """Apply the chosen layer to an app that already exists (``otel_reliability.configure(app)``)."""
     layer = current_layer()
     telemetry = getattr(app, "_telemetry", None)
-    if isinstance(telemetry, dict) and layer != "native":
+    if isinstance(telemetry, dict) and layer in ("lean", "contrib"):
         telemetry.update(native_defaults(layer))  # created before us: FastAPI keeps its config in this dict
     if layer == "lean":
         install_lean(app)
@@ -329,7 +341,7 @@ class HttpLayerInstrumentor(BaseInstrumentor):
 
         def __init__(self: Any, *args: Any, **kw: Any) -> None:
             layer = current_layer()
-            if native:
+            if native and layer != "off":
                 kw["telemetry"] = {**native_defaults(layer), **(kw.get("telemetry") or {})}
             original(self, *args, **kw)
             if layer == "lean":
