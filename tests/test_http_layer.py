@@ -275,3 +275,16 @@ def test_a_broken_instrument_never_breaks_a_request(lean_app: Any, caplog: pytes
     with caplog.at_level(logging.ERROR, logger="otel_reliability"):
         assert [call(app, "/items/1") for _ in range(3)] == [200, 200, 200]
     assert sum("HTTP request metrics are off" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_configure_gives_an_existing_app_the_lean_layer_and_only_it(app_factory: StartApp) -> None:
+    app = app_factory("configured_app:app", app_dir=APP_DIR, env=ONLY_HTTP, instrument=False)
+    for path in ("/items/1", "/items/2", "/api/health"):
+        http("GET", app.url + path)
+    metrics = scrape(app.metrics_port)
+    # FastAPI's native layer was on when the app was created (configure() set the providers afterwards): the
+    # lean layer replaced it, it does not run beside it.
+    assert {labels["otel_scope_name"] for labels, _ in metrics[COUNT]} == {
+        "otel_reliability.instrumentation.http_server"
+    }
+    assert points(metrics) == {("/items/{item_id}", "200", ""): 2}
