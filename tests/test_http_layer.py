@@ -56,6 +56,33 @@ def test_layer_is_lean_while_spans_go_nowhere_and_contrib_while_they_are_exporte
         assert layer_for({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_RELIABILITY_HTTP_LAYER": forced}) == forced
 
 
+def test_excluded_urls_pre_check_decides_exactly_as_the_regexes() -> None:
+    from opentelemetry.util.http import parse_excluded_urls
+
+    assert http_server.required_literal(r"/api/health(?:/|\?|$)") == "/api/health"
+    assert http_server.required_literal(r"client/.*/info") == "client/"
+    assert http_server.required_literal(r"ab?c") == "a"
+    assert http_server.required_literal(r"\.json$") == ".json"
+    assert http_server.required_literal(r"^/x") == http_server.required_literal("a|b") == ""
+    assert http_server.required_literal(r"/x(a|b)|/y") == http_server.required_literal(r"[|]|z") == ""
+    assert http_server.required_literal(r"\d+/ping") == ""
+    lists = [
+        r"/api/health(?:/|\?|$),/api/admin/monitoring(?:/|\?|$),/metrics(?:/|\?|$)",
+        r"client/.*/info,healthz",
+        r"ab?c,x{2},\.json$",
+        r"^http://internal,/ping",
+        r"/a,,/b",  # an empty pattern matches every URL, in contrib as here
+        r"/i(tems|nternal)/1|/ping,[|]x",
+    ]
+    urls = ["http://127.0.0.1:8000/api/health", "http://h/api/healthz", "http://h/api/health/live", "http://h/x.json",
+            "http://h/client/7/info", "http://h/items/1", "http://api/health", "http://h/ac", "http://h/xx",
+            "http://internal/ping", "http://h/metrics", "http://h/b"]  # fmt: skip
+    for raw in lists:
+        fast = http_server._Excluded([p.strip() for p in raw.split(",")], parse_excluded_urls(raw))
+        for url in urls:
+            assert fast.url_disabled(url) == parse_excluded_urls(raw).url_disabled(url), (raw, url)
+
+
 # --- both layers under opentelemetry-instrument -------------------------------------------------------------------
 
 
