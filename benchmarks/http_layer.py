@@ -74,6 +74,19 @@ def contrib() -> Any:
     return app
 
 
+def contrib_under_native() -> Any:
+    """The contrib instrumentation with FastAPI's native layer left on: before issue 17, what every request went
+    through while spans were exported (the native wrapper runs, sees contrib and defers)."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    tracer, meters = _providers()
+    app = _app({"tracer_provider": tracer, "meter_provider": meters})
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer, meter_provider=meters, exclude_spans=["receive", "send"]
+    )
+    return app
+
+
 def native() -> Any:
     tracer, meters = _providers()
     return _app({"tracer_provider": tracer, "meter_provider": meters, "logs": False, "operation_spans": False})
@@ -82,7 +95,11 @@ def native() -> Any:
 LAYERS: dict[str, tuple[str, Callable[[], Any]]] = {
     "bare": ("bare FastAPI (native layer off)", bare),
     "lean": ("lean middleware (ours while spans are not exported)", lean),
-    "contrib": ("contrib FastAPI instrumentation, receive/send spans off (ours before)", contrib),
+    "contrib": ("contrib FastAPI instrumentation, receive/send spans off, native layer off", contrib),
+    "contrib_native": (
+        "contrib with FastAPI's native wrapper deferring to it (spans exported, before)",
+        contrib_under_native,
+    ),
     "native": ("FastAPI's native layer, no operation spans", native),
 }
 

@@ -84,7 +84,7 @@ def variants(otlp_endpoint: str) -> list[Variant]:
                 "PYTHONPATH": str(upstream),
                 "OTEL_PYTHON_DISTRO": "distro",
                 "OTEL_PYTHON_CONFIGURATOR": "configurator",
-                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ",".join((*OURS, "reliability_health")),
+                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ",".join((*OURS, "reliability_health", "reliability_http")),
             },
         ),
         Variant(

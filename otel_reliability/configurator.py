@@ -208,9 +208,9 @@ def configure(app: Any = None) -> None:
             config.set_settings(settings)
             environment_defaults(os.environ, settings)
             config.log_effective(settings)
-            from otel_reliability.instrumentation.http_server import set_layer
+            from otel_reliability.instrumentation.http_server import our_distro_configured
 
-            set_layer(None)  # decide on the environment with our defaults in it
+            our_distro_configured()  # decide on the environment with our defaults in it
             configure_sdk()
             from opentelemetry.instrumentation.auto_instrumentation._load import _load_instrumentors
 

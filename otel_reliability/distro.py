@@ -143,9 +143,9 @@ class ReliabilityDistro(BaseDistro):
         config.set_settings(settings)
         applied = environment_defaults(os.environ, settings)
         config.log_effective(settings)
-        from otel_reliability.instrumentation.http_server import current_layer, set_layer
+        from otel_reliability.instrumentation.http_server import current_layer, our_distro_configured
 
-        set_layer(None)  # decided on the environment as it is now, with our defaults in it
+        our_distro_configured()  # decided on the environment as it is now, with our defaults in it
         _logger.info("otel-reliability: FastAPI HTTP layer: %s", current_layer())
         if applied:
             _logger.info(

@@ -18,7 +18,17 @@ import pytest
 
 from otel_reliability import config
 from otel_reliability.instrumentation import http_server
-from tests.support import ROOT, AppProcess, OtlpReceiver, get_json, http, scrape, wait_until
+from tests.support import (
+    ROOT,
+    AppProcess,
+    OtlpReceiver,
+    get_json,
+    http,
+    require,
+    scrape,
+    upstream_distro_dir,
+    wait_until,
+)
 
 StartApp = Callable[..., AppProcess]
 COUNT = "http_server_request_duration_seconds_count"
@@ -315,3 +325,23 @@ def test_configure_gives_an_existing_app_the_lean_layer_and_only_it(app_factory:
         "otel_reliability.instrumentation.http_server"
     }
     assert points(metrics) == {("/items/{item_id}", "200", ""): 2}
+
+
+def test_under_upstreams_distro_the_contrib_layer_is_the_only_one(app_factory: StartApp) -> None:
+    """opentelemetry-distro chosen by name loads the contrib instrumentor whatever we decide: no lean layer
+    beside it (contrib would find our middleware where it expects Starlette's and skip the app)."""
+    try:
+        upstream = upstream_distro_dir()
+    except RuntimeError as exc:
+        require(False, str(exc))
+    env = {
+        **ONLY_HTTP, "PYTHONPATH": str(upstream), "OTEL_PYTHON_DISTRO": "distro",
+        "OTEL_PYTHON_CONFIGURATOR": "configurator", "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+    }  # fmt: skip
+    app = app_factory("lean_app:app", app_dir=APP_DIR, env=env, wait_path="/items/1")
+    http("GET", app.url + "/items/2")
+    metrics = scrape(app.metrics_port)
+    assert {labels["otel_scope_name"] for labels, _ in metrics[COUNT]} == {"opentelemetry.instrumentation.fastapi"}
+    assert points(metrics)[("/items/{item_id}", "200", "")] == 2
+    assert "Skipping FastAPI instrumentation" not in app.log()

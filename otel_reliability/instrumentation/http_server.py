@@ -139,20 +139,26 @@ def choose_layer(env: Mapping[str, str], settings: config.Settings) -> str:
 
 
 _layer: str | None = None
+_our_distro = False
 
 
 def current_layer() -> str:
-    """The layer chosen for this process (decided once, after the distro's defaults are applied)."""
+    """The layer chosen for this process (decided once, after the distro's defaults are applied).
+
+    Under another distro (upstream's ``opentelemetry-distro`` chosen by ``OTEL_PYTHON_DISTRO``) the contrib
+    instrumentor is loaded whatever we decide, so the layer is ``contrib``: a lean layer beside it would be a
+    second one (and contrib, finding our middleware where it expects Starlette's, would skip the app)."""
     global _layer
     if _layer is None:
-        _layer = choose_layer(os.environ, config.settings())
+        _layer = choose_layer(os.environ, config.settings()) if _our_distro else "contrib"
     return _layer
 
 
-def set_layer(layer: str | None) -> None:
-    """Decide again on the next ``current_layer()`` (None) or force one (tests, ``configure()``)."""
-    global _layer
-    _layer = layer
+def our_distro_configured() -> None:
+    """Called by our distro (and ``configure()``) once the environment defaults are in place: decide now."""
+    global _our_distro, _layer
+    _our_distro = True
+    _layer = None
 
 
 # --- the lean middleware -----------------------------------------------------------------------------------------
