@@ -259,11 +259,33 @@ FD_WARN_PERCENT = Variable(
     "Percent of the open-file soft limit in use above which resource health warns.",
 )
 
+HTTP_LAYERS = ("auto", "lean", "contrib", "native")
+
+
+def _http_layer(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in HTTP_LAYERS:
+        raise ValueError(raw)
+    return value
+
+
+HTTP_LAYER = Variable(
+    "OTEL_RELIABILITY_HTTP_LAYER",
+    "auto",
+    _http_layer,
+    "one of auto, lean, contrib, native",
+    "Which one layer wraps FastAPI requests. auto: lean while spans are not exported (the request histogram "
+    "only, near bare throughput), contrib (opentelemetry-instrumentation-fastapi: spans, propagation, "
+    "exemplars) while they are; lean: always the lean middleware; contrib: always the contrib "
+    "instrumentation; native: FastAPI's own telemetry (FastAPI(telemetry=...), FastAPI >= 0.165), with "
+    "operation spans only while spans are exported.",
+)
+
 VARIABLES: tuple[Variable[Any], ...] = (
     HEALTH_PATH, ADMIN_PATH, HEALTH_TOKEN, ADMIN_TOKEN, ERROR_WINDOW, ERROR_RATE_THRESHOLD,
     ERROR_MIN_REQUESTS, ERROR_SPIKE_THRESHOLD, POOL_WARN_UTILIZATION, STUCK_THRESHOLD, STUCK_CHECK_INTERVAL,
     EXPECTED_STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_INTERVAL, AUTO_MOUNT, CHECK_TIMEOUT, HEALTH_CACHE, SNAPSHOT_INTERVAL,
-    CRITICAL_BREAKERS, BREAKER_HTTP_MAPPING, MEMORY_WARN_PERCENT, CPU_WARN_PERCENT, FD_WARN_PERCENT,
+    CRITICAL_BREAKERS, BREAKER_HTTP_MAPPING, MEMORY_WARN_PERCENT, CPU_WARN_PERCENT, FD_WARN_PERCENT, HTTP_LAYER,
 )  # fmt: skip
 
 
@@ -293,6 +315,7 @@ class Settings:
     memory_warn_percent: float
     cpu_warn_percent: float
     fd_warn_percent: float
+    http_layer: str
 
     def describe(self) -> dict[str, str]:
         """The effective configuration as strings, secrets masked: safe to log."""

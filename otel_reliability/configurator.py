@@ -208,6 +208,9 @@ def configure(app: Any = None) -> None:
             config.set_settings(settings)
             environment_defaults(os.environ, settings)
             config.log_effective(settings)
+            from otel_reliability.instrumentation.http_server import our_distro_configured
+
+            our_distro_configured()  # decide on the environment with our defaults in it
             configure_sdk()
             from opentelemetry.instrumentation.auto_instrumentation._load import _load_instrumentors
 
@@ -218,9 +221,7 @@ def configure(app: Any = None) -> None:
 
 def _instrument_app(app: Any) -> None:
     from otel_reliability.health.fastapi import mount
+    from otel_reliability.instrumentation.http_server import instrument_app
 
-    if not getattr(app, "_is_instrumented_by_opentelemetry", False):
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-        FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
+    instrument_app(app)  # the one HTTP layer chosen for this process (lean, contrib or FastAPI's native)
     mount(app)

@@ -18,6 +18,9 @@ cost throughput and tell nobody anything. Ours:
   upstream's SQLAlchemy instrumentor, if installed, would trace them a second time (in the old conventions,
   with literal values in the text), add its own pool metric beside ours and, on SQLAlchemy 2.1, log that it
   refuses the version. If you set the variable yourself, upstream's is still skipped while ours is enabled.
+- one HTTP layer per FastAPI request (``OTEL_RELIABILITY_HTTP_LAYER``): while spans are not exported, the
+  lean middleware of ``instrumentation/http_server.py`` (the request histogram only) instead of the contrib
+  instrumentation, and FastAPI's native telemetry layer switched off.
 
 The user's environment always wins. A bad ``OTEL_RELIABILITY_*`` value stops start-up with one line.
 """
@@ -140,6 +143,10 @@ class ReliabilityDistro(BaseDistro):
         config.set_settings(settings)
         applied = environment_defaults(os.environ, settings)
         config.log_effective(settings)
+        from otel_reliability.instrumentation.http_server import current_layer, our_distro_configured
+
+        our_distro_configured()  # decided on the environment as it is now, with our defaults in it
+        _logger.info("otel-reliability: FastAPI HTTP layer: %s", current_layer())
         if applied:
             _logger.info(
                 "otel-reliability defaults applied: %s", " ".join(f"{k}={v}" for k, v in sorted(applied.items()))
@@ -155,6 +162,11 @@ class ReliabilityDistro(BaseDistro):
 
     def _load(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name == "fastapi":
+            from otel_reliability.instrumentation.http_server import current_layer
+
+            if current_layer() != "contrib":
+                # One HTTP layer per request: the lean middleware or FastAPI's own (reliability_http) instead.
+                return
             kwargs.setdefault("exclude_spans", ["receive", "send"])
         if entry_point.name == UPSTREAM_SQLALCHEMY and STATEMENTS not in disabled_instrumentations(os.environ):
             # One instrumentor per concern: ours traces statements (module docstring); the user's own

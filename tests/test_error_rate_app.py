@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import get_json, http, scrape
+from tests.support import OtlpReceiver, get_json, http, scrape
 
 COUNT = "http_server_request_duration_seconds_count"
 # Only the instrumentors these tests are about (others are developed in parallel and tested on their own).
@@ -52,10 +52,28 @@ def scraped_counts(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> di
     return {"errors": errors, "client_errors": client, "successes": ok, "routes": routes}
 
 
-def test_error_rate_equals_the_scrape_and_skips_health_paths(app_factory: Any, tmp_path: Path) -> None:
+def spans_exported_to(receiver: OtlpReceiver) -> dict[str, str]:
+    """Traces exported by OTLP: the distro then keeps the contrib HTTP layer (issue 17)."""
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint + "/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+    }
+
+
+@pytest.mark.parametrize("spans", ["not exported", "exported"])
+def test_error_rate_equals_the_scrape_and_skips_health_paths(
+    app_factory: Any, tmp_path: Path, receiver: OtlpReceiver, spans: str
+) -> None:
+    layer_env = spans_exported_to(receiver) if spans == "exported" else {}
     app = app_factory(
         "minimal_app:app",
-        env={**ENV, "OTEL_RELIABILITY_SNAPSHOT_INTERVAL": "0.5", "OTEL_RELIABILITY_ERROR_SPIKE_THRESHOLD": "10"},
+        env={
+            **ENV,
+            **layer_env,
+            "OTEL_RELIABILITY_SNAPSHOT_INTERVAL": "0.5",
+            "OTEL_RELIABILITY_ERROR_SPIKE_THRESHOLD": "10",
+        },
     )
     drive(app.url)
     for _ in range(30):  # health and metrics traffic must not count
