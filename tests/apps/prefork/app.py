@@ -4,6 +4,7 @@
 around a dependency that always fails (fail_max 1: one failed call opens it in that worker).
 """
 
+import contextlib
 import os
 import time
 
@@ -38,8 +39,6 @@ async def fail() -> JSONResponse:
 @app.get("/dependency")
 async def dependency() -> JSONResponse:
     time.sleep(0.2)
-    try:
+    with contextlib.suppress(DependencyDown, pybreaker.CircuitBreakerError):
         payments.call(_down)
-    except (DependencyDown, pybreaker.CircuitBreakerError):
-        pass
     return JSONResponse({"pid": os.getpid()}, status_code=502)
