@@ -31,6 +31,7 @@ from otel_reliability.readings import Point, Readings, Snapshot, Window
 _logger = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL = 0.5
+OTHERS_TTL = 0.2  # seconds between looks at the other workers' files from one worker's health calls
 COUNT_REUSE = 0.5  # seconds an answer's worker count may come from the snapshot its views just read
 
 
@@ -102,20 +103,36 @@ class HostReadings:
         self._others: tuple[merge.Accumulator, tuple[tuple[str | None, Snapshot], ...]] = (merge.Accumulator(), ())
         self._history: list[str] = []
         self._counted = (float("-inf"), 1)
+        self._others_at = float("-inf")
+        self._merged: tuple[Snapshot, merge.Accumulator, merge.HostSnapshot] | None = None
 
     # --- the Readings interface ------------------------------------------------------------------------
     def is_fresh(self) -> bool:
         return self.own.is_fresh()
 
     def snapshot(self, max_age: float | None = None) -> merge.HostSnapshot:
-        """This worker's fresh snapshot plus every other worker's last publication."""
+        """This worker's fresh snapshot plus every other worker's last publication.
+
+        The combination is reused while neither part changed: the views of one /api/health call (and the
+        calls of a burst) share it. The other workers' files are looked at most every ``OTHERS_TTL`` seconds;
+        they are up to ``PUBLISH_INTERVAL`` old anyway, and a change in this worker shows at once.
+        """
         own = self.own.snapshot(max_age)
-        others, per_worker = self._other_workers()
+        now = time.monotonic()
+        if now - self._others_at >= OTHERS_TTL:
+            self._other_workers()
+            self._others_at = now
+        others, per_worker = self._others
+        cached = self._merged
+        if cached is not None and cached[0] is own and cached[1] is others:
+            self._counted = (now, cached[2].workers)
+            return cached[2]
         acc = others.copy()
         acc.add(own, live=True)
         me = (own.resource.get(merge.INSTANCE_ID), own)
         snap = acc.snapshot(own.taken_at, own.resource, (me, *per_worker))
-        self._counted = (time.monotonic(), snap.workers)
+        self._merged = (own, others, snap)
+        self._counted = (now, snap.workers)
         return snap
 
     def window(self, seconds: float, names: Iterable[str] | None = None) -> Window:
