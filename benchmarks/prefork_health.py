@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import ROOT, http, start_app  # noqa: E402
+from tests.support import ROOT, http, start_app
 
 APP_DIR = ROOT / "tests" / "apps" / "prefork"
 ENDPOINTS = ("/api/health", "/api/health/error-rate", "/api/health/circuit-breakers", "/api/health/resources")
@@ -28,7 +28,7 @@ ENDPOINTS = ("/api/health", "/api/health/error-rate", "/api/health/circuit-break
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run(label: str, server: str, workers: int, env: dict[str, str], calls: int) -> list[str]:
