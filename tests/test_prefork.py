@@ -117,6 +117,8 @@ def scraped_failures(app: AppProcess, code: str) -> float:
 @pytest.mark.parametrize(("server", "workers"), [("gunicorn", 4), ("uvicorn", 3)])
 def test_every_answer_counts_every_workers_failures(server: str, workers: int, app_factory: StartApp) -> None:
     app = app_factory("app:app", app_dir=APP_DIR, server=server, workers=workers)
+    # Spawned workers (uvicorn) import the app one by one: wait until every one has published once.
+    wait_until(lambda: call(app.url + "/api/health/live")[1]["workers"] == workers, timeout=30, what="all workers")
     n = 40
     pids = fire(app, "/fail", n)
     time.sleep(SETTLE)
