@@ -64,15 +64,16 @@ def test_two_workers_are_both_instrumented(server: str, app_factory: StartApp, r
     assert "address already in use" not in app.log().lower() or "keeps its SDK" in app.log()
 
 
-def test_direct_prometheus_with_two_uvicorn_workers_is_served_by_a_worker(app_factory: StartApp) -> None:
+def test_direct_prometheus_with_two_uvicorn_workers_is_served_for_both(app_factory: StartApp) -> None:
+    """The supervisor serves :9464 (it outlives workers): process gauges of both workers, one series each."""
     app = app_factory("app:app", app_dir=APP_DIR, server="uvicorn", workers=2)
 
-    def worker_metrics() -> bool:
+    def both_workers_on_the_endpoint() -> bool:
         spread_requests(app, 4)
-        return "http_server_request_duration_seconds_count" in scrape(app.metrics_port)
+        series = scrape(app.metrics_port).get("process_memory_usage_bytes", [])
+        return len({labels.get("service_instance_id") for labels, _ in series} - {None}) == 2
 
-    # The supervisor does not bind :9464 (it serves no requests); one worker does.
-    wait_until(worker_metrics, timeout=30, interval=0.5, what="worker metrics on the direct endpoint")
+    wait_until(both_workers_on_the_endpoint, timeout=30, interval=0.5, what="both workers on the direct endpoint")
 
 
 # --- one host, one truth (otel_reliability/host/) ---------------------------------------------------------------

@@ -51,6 +51,7 @@ class HostAggregator:
         self._thread: threading.Thread | None = None
         self._last_history = 0.0
         self._resource: dict[str, Any] = {}
+        self._closed = False
         store.write_atomically(self.path / store.HOST_FILE, {"master": self.pid, "started": self.started})
 
     def start(self) -> None:
@@ -63,7 +64,13 @@ class HostAggregator:
         if os.getpid() != self.pid:
             return
         self._stop.set()
-        shutil.rmtree(self.path, ignore_errors=True)
+        with self._lock:  # no tick is writing; none starts after this (``_closed``)
+            self._closed = True
+        for _attempt in range(3):  # a worker still exiting may drop a file in while the tree is removed
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not self.path.exists():
+                return
+            time.sleep(0.05)
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
@@ -77,6 +84,8 @@ class HostAggregator:
     def tick(self, at: float | None = None) -> None:
         at = store.now() if at is None else at
         with self._lock:
+            if self._closed:
+                return
             self._fold_dead(at)
             if at - self._last_history >= self.history_interval:
                 self._write_history(at)
