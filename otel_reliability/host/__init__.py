@@ -76,8 +76,9 @@ def start_worker(reader: Readings) -> bool:
     except OSError:
         _logger.warning("otel-reliability: cannot publish to %s; health answers for this worker only", path)
         return False
-    publisher.start_thread()
     _host = HostReadings(directory, reader, publisher.file)
+    publisher.after = _host.warm
+    publisher.start_thread()
     _host_pid = os.getpid()
     return True
 

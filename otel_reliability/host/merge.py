@@ -36,12 +36,12 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from otel_reliability.host.store import AttrsKey, attrs_key
 from otel_reliability.readings import Point, Snapshot
 
 _logger = logging.getLogger(__name__)
 
 INSTANCE_ID = "service.instance.id"
-AttrsKey = frozenset[tuple[str, Any]]
 
 # Gauges that are settings or ages: the host's value is the largest worker's, not a sum.
 MAX_GAUGES = frozenset(
@@ -55,10 +55,6 @@ MAX_GAUGES = frozenset(
     }
 )
 MIN_GAUGES = frozenset({"db.client.statement_timeout"})
-
-
-def attrs_key(attributes: Mapping[str, Any]) -> AttrsKey:
-    return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
 
 
 @dataclass(frozen=True)
@@ -84,8 +80,9 @@ class Accumulator:
         other.monotonic = set(self.monotonic)
         return other
 
-    def add(self, snap: Snapshot, live: bool) -> None:
-        """Add one worker's snapshot; only its monotonic series when it is not ``live``."""
+    def add(self, snap: Snapshot, live: bool, keyed: Mapping[str, list[tuple[AttrsKey, Point]]] | None = None) -> None:
+        """Add one worker's snapshot; only its monotonic series when it is not ``live``. ``keyed``: its points
+        with their attribute keys already computed (a published file's, parsed once)."""
         for name, points in snap.metrics.items():
             mono = name in snap.monotonic
             if not mono and not live:
@@ -94,8 +91,8 @@ class Accumulator:
                 self.monotonic.add(name)
             rule = max if name in MAX_GAUGES else min if name in MIN_GAUGES else None
             series = self.series.setdefault(name, {})
-            for p in points:
-                key = attrs_key(p.attributes)
+            pairs = keyed[name] if keyed is not None else [(attrs_key(p.attributes), p) for p in points]
+            for key, p in pairs:
                 found = series.get(key)
                 if found is None:
                     series[key] = [p.attributes, p.value, p.total]

@@ -18,10 +18,12 @@ and must not overwrite the dead worker's last file, whose counts still belong to
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -40,7 +42,8 @@ def write_atomically(path: Path, payload: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as out:
-            json.dump(payload, out, separators=(",", ":"))
+            # dumps, not dump: dump streams through the pure-Python encoder, ten times slower.
+            out.write(json.dumps(payload, separators=(",", ":")))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -81,7 +84,8 @@ def alive(pid: int, start: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Published:
-    """One parsed worker (or retired) file: its health view and the raw metrics the :9464 endpoint renders."""
+    """One parsed worker (or retired) file: the raw metrics the :9464 endpoint renders and, computed on first
+    use (workers need it, the master does not), its health view."""
 
     name: str
     pid: int
@@ -89,24 +93,39 @@ class Published:
     instance: str | None
     resource: dict[str, Any]
     written: float
-    snapshot: Snapshot
     metrics: list[dict[str, Any]]
     folded: frozenset[str] = frozenset()  # retired.json only: the worker files summed into it
 
+    @functools.cached_property
+    def keyed(self) -> dict[str, list[tuple[AttrsKey, Point]]]:
+        """Each metric's points with their attribute keys, computed once per file version (not per answer)."""
+        out: dict[str, list[tuple[AttrsKey, Point]]] = {}
+        for metric in self.metrics:
+            points = out.setdefault(metric["n"], [])
+            for p in metric["p"]:
+                attrs = p["a"]
+                try:
+                    key = frozenset(attrs.items())
+                except TypeError:  # a sequence attribute (a list in JSON): hashable as a tuple
+                    attrs = _attributes(attrs)
+                    key = frozenset(attrs.items())
+                points.append((key, Point(attrs, float(p["v"]), p.get("t"))))
+        return out
 
-def to_snapshot(metrics: list[dict[str, Any]], taken_at: float, resource: dict[str, Any]) -> Snapshot:
-    """The health view of published metrics: the same Snapshot the views read in one process."""
-    by_name: dict[str, list[Point]] = {}
-    monotonic: set[str] = set()
-    for metric in metrics:
-        name = metric["n"]
-        if metric["m"]:
-            monotonic.add(name)
-        points = by_name.setdefault(name, [])
-        for p in metric["p"]:
-            points.append(Point(MappingProxyType(_attributes(p["a"])), float(p["v"]), p.get("t")))
-    frozen = {name: tuple(points) for name, points in by_name.items()}
-    return Snapshot(taken_at, MappingProxyType(dict(resource)), MappingProxyType(frozen), frozenset(monotonic))
+    @functools.cached_property
+    def snapshot(self) -> Snapshot:
+        """The health view of this file: the same Snapshot the views read in one process."""
+        metrics = {name: tuple(p for _, p in pairs) for name, pairs in self.keyed.items()}
+        monotonic = frozenset(m["n"] for m in self.metrics if m["m"])
+        return Snapshot(self.written, MappingProxyType(dict(self.resource)), MappingProxyType(metrics), monotonic)
+
+
+AttrsKey = frozenset[tuple[str, Any]]
+
+
+def attrs_key(attributes: Mapping[str, Any]) -> AttrsKey:
+    """A hashable key for a series' attributes (sequence values as tuples)."""
+    return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
 
 
 def _attributes(raw: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +180,6 @@ class Directory:
             instance=raw.get("instance"),
             resource=raw.get("resource", {}),
             written=float(raw.get("written", 0.0)),
-            snapshot=to_snapshot(raw["metrics"], float(raw.get("written", 0.0)), raw.get("resource", {})),
             metrics=raw["metrics"],
             folded=frozenset(raw.get("folded", {})),
         )

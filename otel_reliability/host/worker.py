@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import Any
 
@@ -31,7 +31,12 @@ from otel_reliability.readings import Point, Readings, Snapshot, Window
 _logger = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL = 0.5
-OTHERS_TTL = 0.2  # seconds between looks at the other workers' files from one worker's health calls
+# The other workers' combination is re-read in the background once older than OTHERS_TTL, and on the call
+# itself once older than OTHERS_MAX_AGE: steady health traffic never waits for the parse, and an answer is never
+# more than OTHERS_MAX_AGE + PUBLISH_INTERVAL (1.3 s) behind another worker.
+OTHERS_TTL = 0.2
+OTHERS_MAX_AGE = 0.8
+WARM_FOR = 10.0  # seconds after a health call during which the publisher combines ahead
 COUNT_REUSE = 0.5  # seconds an answer's worker count may come from the snapshot its views just read
 
 
@@ -48,6 +53,7 @@ class Publisher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.after: Callable[[], None] | None = None  # run on the thread after each publication
 
     def publish(self) -> None:
         """Collect and write now (the thread calls this; so does exit)."""
@@ -77,6 +83,8 @@ class Publisher:
         while not self._stop.wait(self.interval):
             try:
                 self.publish()
+                if self.after is not None:
+                    self.after()
             except FileNotFoundError:  # the master removed the directory: the server is going down
                 return
             except Exception:
@@ -104,24 +112,41 @@ class HostReadings:
         self._history: list[str] = []
         self._counted = (float("-inf"), 1)
         self._others_at = float("-inf")
+        self._refreshing = False
+        self._asked_at = float("-inf")
         self._merged: tuple[Snapshot, merge.Accumulator, merge.HostSnapshot] | None = None
 
     # --- the Readings interface ------------------------------------------------------------------------
     def is_fresh(self) -> bool:
         return self.own.is_fresh()
 
+    def warm(self) -> None:
+        """Combine ahead, on the publisher's thread, while health is being asked (within ``WARM_FOR``): the
+        publication just refreshed this worker's snapshot, so the next health call would combine again."""
+        now = time.monotonic()
+        if now - self._asked_at < WARM_FOR:
+            if now - self._others_at >= OTHERS_TTL:
+                self._other_workers()  # already off the request path: no second thread
+            self._combine(self.own.snapshot())
+
     def snapshot(self, max_age: float | None = None) -> merge.HostSnapshot:
         """This worker's fresh snapshot plus every other worker's last publication.
 
         The combination is reused while neither part changed: the views of one /api/health call (and the
-        calls of a burst) share it. The other workers' files are looked at most every ``OTHERS_TTL`` seconds;
-        they are up to ``PUBLISH_INTERVAL`` old anyway, and a change in this worker shows at once.
+        calls of a burst) share it. The other workers' files are re-read at most every ``OTHERS_TTL`` seconds,
+        in the background while the last reading is younger than ``OTHERS_MAX_AGE``; they are up to
+        ``PUBLISH_INTERVAL`` old anyway, and a change in this worker shows at once.
         """
-        own = self.own.snapshot(max_age)
+        self._asked_at = time.monotonic()
+        return self._combine(self.own.snapshot(max_age))
+
+    def _combine(self, own: Snapshot) -> merge.HostSnapshot:
         now = time.monotonic()
-        if now - self._others_at >= OTHERS_TTL:
-            self._other_workers()
-            self._others_at = now
+        age = now - self._others_at
+        if age >= OTHERS_MAX_AGE:
+            self._other_workers()  # too old to serve (or never read): read now, on this call
+        elif age >= OTHERS_TTL:
+            self._refresh_in_background()  # serve what we have; the next call gets the new combination
         others, per_worker = self._others
         cached = self._merged
         if cached is not None and cached[0] is own and cached[1] is others:
@@ -158,7 +183,7 @@ class HostReadings:
         for name in wanted:
             deltas = []
             for p in now.metrics.get(name, ()):
-                old_value, old_total = base_values.get((name, merge.attrs_key(p.attributes)), (0.0, 0.0))
+                old_value, old_total = base_values.get((name, store.attrs_key(p.attributes)), (0.0, 0.0))
                 total = None if p.total is None else p.total - (old_total or 0.0)
                 deltas.append(Point(p.attributes, p.value - old_value, total))
             metrics[name] = tuple(deltas)
@@ -187,6 +212,21 @@ class HostReadings:
         return count
 
     # --- the other workers ----------------------------------------------------------------------------------
+    def _refresh_in_background(self) -> None:
+        if self._refreshing:
+            return
+        self._refreshing = True
+
+        def refresh() -> None:
+            try:
+                self._other_workers()
+            except Exception:
+                _logger.debug("otel-reliability: reading the other workers failed", exc_info=True)
+            finally:
+                self._refreshing = False
+
+        threading.Thread(target=refresh, name="otel-reliability-host-read", daemon=True).start()
+
     def _other_workers(self) -> tuple[merge.Accumulator, tuple[tuple[str | None, Snapshot], ...]]:
         """Every other worker combined, re-combined only when a file changed or a worker died.
 
@@ -195,6 +235,7 @@ class HostReadings:
         and a file that vanished after the listing was folded before retired.json was read.
         """
         with self._lock:
+            started = time.monotonic()
             entries, history = self.directory.listing()
             self._history = history
             parsed = []
@@ -216,13 +257,14 @@ class HostReadings:
                 for published, live in parsed:
                     if published.name in folded:
                         continue
-                    acc.add(published.snapshot, live)
+                    acc.add(published.snapshot, live, published.keyed)
                     if live:
                         per_worker.append((published.instance, published.snapshot))
                 if retired is not None:
-                    acc.add(retired.snapshot, live=False)
+                    acc.add(retired.snapshot, False, retired.keyed)
                 self._others = (acc, tuple(per_worker))
                 self._others_key = key
+            self._others_at = started  # what the files said at the start of this read
             return self._others
 
 
