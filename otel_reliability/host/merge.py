@@ -103,18 +103,20 @@ class Accumulator:
                 else:
                     found[1] = rule(found[1], p.value)
 
-    def snapshot(
-        self, taken_at: float, resource: Mapping[str, Any], per_worker: tuple[tuple[str | None, Snapshot], ...]
-    ) -> HostSnapshot:
+    def snapshot(self, own: Snapshot, per_worker: tuple[tuple[str | None, Snapshot], ...]) -> HostSnapshot:
+        """The host's snapshot, stamped with the answering worker's collection (``own``: its time, resource
+        and change generation; the other workers' parts are at most a publication interval plus a read older)."""
         metrics = {
             name: tuple(Point(attrs, value, total) for attrs, value, total in points.values())
             for name, points in self.series.items()
         }
         return HostSnapshot(
-            taken_at,
-            resource,
+            own.taken_at,
+            own.resource,
             MappingProxyType(metrics),
             frozenset(self.monotonic),
+            observed_at=own.observed_at,
+            generation=own.generation,
             workers=len(per_worker),
             per_worker=per_worker,
         )

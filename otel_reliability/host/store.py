@@ -94,6 +94,7 @@ class Published:
     resource: dict[str, Any]
     written: float
     metrics: list[dict[str, Any]]
+    observed: float = 0.0  # wall clock of ``written``
     folded: frozenset[str] = frozenset()  # retired.json only: the worker files summed into it
 
     @functools.cached_property
@@ -117,7 +118,8 @@ class Published:
         """The health view of this file: the same Snapshot the views read in one process."""
         metrics = {name: tuple(p for _, p in pairs) for name, pairs in self.keyed.items()}
         monotonic = frozenset(m["n"] for m in self.metrics if m["m"])
-        return Snapshot(self.written, MappingProxyType(dict(self.resource)), MappingProxyType(metrics), monotonic)
+        resource = MappingProxyType(dict(self.resource))
+        return Snapshot(self.written, resource, MappingProxyType(metrics), monotonic, observed_at=self.observed)
 
 
 AttrsKey = frozenset[tuple[str, Any]]
@@ -181,6 +183,7 @@ class Directory:
             resource=raw.get("resource", {}),
             written=float(raw.get("written", 0.0)),
             metrics=raw["metrics"],
+            observed=float(raw.get("observed", 0.0)),
             folded=frozenset(raw.get("folded", {})),
         )
         self._cache[name] = (key, published)

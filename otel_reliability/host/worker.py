@@ -70,6 +70,7 @@ class Publisher:
                 "instance": resource.get(merge.INSTANCE_ID),
                 "resource": resource,
                 "written": store.now(),
+                "observed": time.time(),
                 "metrics": merge.encode(data),
             }
             store.write_atomically(self.directory.path / self.file, payload)
@@ -120,6 +121,12 @@ class HostReadings:
     def is_fresh(self) -> bool:
         return self.own.is_fresh()
 
+    @property
+    def latest(self) -> merge.HostSnapshot | None:
+        """The newest host combination, whatever its age (what a response is stamped with)."""
+        merged = self._merged
+        return merged[2] if merged is not None else None
+
     def warm(self) -> None:
         """Combine ahead, on the publisher's thread, while health is being asked (within ``WARM_FOR``): the
         publication just refreshed this worker's snapshot, so the next health call would combine again."""
@@ -155,7 +162,7 @@ class HostReadings:
         acc = others.copy()
         acc.add(own, live=True)
         me = (own.resource.get(merge.INSTANCE_ID), own)
-        snap = acc.snapshot(own.taken_at, own.resource, (me, *per_worker))
+        snap = acc.snapshot(own, (me, *per_worker))
         self._merged = (own, others, snap)
         self._counted = (now, snap.workers)
         return snap
@@ -192,6 +199,8 @@ class HostReadings:
             now.resource,
             MappingProxyType(metrics),
             now.monotonic,
+            now.observed_at,
+            now.generation,
             seconds=seconds,
             covered=max(0.0, min(seconds, now.taken_at - base_at)),
         )
