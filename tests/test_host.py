@@ -147,5 +147,5 @@ def test_workers_combine_by_kind() -> None:
     acc.add(snap(dict(zip(names, (1, 5, 300, 7), strict=True)), frozenset({"calls"})), live=True)
     acc.add(snap(dict(zip(names, (1, 5, 0, 2), strict=True)), frozenset({"calls"})), live=True)
     acc.add(snap(dict(zip(names, (1, 9, 10, 1), strict=True)), frozenset({"calls"})), live=False)
-    host = acc.snapshot(0.0, {}, ())
+    host = acc.snapshot(snap({}), ())
     assert [host.value(n) for n in names] == [2, 5, 0, 10]
