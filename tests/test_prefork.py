@@ -203,3 +203,26 @@ def test_recycled_workers_lose_nothing_and_windows_cover_the_host(app_factory: S
     # The window (10 s) now starts >= 2.5 s after the first burst: published (0.5 s) and in the history (1 s).
     assert [b["error_count"] for b in answers(app, "/api/health/error-rate")] == [m] * ANSWERS
     assert scraped_failures(app, "500") == n + m
+
+
+def test_workers_removed_and_added_at_run_time(app_factory: StartApp) -> None:
+    """gunicorn TTOU retires a worker right after the requests (SIGTERM: uvicorn re-raises it after its graceful
+    shutdown, so no atexit hook runs; the app's lifespan shutdown publishes), TTIN adds one: the answers follow
+    the count and keep every request."""
+    app = app_factory("app:app", app_dir=APP_DIR, server="gunicorn", workers=3)
+    wait_until(lambda: call(app.url + "/api/health/live")[1]["workers"] == 3, timeout=30, what="all workers")
+    n = 30
+    fire(app, "/fail", n)
+    os.kill(app.proc.pid, signal.SIGTTOU)  # the oldest worker goes at once, within its publication interval
+
+    def workers_now(expected: int) -> bool:
+        return bool(call(app.url + "/api/health/live")[1]["workers"] == expected)
+
+    wait_until(lambda: workers_now(2), timeout=20, what="two workers left")
+    os.kill(app.proc.pid, signal.SIGTTIN)
+    wait_until(lambda: workers_now(3), timeout=20, what="a new third worker")
+    time.sleep(SETTLE)
+    bodies = answers(app, "/api/health/error-rate")
+    seen = [(b["error_count"], b["workers"], b["service"]["instance_id"][:8]) for b in bodies]
+    assert [(b["error_count"], b["workers"]) for b in bodies] == [(n, 3)] * ANSWERS, seen
+    assert scraped_failures(app, "500") == n

@@ -218,4 +218,5 @@ def mount(app: Any, settings: config.Settings | None = None, registry: HealthReg
     setattr(app, _MOUNTED_FLAG, True)
     # Inserted first so that an app's catch-all route cannot shadow them.
     app.router.routes[0:0] = build_routes(settings, registry)
+    host.publish_at_shutdown(app)  # a prefork worker hands over its last counts when the app stops
     return True

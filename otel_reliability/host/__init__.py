@@ -16,21 +16,24 @@ A single-process server never reaches any of this: ``for_health()`` returns the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from otel_reliability import config
 from otel_reliability.readings import Readings, readings
 
 if TYPE_CHECKING:
     from otel_reliability.host.master import HostAggregator
-    from otel_reliability.host.worker import HostReadings
+    from otel_reliability.host.worker import HostReadings, Publisher
 
 _logger = logging.getLogger("otel_reliability")
 
 _aggregator: HostAggregator | None = None
 _host: HostReadings | None = None
+_publisher: Publisher | None = None
 _host_pid = 0
 
 
@@ -60,7 +63,7 @@ def start_worker(reader: Readings) -> bool:
     False (nothing started) in any other process, including a process a worker starts itself: it inherits
     the variable but is not a child of the master.
     """
-    global _host, _host_pid
+    global _host, _host_pid, _publisher
     raw = os.environ.get(config.HOST_DIR.name, "").strip()
     path = config.HOST_DIR.parse(raw) if raw else None
     if path is None or not enabled():
@@ -77,10 +80,36 @@ def start_worker(reader: Readings) -> bool:
         _logger.warning("otel-reliability: cannot publish to %s; health answers for this worker only", path)
         return False
     _host = HostReadings(directory, reader, publisher.file)
+    _publisher = publisher
     publisher.after = _host.warm
     publisher.start_thread()
     _host_pid = os.getpid()
     return True
+
+
+def publish_at_shutdown(app: Any) -> None:
+    """Publish once more when ``app``'s lifespan ends, in a prefork worker.
+
+    atexit is not enough: uvicorn (and so gunicorn's UvicornWorker) re-raises SIGTERM after a graceful
+    shutdown, and a process killed by a signal runs no atexit hook. A worker retired by TTOU, or stopped with
+    the server, would take the requests it counted since its last publication (up to 0.5 s) with it. The app's
+    lifespan shutdown runs before that, on every ASGI server, whatever lifespan the app declares.
+    """
+    publisher = _publisher
+    router: Any = getattr(app, "router", None)
+    if publisher is None or _host_pid != os.getpid() or not hasattr(router, "lifespan_context"):
+        return
+    original = router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        try:
+            async with original(app) as state:
+                yield state
+        finally:
+            publisher.final()
+
+    router.lifespan_context = lifespan
 
 
 def is_worker() -> bool:

@@ -92,8 +92,9 @@ class Publisher:
                 _logger.debug("otel-reliability: publishing this worker's readings failed", exc_info=True)
 
     def final(self) -> None:
-        """The last publication, at exit: the counts of the last requests must not leave with the worker."""
-        self._stop.set()
+        """The last publication (app shutdown, or exit): the last requests' counts must not leave with the
+        worker. Later periodic publications are harmless (counts only grow), so the thread is not stopped
+        here: a lifespan that restarts keeps publishing."""
         try:
             self.publish()
         except Exception:
