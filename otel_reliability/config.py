@@ -81,6 +81,14 @@ def _path(raw: str) -> str:
     return raw
 
 
+def _directory(raw: str) -> str | None:
+    if raw == "":
+        return None
+    if not os.path.isabs(raw) or "\0" in raw:
+        raise ValueError(raw)
+    return raw
+
+
 def _token(raw: str) -> str | None:
     if raw == "":
         return None
@@ -258,6 +266,22 @@ FD_WARN_PERCENT = Variable(
     "a percentage between 0 and 100",
     "Percent of the open-file soft limit in use above which resource health warns.",
 )
+PREFORK = Variable(
+    "OTEL_RELIABILITY_PREFORK",
+    "true",
+    _boolean,
+    "true or false",
+    "Under gunicorn or `uvicorn --workers`, answer health and :9464 for every worker of the host (false: each "
+    "worker answers for itself and one worker serves :9464, as in one process).",
+)
+HOST_DIR = Variable(
+    "OTEL_RELIABILITY_HOST_DIR",
+    "",
+    _directory,
+    "an absolute directory path",
+    "Set by otel-reliability in a prefork master for its workers (the private directory where they publish "
+    "their readings); not for users.",
+)
 
 HTTP_LAYERS = ("auto", "lean", "contrib", "native")
 
@@ -286,6 +310,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     ERROR_MIN_REQUESTS, ERROR_SPIKE_THRESHOLD, POOL_WARN_UTILIZATION, STUCK_THRESHOLD, STUCK_CHECK_INTERVAL,
     EXPECTED_STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_INTERVAL, AUTO_MOUNT, CHECK_TIMEOUT, HEALTH_CACHE, SNAPSHOT_INTERVAL,
     CRITICAL_BREAKERS, BREAKER_HTTP_MAPPING, MEMORY_WARN_PERCENT, CPU_WARN_PERCENT, FD_WARN_PERCENT, HTTP_LAYER,
+    PREFORK, HOST_DIR,
 )  # fmt: skip
 
 
@@ -316,6 +341,8 @@ class Settings:
     cpu_warn_percent: float
     fd_warn_percent: float
     http_layer: str
+    prefork: bool
+    host_dir: str | None
 
     def describe(self) -> dict[str, str]:
         """The effective configuration as strings, secrets masked: safe to log."""

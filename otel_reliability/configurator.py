@@ -16,8 +16,10 @@ Differences from ``opentelemetry-sdk``'s own configurator:
 - prometheus_client's own process/platform/gc collectors are removed from :9464, so the direct path shows
   the same metric names as the collector path.
 
-Multi-worker metrics: each worker's metrics go to the collector by OTLP (set OTEL_EXPORTER_OTLP_ENDPOINT);
-the direct :9464 endpoint is served by one worker only.
+Prefork servers (gunicorn, ``uvicorn --workers``): the master or supervisor starts the host aggregator
+(otel_reliability/host/) and serves :9464 for the whole host; each worker publishes its readings for it and
+answers health for the host. By OTLP each worker still exports its own metrics under its own
+``service.instance.id``. With OTEL_RELIABILITY_PREFORK=false, one worker serves :9464 for itself, as before.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ import multiprocessing
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKConfigurator
+from opentelemetry.sdk.metrics.export import MetricsData
 
 from otel_reliability import config
 from otel_reliability.instrumentation._published import install_quiet_views
@@ -115,15 +118,50 @@ def configure_sdk(**kwargs: Any) -> Readings:
     from otel_reliability.errors import install_spike_detector
 
     install_spike_detector(reader, settings)  # any HTTP framework's request metrics, FastAPI or not
-    if wants_prometheus and not is_uvicorn_supervisor() and not is_multiprocessing_helper():
+    from otel_reliability import host
+
+    # A prefork worker publishes to its master, which serves :9464 for the host.
+    hosted = not is_multiprocessing_helper() and host.start_worker(reader)
+    if wants_prometheus and not hosted and not is_uvicorn_supervisor() and not is_multiprocessing_helper():
         _start_prometheus(reader)
     return reader
+
+
+def _start_host_master() -> None:
+    """In a gunicorn master or uvicorn supervisor: the shared directory for the workers, and :9464 for the
+    host (the one process that does not come and go with workers)."""
+    from otel_reliability import host
+
+    if not host.enabled():
+        return
+    aggregator = host.start_master(config.settings())
+    if "prometheus" in _exporter_names("METRICS"):
+        server = _serve_prometheus(aggregator.export)
+        if server is not None:
+            # A forked worker must not keep the master's listening socket open.
+            os.register_at_fork(after_in_child=server.socket.close)
 
 
 def _start_prometheus(readings: Readings) -> None:
     """Serve the Readings' collections on the Prometheus endpoint, rendered by the Prometheus exporter's own
     translation (the names the collector path shows too). No second MetricReader: each measurement is
     aggregated once, and a scrape refreshes the snapshot health reads."""
+    if _serve_prometheus(readings.export) is _NO_TRANSLATION:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        provider = metrics.get_meter_provider()
+        provider.add_metric_reader(PrometheusMetricReader())  # type: ignore[attr-defined]
+
+
+_NO_TRANSLATION: Any = object()
+
+
+def _serve_prometheus(export: Callable[[], MetricsData | None]) -> Any:
+    """Bind the Prometheus endpoint and render ``export()`` on each scrape with the exporter's translation.
+
+    Returns the HTTP server, None when the port is taken, or ``_NO_TRANSLATION`` when the exporter's
+    translation class moved (the caller falls back to the exporter's own reader where it has an SDK).
+    """
     from prometheus_client import REGISTRY, gc_collector, platform_collector, process_collector, start_http_server
 
     host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
@@ -136,7 +174,7 @@ def _start_prometheus(readings: Readings) -> None:
         with contextlib.suppress(KeyError):
             REGISTRY.unregister(default_collector)
     try:
-        start_http_server(port=port, addr=host)
+        served = start_http_server(port=port, addr=host)
     except OSError as exc:
         _logger.warning(
             "otel-reliability: metrics endpoint %s:%s not started (%s); another process (a sibling worker?) "
@@ -146,24 +184,21 @@ def _start_prometheus(readings: Readings) -> None:
             port,
             exc.strerror or exc,
         )
-        return
+        return None
     try:
         from opentelemetry.exporter.prometheus import _CustomCollector
     except ImportError:  # the exporter's translation moved: fall back to its own reader (a second aggregation)
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-
-        provider = metrics.get_meter_provider()
-        provider.add_metric_reader(PrometheusMetricReader())  # type: ignore[attr-defined]
-        return
+        return _NO_TRANSLATION
     collector = _CustomCollector()
 
     def feed() -> None:
-        data = readings.export()
+        data = export()
         if data is not None:
             collector.add_metrics_data(data)
 
     collector._callback = feed  # type: ignore[assignment]
     REGISTRY.register(collector)
+    return served[0] if isinstance(served, tuple) else None
 
 
 class ReliabilityConfigurator(_OTelSDKConfigurator):
@@ -179,9 +214,12 @@ class ReliabilityConfigurator(_OTelSDKConfigurator):
                 if os.getppid() == master:
                     configure_sdk(**dict(kwargs))
 
+            _start_host_master()
             os.register_at_fork(after_in_child=in_worker)
             _logger.info("otel-reliability: gunicorn master detected; the SDK is set up in each worker")
             return
+        if is_uvicorn_supervisor():
+            _start_host_master()
         configure_sdk(**kwargs)
 
 

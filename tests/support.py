@@ -168,6 +168,7 @@ def start_app(
     log_dir: Path | None = None,
     port: int | None = None,
     metrics_port: int | None = None,
+    server_args: tuple[str, ...] = (),
 ) -> AppProcess:
     """Start ``target`` (``module:app``) on a free port, wait until ``wait_path`` answers, return it."""
     port, metrics_port = port or free_port(), metrics_port or free_port()
@@ -191,6 +192,7 @@ def start_app(
         cmd += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
     else:
         raise ValueError(server)
+    cmd += list(server_args)
     if instrument:
         cmd = [str(BIN / "opentelemetry-instrument"), *cmd]
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="otel-rel-app-"))

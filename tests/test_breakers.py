@@ -350,7 +350,7 @@ def test_register_breaker_with_a_hand_written_object(readings: Readings) -> None
     handle = register_breaker("gcs", breaker)
     assert entry(readings, "gcs") | {"transitions": None} == {
         "state": "closed", "failure_count": 0, "fail_max": 5, "reset_timeout": 60, "critical": False,
-        "calls": None, "transitions": None,
+        "calls": None, "transitions": None, "workers_by_state": {"closed": 1},
     }  # fmt: skip
     breaker.state, breaker.failures = "OPEN", 5
     assert entry(readings, "gcs")["state"] == "open"

@@ -90,13 +90,17 @@ def breaker_state(state: str) -> str:
 
 
 BREAKER_STATE_NUMBER = (
-    "sum by (job, instance, circuit_breaker_name) (\n"
+    "max by (job, instance, circuit_breaker_name) (\n"
     f"  ({breaker_state('closed')} * 0)\n"
     f"  or ({breaker_state('half_open')} * 1)\n"
     f"  or ({breaker_state('open')} * 2)\n"
     ")"
 )
-"""0 closed, 1 half open, 2 open for each breaker: one series per breaker for a state timeline."""
+"""0 closed, 1 half open, 2 open for each breaker: one series per breaker for a state timeline. ``max``: under a
+prefork server :9464 has one series per worker (``service_instance_id``), and the worst state is the breaker's."""
+
+OPEN_BREAKERS = f"max by (job, instance, circuit_breaker_name) ({breaker_state('open')}) == 1"
+"""Breakers open in any worker of an instance: counted once per breaker, for one process and for N workers."""
 
 BREAKER_STATE_MAPPINGS = [
     {
@@ -317,7 +321,7 @@ def services_table() -> Panel:
     instances = f"max by (job, instance) ({sel('target_info')})"
     columns: list[tuple[str, str, str]] = [
         ("Instances", f"count by (job) ({instances})", "none"),
-        ("Open breakers", f"count by (job) ({breaker_state('open')} == 1) or 0 * count by (job) ({instances})", "none"),
+        ("Open breakers", f"count by (job) ({OPEN_BREAKERS}) or 0 * count by (job) ({instances})", "none"),
         ("Error ratio (5m)", http_error_ratio("job", "5m"), "percentunit"),
         ("Max pool utilization", f"max by (job) ({pool_utilization('job, instance, db_client_connection_pool_name')})",
          "percentunit"),
@@ -359,7 +363,7 @@ def services_table() -> Panel:
 
 
 def overview() -> dict[str, Any]:
-    open_breakers = f"count({breaker_state('open')} == 1) or vector(0)"
+    open_breakers = f"count({OPEN_BREAKERS}) or vector(0)"
     return dashboard(
         "otel-rel-overview",
         "otel-reliability / Overview",

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from otel_reliability import config
+from otel_reliability import config, host
 from otel_reliability.health.model import (
     REGISTRY,
     AdminAction,
@@ -36,7 +36,6 @@ from otel_reliability.health.model import (
     ViewResult,
     run_views,
 )
-from otel_reliability.readings import readings
 
 _logger = logging.getLogger(__name__)
 
@@ -45,7 +44,14 @@ _MOUNTED_FLAG = "_otel_reliability_mounted"
 
 
 def _context() -> CheckContext:
-    return CheckContext(readings=readings(), settings=config.settings())
+    # In a prefork worker the views read the host's readings (every worker's), else this process's.
+    return CheckContext(readings=host.for_health(), settings=config.settings())
+
+
+def _workers(ctx: CheckContext) -> int:
+    """How many worker processes the answer covers: 1 for a single process."""
+    count = getattr(ctx.readings, "workers", None)
+    return count() if callable(count) else 1
 
 
 def _authorized(request: Request, token: str | None) -> bool:
@@ -71,12 +77,13 @@ def _unauthorized(variable: str, configured: bool) -> JSONResponse:
 
 
 def _stamp(ctx: CheckContext) -> dict[str, Any]:
-    """``service`` and ``observed_at`` for a response: the collection its views just read (no new one)."""
+    """``service``, ``observed_at`` and ``workers`` for a response: the collection its views just read (no new
+    one); under a prefork server that is this worker's collection combined with the others' last ones."""
     try:
         snap = ctx.readings.latest or ctx.readings.snapshot()
-        return {"service": snap.service, "observed_at": snap.observed_at_text}
+        return {"service": snap.service, "observed_at": snap.observed_at_text, "workers": _workers(ctx)}
     except Exception:
-        return {"service": {"name": "unknown_service", "instance_id": None}, "observed_at": None}
+        return {"service": {"name": "unknown_service", "instance_id": None}, "observed_at": None, "workers": None}
 
 
 def _health_json(status: Status, results: dict[str, ViewResult], views: list[HealthView], stamp: dict[str, Any]):
@@ -101,6 +108,7 @@ def _health_json(status: Status, results: dict[str, ViewResult], views: list[Hea
         "serviceId": service.get("instance_id"),
         "description": service.get("name"),
         "observed_at": stamp["observed_at"],
+        "workers": stamp["workers"],
         "checks": checks,
     }
 
@@ -210,4 +218,5 @@ def mount(app: Any, settings: config.Settings | None = None, registry: HealthReg
     setattr(app, _MOUNTED_FLAG, True)
     # Inserted first so that an app's catch-all route cannot shadow them.
     app.router.routes[0:0] = build_routes(settings, registry)
+    host.publish_at_shutdown(app)  # a prefork worker hands over its last counts when the app stops
     return True

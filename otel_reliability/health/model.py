@@ -15,10 +15,13 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_reliability.config import Settings
 from otel_reliability.readings import Readings
+
+if TYPE_CHECKING:
+    from otel_reliability.host.worker import HostReadings
 
 _logger = logging.getLogger(__name__)
 
@@ -49,7 +52,9 @@ _SEVERITY = {Status.HEALTHY: 0, Status.DEGRADED: 1, Status.UNHEALTHY: 2}
 
 @dataclass(frozen=True)
 class CheckContext:
-    readings: Readings
+    """What a view reads: this process's Readings, or in a prefork worker the host's (same interface)."""
+
+    readings: Readings | HostReadings
     settings: Settings
 
 

@@ -9,7 +9,9 @@ Body (the seed's shape, plus what the metrics know)::
                              "transitions": {"closed": 0, "open": 1, "half_open": 0}}}}
 
 Every number is a series of the same collection the exporters see: ``circuit_breaker.state`` (the state
-whose series is 1; all 0 -> ``"unknown"``), ``circuit_breaker.consecutive_failures`` (``failure_count``),
+whose series is 1; all 0 -> ``"unknown"``; under a prefork server the worst state any worker is in, with
+``workers_by_state`` saying how many workers are in each, e.g. {"open": 3, "closed": 1}),
+``circuit_breaker.consecutive_failures`` (``failure_count``; the highest worker's),
 ``circuit_breaker.failure_threshold`` (``fail_max``), ``circuit_breaker.reset_timeout`` (seconds),
 ``circuit_breaker.calls`` and ``circuit_breaker.transitions``. A value the breaker does not expose is null.
 
@@ -38,6 +40,7 @@ from otel_reliability.readings import Snapshot
 
 NAME = "circuit_breaker.name"
 STATES = ("closed", "open", "half_open")
+WORST_FIRST = ("open", "half_open", "closed")
 OUTCOMES = ("success", "failure", "rejected")
 
 
@@ -73,7 +76,10 @@ def _compute(snap: Snapshot, critical_names: frozenset[str]) -> ViewResult:
         for metric in (CONSECUTIVE_FAILURES, FAILURE_THRESHOLD, RESET_TIMEOUT)
     }
     for name, points in sorted(snap.group(STATE, by=NAME).items(), key=lambda item: str(item[0])):
-        current = next((p.attributes.get(STATE) for p in points if p.value == 1), None)
+        # Under a prefork server each state's series counts the workers in that state (host readings add
+        # the workers' gauges); the breaker's state is the worst one any worker is in. One process: 0 or 1.
+        in_state = {p.attributes.get(STATE): round(p.value) for p in points}
+        current = next((s for s in WORST_FIRST if in_state.get(s, 0) > 0), None)
         calls = {p.attributes.get("circuit_breaker.outcome"): p.value for p in by_name[CALLS].get(name, ())}
         transitions = {p.attributes.get(STATE): p.value for p in by_name[TRANSITIONS].get(name, ())}
         breakers[str(name)] = {
@@ -84,6 +90,7 @@ def _compute(snap: Snapshot, critical_names: frozenset[str]) -> ViewResult:
             "critical": name in critical_names,
             "calls": {o: _number(calls[o]) for o in OUTCOMES if o in calls} or None,
             "transitions": {s: _number(transitions.get(s, 0.0)) for s in STATES},
+            "workers_by_state": {s: in_state[s] for s in STATES if in_state.get(s, 0) > 0},
         }
     open_names = [n for n, b in breakers.items() if b["state"] == "open"]
     half_open = [n for n, b in breakers.items() if b["state"] == "half_open"]

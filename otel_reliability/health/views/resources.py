@@ -12,6 +12,10 @@ and equals what Prometheus scraped. Differences from the seed, on purpose:
 - open_files counts every file descriptor (sockets and pipes too: they exhaust the same limit), compared
   with the soft RLIMIT_NOFILE of this process (open_files_limit).
 
+Under a prefork server (otel_reliability/host/) the figures are host totals: RSS, CPU, open files and threads
+summed over the live workers, memory_percent against the limit they share (the container's), and
+``per_worker`` lists each worker's figures; open_files_percent is the worst worker's (the limit is per process).
+
 Warnings (status *degraded*, listed in ``warnings``) when memory_percent >= OTEL_RELIABILITY_MEMORY_WARN_PERCENT
 (default 90), cpu_percent >= OTEL_RELIABILITY_CPU_WARN_PERCENT (default 90) or open_files is at least
 OTEL_RELIABILITY_FD_WARN_PERCENT (default 80) percent of the soft limit. With ``reliability_process``
@@ -25,6 +29,7 @@ from typing import Any
 
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
 from otel_reliability.instrumentation.process import CPU_UTILIZATION, FD_COUNT, MEMORY_LIMIT, MEMORY_USAGE, THREAD_COUNT
+from otel_reliability.readings import Snapshot
 
 _MB = 1024 * 1024
 
@@ -69,6 +74,15 @@ def compute(ctx: CheckContext) -> ViewResult:
     check("cpu", cpu_percent, settings.cpu_warn_percent, "CPU of the CPUs this process may use")
     check("open_files", fd_percent, settings.fd_warn_percent, "file descriptors of the soft limit")
 
+    per_worker = getattr(snap, "per_worker", ())
+    if len(per_worker) > 1:
+        # A prefork host: the figures above are host totals (RSS and CPU of every worker against the limit
+        # they share); file descriptors are limited per process, so the worst worker is the one judged.
+        workers = [_worker(instance, worker, fd_limit) for instance, worker in per_worker]
+        fd_percent = max((w["open_files_percent"] for w in workers if w["open_files_percent"] is not None),
+                         default=None)  # fmt: skip
+        warnings = [w for w in warnings if w["resource"] != "open_files"]
+        check("open_files", fd_percent, settings.fd_warn_percent, "file descriptors of the soft limit (worst worker)")
     body: dict[str, Any] = {
         "memory_mb": round(rss / _MB, 2) if rss is not None else None,
         "memory_percent": memory_percent,
@@ -80,6 +94,9 @@ def compute(ctx: CheckContext) -> ViewResult:
         "threads": int(threads) if threads is not None else None,
         "warnings": warnings,
     }
+    if len(per_worker) > 1:
+        body["scope"] = "host"
+        body["per_worker"] = workers
     summary = {"memory_percent": memory_percent, "cpu_percent": cpu_percent, "warnings": len(warnings)}
     return ViewResult(
         status=Status.DEGRADED if warnings else Status.HEALTHY,
@@ -88,6 +105,18 @@ def compute(ctx: CheckContext) -> ViewResult:
         observed=(memory_percent, "percent") if memory_percent is not None else None,
         output="; ".join(w["message"] for w in warnings) or None,
     )
+
+
+def _worker(instance: str | None, snap: Snapshot, fd_limit: int | None) -> dict[str, Any]:
+    rss, utilization, fds, threads = (snap.value(n) for n in (MEMORY_USAGE, CPU_UTILIZATION, FD_COUNT, THREAD_COUNT))
+    return {
+        "instance_id": instance,
+        "memory_mb": round(rss / _MB, 2) if rss is not None else None,
+        "cpu_percent": round(100.0 * utilization, 2) if utilization is not None else None,
+        "open_files": int(fds) if fds is not None else None,
+        "open_files_percent": round(100.0 * fds / fd_limit, 2) if fds is not None and fd_limit else None,
+        "threads": int(threads) if threads is not None else None,
+    }
 
 
 def register(registry: HealthRegistry) -> None:

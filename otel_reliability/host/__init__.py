@@ -1,0 +1,128 @@
+"""One host, one truth: under a prefork server (gunicorn, ``uvicorn --workers``) health and :9464 answer for
+every worker, whichever worker or process answers.
+
+How it fits together (details in each module):
+
+- ``master``: the gunicorn arbiter or the uvicorn supervisor creates a private directory, tells its workers
+  where it is (``OTEL_RELIABILITY_HOST_DIR``), folds dead workers' counts, keeps the host's window history
+  and serves :9464 for the host;
+- ``worker``: each worker publishes its cumulative readings there every 0.5 s (a background thread; no cost
+  per request) and answers health from every worker's readings (``HostReadings``);
+- ``merge``: how readings add up (counters summed over every worker that ever ran, gauges of live workers);
+- ``store``: the directory's files, written atomically and read with a parse cache.
+
+A single-process server never reaches any of this: ``for_health()`` returns the process's own Readings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from otel_reliability import config
+from otel_reliability.readings import Readings, readings
+
+if TYPE_CHECKING:
+    from otel_reliability.host.master import HostAggregator
+    from otel_reliability.host.worker import HostReadings, Publisher
+
+_logger = logging.getLogger("otel_reliability")
+
+_aggregator: HostAggregator | None = None
+_host: HostReadings | None = None
+_publisher: Publisher | None = None
+_host_pid = 0
+
+
+def enabled() -> bool:
+    """``OTEL_RELIABILITY_PREFORK`` (read from the environment: a forked worker may hold older settings)."""
+    return bool(config.PREFORK.parse(os.environ.get(config.PREFORK.name, config.PREFORK.default).strip()))
+
+
+def start_master(settings: config.Settings) -> HostAggregator:
+    """In the master or supervisor, before any worker starts: the shared directory and its aggregator."""
+    global _aggregator
+    from otel_reliability.host.master import HostAggregator
+    from otel_reliability.readings import _retention
+
+    retention = _retention(settings.error_window)
+    aggregator = HostAggregator(history_interval=settings.snapshot_interval, retention=retention)
+    os.environ[config.HOST_DIR.name] = str(aggregator.path)  # inherited by forked and spawned workers
+    aggregator.start()
+    _aggregator = aggregator
+    _logger.info("otel-reliability: prefork master; health and :9464 answer for every worker")
+    return aggregator
+
+
+def start_worker(reader: Readings) -> bool:
+    """In a worker of a master that called ``start_master``: publish, and answer health for the host.
+
+    False (nothing started) in any other process, including a process a worker starts itself: it inherits
+    the variable but is not a child of the master.
+    """
+    global _host, _host_pid, _publisher
+    raw = os.environ.get(config.HOST_DIR.name, "").strip()
+    path = config.HOST_DIR.parse(raw) if raw else None
+    if path is None or not enabled():
+        return False
+    from otel_reliability.host.worker import HostReadings, Publisher, wait_for_directory
+
+    directory = wait_for_directory(path)
+    if directory is None or directory.host().get("master") != os.getppid():
+        return False
+    publisher = Publisher(directory, reader)
+    try:
+        publisher.publish()  # seen by the other workers at once, before the first request
+    except OSError:
+        _logger.warning("otel-reliability: cannot publish to %s; health answers for this worker only", path)
+        return False
+    _host = HostReadings(directory, reader, publisher.file)
+    _publisher = publisher
+    publisher.after = _host.warm
+    publisher.start_thread()
+    _host_pid = os.getpid()
+    return True
+
+
+def publish_at_shutdown(app: Any) -> None:
+    """Publish once more when ``app``'s lifespan ends, in a prefork worker.
+
+    atexit is not enough: uvicorn (and so gunicorn's UvicornWorker) re-raises SIGTERM after a graceful
+    shutdown, and a process killed by a signal runs no atexit hook. A worker retired by TTOU, or stopped with
+    the server, would take the requests it counted since its last publication (up to 0.5 s) with it. The app's
+    lifespan shutdown runs before that, on every ASGI server, whatever lifespan the app declares.
+    """
+    publisher = _publisher
+    router: Any = getattr(app, "router", None)
+    if publisher is None or _host_pid != os.getpid() or not hasattr(router, "lifespan_context"):
+        return
+    original = router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        try:
+            async with original(app) as state:
+                yield state
+        finally:
+            publisher.final()
+
+    router.lifespan_context = lifespan
+
+
+def is_worker() -> bool:
+    return _host is not None and _host_pid == os.getpid()
+
+
+def for_health() -> Readings | HostReadings:
+    """What health views read: the host's readings in a prefork worker, else this process's Readings."""
+    host = _host
+    if host is not None and _host_pid == os.getpid():
+        return host
+    return readings()
+
+
+def aggregator() -> HostAggregator | None:
+    return _aggregator

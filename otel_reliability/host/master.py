@@ -1,0 +1,155 @@
+"""The master's side (gunicorn arbiter, ``uvicorn --workers`` supervisor): the process that outlives workers.
+
+It owns the shared directory (created private, 0700; removed when it exits) and runs one background thread
+that, every second:
+
+- folds the files of dead workers into retired.json (their monotonic series summed; their gauges dropped)
+  and removes them, so the directory holds one file per live worker plus one, however often workers are
+  recycled;
+- every ``history_interval`` seconds writes the host's merged cumulative values to history-<t>.json and
+  removes entries older than the retention: the base of every worker's window, whatever its age.
+
+It also serves :9464 (when the Prometheus exporter is chosen): the host's metrics merged on each scrape.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import MetricsData
+
+from otel_reliability.host import merge, store
+
+_logger = logging.getLogger(__name__)
+
+FOLDED_MEMORY = 60.0  # seconds a folded file's name stays listed in retired.json (a reader's race is shorter)
+
+
+class HostAggregator:
+    """The shared directory's owner: folding, history, and the merged view for :9464."""
+
+    def __init__(self, *, history_interval: float, retention: float, base: str | None = None) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="otel-reliability-host-", dir=base))  # mode 0700
+        self.directory = store.Directory(self.path)
+        self.pid = os.getpid()
+        self.started = store.now()
+        self.history_interval = history_interval
+        self.retention = retention
+        self._lock = threading.Lock()
+        self._retired = merge.RawAccumulator()
+        self._folded: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_history = 0.0
+        self._resource: dict[str, Any] = {}
+        self._closed = False
+        store.write_atomically(self.path / store.HOST_FILE, {"master": self.pid, "started": self.started})
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="otel-reliability-host", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Remove the directory; only in the process that created it (forked workers inherit atexit hooks)."""
+        if os.getpid() != self.pid:
+            return
+        self._stop.set()
+        with self._lock:  # no tick is writing; none starts after this (``_closed``)
+            self._closed = True
+        for _attempt in range(3):  # a worker still exiting may drop a file in while the tree is removed
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not self.path.exists():
+                return
+            time.sleep(0.05)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.tick()
+            except FileNotFoundError:
+                return  # the directory is gone: shutting down
+            except Exception:
+                _logger.debug("otel-reliability: host aggregation failed", exc_info=True)
+
+    def tick(self, at: float | None = None) -> None:
+        at = store.now() if at is None else at
+        with self._lock:
+            if self._closed:
+                return
+            self._fold_dead(at)
+            if at - self._last_history >= self.history_interval:
+                self._write_history(at)
+                self._last_history = at
+
+    def _fold_dead(self, at: float) -> None:
+        entries, _ = self.directory.listing()
+        dead = []
+        for entry in entries:
+            published = self.directory.read(entry.name, entry)
+            if published is not None and not store.alive(published.pid, published.start):
+                dead.append(published)
+        expired = [n for n, t in self._folded.items() if at - t > FOLDED_MEMORY]
+        for name in expired:
+            del self._folded[name]
+        if not dead and not expired:
+            return
+        for published in dead:
+            self._retired.add(published.metrics, live=False)
+            self._folded[published.name] = at
+        # retired.json first, with the folded names; only then the files go (see HostReadings._other_workers).
+        store.write_atomically(
+            self.path / store.RETIRED_FILE,
+            {"pid": 0, "written": at, "metrics": self._retired.published(), "folded": self._folded},
+        )
+        for published in dead:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path / published.name)
+        self.directory.forget({e.name for e in entries} - {p.name for p in dead} | {store.RETIRED_FILE})
+
+    def _write_history(self, at: float) -> None:
+        raw, _ = self._merged(live_gauges=False)
+        store.write_atomically(self.path / store.history_name(at), {"at": at, "values": raw.cumulative()})
+        _, names = self.directory.listing()
+        for name in names:
+            taken = store._history_time(name)
+            # Keep the newest entry older than the retention: the base of the widest window.
+            if taken is not None and taken < at - self.retention - self.history_interval:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path / name)
+
+    def _merged(self, live_gauges: bool = True) -> tuple[merge.RawAccumulator, dict[str, Any]]:
+        """Every worker file plus the retired sums, as one RawAccumulator, and a worker's resource."""
+        raw = merge.RawAccumulator()
+        resource: dict[str, Any] = {}
+        entries, _ = self.directory.listing()
+        for entry in entries:
+            published = self.directory.read(entry.name, entry)
+            if published is None or published.name in self._folded:
+                continue
+            live = store.alive(published.pid, published.start)
+            raw.add(published.metrics, live=live and live_gauges, instance=published.instance)
+            if live and not resource:
+                resource = {k: v for k, v in published.resource.items() if k != merge.INSTANCE_ID}
+        raw.add(self._retired.published(), live=False)
+        return raw, resource
+
+    def export(self) -> MetricsData | None:
+        """The host's metrics for one scrape: counters and histograms summed over every worker that ever
+        ran, gauges per live worker (labelled ``service_instance_id``)."""
+        with self._lock:
+            raw, resource = self._merged()
+            if resource:
+                self._resource = resource
+            elif not self._resource:
+                return None  # no worker has published yet; the exporter keeps the first resource it sees
+        return raw.metrics_data(self._resource, time.time_ns())

@@ -1,0 +1,283 @@
+"""Adding up workers: one host's readings from every worker's, for health (Snapshots) and for :9464 (raw).
+
+The rules, per kind of series:
+
+- monotonic series (counters, histograms) are summed over every worker that ever published, dead ones
+  included (a dead worker's last values stay in the sum, so host counters never go backwards);
+- every other series is a gauge of a live worker; a dead worker's gauges are dropped (the breaker state,
+  the connections in use, the operations in flight of a process that is gone are not the host's any more).
+  For health they are combined per series: summed by default (connections in use, operations in flight,
+  RSS, workers in each breaker state), the maximum for settings and ages (a breaker's threshold, a pool's
+  wait timeout, the oldest operation's age, consecutive failures), the minimum for the database
+  statement_timeout (the least protected connection is the one to report). For :9464 they stay per worker,
+  labelled with the worker's ``service.instance.id`` (README: "Prefork servers").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from otel_reliability.host.store import AttrsKey, attrs_key
+from otel_reliability.readings import Point, Snapshot
+
+_logger = logging.getLogger(__name__)
+
+INSTANCE_ID = "service.instance.id"
+
+# Gauges that are settings or ages: the host's value is the largest worker's, not a sum.
+MAX_GAUGES = frozenset(
+    {
+        "circuit_breaker.consecutive_failures",
+        "circuit_breaker.failure_threshold",
+        "circuit_breaker.reset_timeout",
+        "db.client.connection.wait_timeout",
+        "operation.oldest_age",
+        "process.memory.limit",
+    }
+)
+MIN_GAUGES = frozenset({"db.client.statement_timeout"})
+
+
+@dataclass(frozen=True)
+class HostSnapshot(Snapshot):
+    """A Snapshot of the whole host: ``workers`` live workers, each one's own gauges in ``per_worker``."""
+
+    workers: int = 1
+    per_worker: tuple[tuple[str | None, Snapshot], ...] = ()
+
+
+class Accumulator:
+    """Series combined over workers for health, keyed by (metric name, attributes)."""
+
+    __slots__ = ("monotonic", "series")
+
+    def __init__(self) -> None:
+        self.series: dict[str, dict[AttrsKey, list[Any]]] = {}
+        self.monotonic: set[str] = set()
+
+    def copy(self) -> Accumulator:
+        other = Accumulator()
+        other.series = {name: {k: list(v) for k, v in points.items()} for name, points in self.series.items()}
+        other.monotonic = set(self.monotonic)
+        return other
+
+    def add(self, snap: Snapshot, live: bool, keyed: Mapping[str, list[tuple[AttrsKey, Point]]] | None = None) -> None:
+        """Add one worker's snapshot; only its monotonic series when it is not ``live``. ``keyed``: its points
+        with their attribute keys already computed (a published file's, parsed once)."""
+        for name, points in snap.metrics.items():
+            mono = name in snap.monotonic
+            if not mono and not live:
+                continue
+            if mono:
+                self.monotonic.add(name)
+            rule = max if name in MAX_GAUGES else min if name in MIN_GAUGES else None
+            series = self.series.setdefault(name, {})
+            pairs = keyed[name] if keyed is not None else [(attrs_key(p.attributes), p) for p in points]
+            for key, p in pairs:
+                found = series.get(key)
+                if found is None:
+                    series[key] = [p.attributes, p.value, p.total]
+                elif mono or rule is None:
+                    found[1] += p.value
+                    if p.total is not None:
+                        found[2] = (found[2] or 0.0) + p.total
+                else:
+                    found[1] = rule(found[1], p.value)
+
+    def snapshot(self, own: Snapshot, per_worker: tuple[tuple[str | None, Snapshot], ...]) -> HostSnapshot:
+        """The host's snapshot, stamped with the answering worker's collection (``own``: its time, resource
+        and change generation; the other workers' parts are at most a publication interval plus a read older)."""
+        metrics = {
+            name: tuple(Point(attrs, value, total) for attrs, value, total in points.values())
+            for name, points in self.series.items()
+        }
+        return HostSnapshot(
+            own.taken_at,
+            own.resource,
+            MappingProxyType(metrics),
+            frozenset(self.monotonic),
+            observed_at=own.observed_at,
+            generation=own.generation,
+            workers=len(per_worker),
+            per_worker=per_worker,
+        )
+
+    def cumulative(self) -> dict[tuple[str, AttrsKey], tuple[float, float | None]]:
+        """The monotonic values, as a window's base (what the master writes to a history file)."""
+        return {
+            (name, key): (values[1], values[2])
+            for name in self.monotonic
+            for key, values in self.series.get(name, {}).items()
+        }
+
+
+# --- raw: what the :9464 endpoint renders ---------------------------------------------------------------------
+_ScopeKey = tuple[str, str | None, str | None]
+
+
+class RawAccumulator:
+    """Published metrics combined for the Prometheus endpoint (and for retired.json): monotonic series summed,
+    histogram buckets included; gauges kept per live worker under its ``service.instance.id``."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[tuple[_ScopeKey, str], dict[str, Any]] = {}
+
+    def add(self, metrics: Iterable[dict[str, Any]], live: bool, instance: str | None = None) -> None:
+        for metric in metrics:
+            mono = bool(metric["m"])
+            if not mono and not live:
+                continue
+            scope = tuple(metric.get("s") or ("", None, None))
+            entry = self.metrics.setdefault(
+                (scope, metric["n"]),  # type: ignore[index]
+                {"n": metric["n"], "s": list(scope), "d": metric.get("d", ""), "u": metric.get("u", ""),
+                 "k": metric["k"], "m": mono, "points": {}},
+            )  # fmt: skip
+            points: dict[AttrsKey, dict[str, Any]] = entry["points"]
+            for p in metric["p"]:
+                attrs = p["a"] if mono or instance is None else {**p["a"], INSTANCE_ID: instance}
+                key = attrs_key(attrs)
+                found = points.get(key)
+                if found is None:
+                    points[key] = {**p, "a": attrs, **({"b": list(p["b"])} if "b" in p else {})}
+                elif mono:
+                    _add_point(found, p, metric["n"])
+                else:
+                    found["v"] = p["v"]
+
+    def published(self) -> list[dict[str, Any]]:
+        """The combined metrics in the published file format (retired.json)."""
+        return [
+            {k: v for k, v in entry.items() if k != "points"} | {"p": list(entry["points"].values())}
+            for entry in self.metrics.values()
+        ]
+
+    def cumulative(self) -> list[list[Any]]:
+        """[name, attributes, value, total] of every monotonic series (a history file's values)."""
+        totals: dict[tuple[str, AttrsKey], list[Any]] = {}
+        for (_, name), entry in self.metrics.items():
+            if not entry["m"]:
+                continue
+            for key, p in entry["points"].items():
+                found = totals.get((name, key))
+                if found is None:
+                    totals[(name, key)] = [name, p["a"], p["v"], p.get("t")]
+                else:
+                    found[2] += p["v"]
+                    if p.get("t") is not None:
+                        found[3] = (found[3] or 0.0) + p["t"]
+        return list(totals.values())
+
+    def metrics_data(self, resource: Mapping[str, Any], time_unix_nano: int) -> MetricsData:
+        """The combined metrics as the SDK's MetricsData, for the Prometheus exporter's own translation."""
+        scopes: dict[_ScopeKey, list[Metric]] = {}
+        for (scope, _), entry in self.metrics.items():
+            scopes.setdefault(scope, []).append(_metric(entry, time_unix_nano))
+        scope_metrics = [
+            ScopeMetrics(InstrumentationScope(name, version, schema_url), metrics, schema_url or "")
+            for (name, version, schema_url), metrics in scopes.items()
+        ]
+        return MetricsData([ResourceMetrics(Resource(dict(resource)), scope_metrics, "")])
+
+
+def _add_point(into: dict[str, Any], p: Mapping[str, Any], name: str) -> None:
+    into["v"] += p["v"]
+    if p.get("t") is not None:
+        into["t"] = (into.get("t") or 0.0) + p["t"]
+    if "b" in p:
+        if into.get("e") == p.get("e") and len(into["b"]) == len(p["b"]):
+            into["b"] = [a + b for a, b in zip(into["b"], p["b"], strict=True)]
+        else:  # workers disagree on the bucket bounds (a view changed between deploys): buckets cannot add up
+            _logger.debug("otel-reliability: %s: histogram bounds differ between workers; buckets not summed", name)
+        for bound, pick in (("mn", min), ("mx", max)):
+            if p.get(bound) is not None:
+                into[bound] = p[bound] if into.get(bound) is None else pick(into[bound], p[bound])
+
+
+def _metric(entry: Mapping[str, Any], time_unix_nano: int) -> Metric:
+    points = entry["points"].values()
+    data: Any
+    if entry["k"] == "hist":
+        data = HistogramData(
+            [
+                HistogramDataPoint(
+                    p["a"],
+                    0,
+                    time_unix_nano,
+                    int(p["v"]),
+                    p.get("t") or 0.0,
+                    p["b"],
+                    p["e"],
+                    p.get("mn") if p.get("mn") is not None else 0.0,
+                    p.get("mx") if p.get("mx") is not None else 0.0,
+                )
+                for p in points
+            ],
+            AggregationTemporality.CUMULATIVE,
+        )
+    else:
+        numbers = [NumberDataPoint(p["a"], 0, time_unix_nano, p["v"]) for p in points]
+        if entry["k"] == "sum":
+            data = Sum(numbers, AggregationTemporality.CUMULATIVE, bool(entry["m"]))
+        else:
+            data = Gauge(numbers)
+    return Metric(entry["n"], entry.get("d") or "", entry.get("u") or "", data)
+
+
+def encode(data: MetricsData) -> list[dict[str, Any]]:
+    """A worker's collection in the published format: name, scope, kind, monotonic, points."""
+    out: list[dict[str, Any]] = []
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            scope = [sm.scope.name, sm.scope.version, sm.scope.schema_url]
+            for metric in sm.metrics:
+                payload = metric.data
+                points: list[dict[str, Any]] = []
+                if isinstance(payload, HistogramData):
+                    kind, mono = "hist", True
+                    for hp in payload.data_points:
+                        assert isinstance(hp, HistogramDataPoint)
+                        points.append(
+                            {"a": _json_attrs(hp.attributes), "v": hp.count, "t": hp.sum, "b": list(hp.bucket_counts),
+                             "e": list(hp.explicit_bounds), "mn": _finite(hp.min), "mx": _finite(hp.max)}
+                        )  # fmt: skip
+                elif isinstance(payload, Sum | Gauge):
+                    kind = "sum" if isinstance(payload, Sum) else "gauge"
+                    mono = isinstance(payload, Sum) and payload.is_monotonic
+                    for np in payload.data_points:
+                        assert isinstance(np, NumberDataPoint)
+                        points.append({"a": _json_attrs(np.attributes), "v": np.value})
+                else:
+                    continue
+                out.append(
+                    {"n": metric.name, "s": scope, "d": metric.description, "u": metric.unit, "k": kind, "m": mono,
+                     "p": points}
+                )  # fmt: skip
+    return out
+
+
+def _json_attrs(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and value not in (float("inf"), float("-inf")) else None

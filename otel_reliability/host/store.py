@@ -1,0 +1,238 @@
+"""The private per-server directory where prefork workers publish their readings, and how it is read.
+
+Layout (created by the master or supervisor, mode 0700, removed when that process exits)::
+
+    host.json                 {"master": pid, "started": t}          written once by the master
+    w-<pid>-<token>.json      one worker's cumulative readings         rewritten atomically (<= every 0.5 s)
+    retired.json              the summed monotonic series of workers that are gone (folded by the master)
+    history-<t_ms>.json       the host's merged cumulative values at t (the base of every window)
+
+``t`` is ``time.monotonic()``: on Linux one clock for every process of the host, so a worker compares its
+"now" with the master's history without converting. Every file is written to a temporary name and renamed,
+so a reader sees a whole old file or a whole new one, never half of one.
+
+Why the token in a worker's file name: a recycled worker may get a pid a dead one had; its counts start at 0
+and must not overwrite the dead worker's last file, whose counts still belong to the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from otel_reliability.readings import Point, Snapshot
+
+HOST_FILE = "host.json"
+RETIRED_FILE = "retired.json"
+WORKER_PREFIX = "w-"
+HISTORY_PREFIX = "history-"
+
+
+def write_atomically(path: Path, payload: Any) -> None:
+    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename (atomic on POSIX)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            # dumps, not dump: dump streams through the pure-Python encoder, ten times slower.
+            out.write(json.dumps(payload, separators=(",", ":")))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/pid/stat), or None when no such live process.
+
+    A pid alone can be reused by a new process; pid plus start time names one process for its whole life.
+    A zombie (killed, not yet reaped by its parent) counts as gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read().decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: fall back to "exists"
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+    fields = raw[raw.rfind(")") + 2 :].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return fields[19] if len(fields) > 19 else "?"
+
+
+def alive(pid: int, start: str | None) -> bool:
+    """Is the process that wrote a file (pid, start time) still running?"""
+    now = process_start(pid)
+    return now is not None and (start in (None, "?") or now in ("?", start))
+
+
+@dataclass(frozen=True)
+class Published:
+    """One parsed worker (or retired) file: the raw metrics the :9464 endpoint renders and, computed on first
+    use (workers need it, the master does not), its health view."""
+
+    name: str
+    pid: int
+    start: str | None
+    instance: str | None
+    resource: dict[str, Any]
+    written: float
+    metrics: list[dict[str, Any]]
+    observed: float = 0.0  # wall clock of ``written``
+    folded: frozenset[str] = frozenset()  # retired.json only: the worker files summed into it
+
+    @functools.cached_property
+    def keyed(self) -> dict[str, list[tuple[AttrsKey, Point]]]:
+        """Each metric's points with their attribute keys, computed once per file version (not per answer)."""
+        out: dict[str, list[tuple[AttrsKey, Point]]] = {}
+        for metric in self.metrics:
+            points = out.setdefault(metric["n"], [])
+            for p in metric["p"]:
+                attrs = p["a"]
+                try:
+                    key = frozenset(attrs.items())
+                except TypeError:  # a sequence attribute (a list in JSON): hashable as a tuple
+                    attrs = _attributes(attrs)
+                    key = frozenset(attrs.items())
+                points.append((key, Point(attrs, float(p["v"]), p.get("t"))))
+        return out
+
+    @functools.cached_property
+    def snapshot(self) -> Snapshot:
+        """The health view of this file: the same Snapshot the views read in one process."""
+        metrics = {name: tuple(p for _, p in pairs) for name, pairs in self.keyed.items()}
+        monotonic = frozenset(m["n"] for m in self.metrics if m["m"])
+        resource = MappingProxyType(dict(self.resource))
+        return Snapshot(self.written, resource, MappingProxyType(metrics), monotonic, observed_at=self.observed)
+
+
+AttrsKey = frozenset[tuple[str, Any]]
+
+
+def attrs_key(attributes: Mapping[str, Any]) -> AttrsKey:
+    """A hashable key for a series' attributes (sequence values as tuples)."""
+    return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
+
+
+def _attributes(raw: dict[str, Any]) -> dict[str, Any]:
+    # JSON has no tuples: a sequence attribute comes back as a list; keep it hashable like the SDK's.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+
+
+class Directory:
+    """Reads the shared directory, re-parsing only files that changed since the last read."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._cache: dict[str, tuple[tuple[int, int], Published]] = {}
+        self._history_cache: dict[str, tuple[float, dict[tuple[str, frozenset[tuple[str, Any]]], Any]]] = {}
+        self._host: dict[str, Any] | None = None
+
+    def host(self) -> dict[str, Any]:
+        """host.json: the master's pid and start time (read once; the master writes it before any worker)."""
+        if self._host is None:
+            self._host = json.loads((self.path / HOST_FILE).read_text())
+        return self._host
+
+    def listing(self) -> tuple[list[os.DirEntry[str]], list[str]]:
+        """(worker file entries, history file names), each in one scan of the directory."""
+        workers: list[os.DirEntry[str]] = []
+        history: list[str] = []
+        with os.scandir(self.path) as it:
+            for entry in it:
+                if entry.name.startswith(WORKER_PREFIX) and entry.name.endswith(".json"):
+                    workers.append(entry)
+                elif entry.name.startswith(HISTORY_PREFIX):
+                    history.append(entry.name)
+        return workers, history
+
+    def read(self, name: str, entry: os.DirEntry[str] | None = None) -> Published | None:
+        """The parsed file ``name`` (None when it is gone): parsed again only when its mtime or size changed."""
+        path = self.path / name
+        try:
+            st = entry.stat() if entry is not None else path.stat()
+            key = (st.st_mtime_ns, st.st_size)
+            cached = self._cache.get(name)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            raw = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            self._cache.pop(name, None)
+            return None
+        published = Published(
+            name=name,
+            pid=int(raw.get("pid", 0)),
+            start=raw.get("start"),
+            instance=raw.get("instance"),
+            resource=raw.get("resource", {}),
+            written=float(raw.get("written", 0.0)),
+            metrics=raw["metrics"],
+            observed=float(raw.get("observed", 0.0)),
+            folded=frozenset(raw.get("folded", {})),
+        )
+        self._cache[name] = (key, published)
+        return published
+
+    def forget(self, keep: set[str]) -> None:
+        """Drop cached parses of files that no longer exist (recycled workers must not grow memory)."""
+        for name in [n for n in self._cache if n not in keep]:
+            del self._cache[name]
+
+    def retired(self) -> tuple[Published | None, set[str]]:
+        """The retired workers' summed series and the names of the worker files folded into it."""
+        published = self.read(RETIRED_FILE)
+        return published, set(published.folded) if published is not None else set()
+
+    def history(
+        self, names: list[str], start: float
+    ) -> tuple[float, dict[tuple[str, frozenset[tuple[str, Any]]], Any]] | None:
+        """The newest history entry taken at or before ``start`` (files never change once written)."""
+        best = None
+        for name in names:
+            at = _history_time(name)
+            if at is not None and at <= start and (best is None or at > best[0]):
+                best = (at, name)
+        if best is None:
+            return None
+        name = best[1]
+        if name not in self._history_cache:
+            try:
+                raw = json.loads((self.path / name).read_bytes())
+            except FileNotFoundError:  # pruned between the scan and now: the next-older one will do next time
+                return None
+            values = {(n, frozenset(_attributes(a).items())): (v, t) for n, a, v, t in raw["values"]}
+            if len(self._history_cache) > 256:
+                self._history_cache.clear()
+            self._history_cache[name] = (float(raw["at"]), values)
+        return self._history_cache[name]
+
+
+def history_name(at: float) -> str:
+    return f"{HISTORY_PREFIX}{int(at * 1000)}.json"
+
+
+def _history_time(name: str) -> float | None:
+    try:
+        return int(name[len(HISTORY_PREFIX) : -len(".json")]) / 1000.0
+    except ValueError:
+        return None
+
+
+def now() -> float:
+    return time.monotonic()

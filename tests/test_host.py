@@ -1,0 +1,151 @@
+"""The host machinery without a server: workers' readings combined, a dead worker folded, windows from the
+master's history. Real SDK readers, a real directory, a real dead process (prefork servers: test_prefork.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+
+from otel_reliability.host import merge, store
+from otel_reliability.host.master import HostAggregator
+from otel_reliability.host.worker import HostReadings, Publisher
+from otel_reliability.readings import Readings, Snapshot
+
+DURATION = "http.server.request.duration"
+IN_FLIGHT = "operation.in_flight"
+
+
+class Worker:
+    """One worker's SDK: a Readings on its own MeterProvider, a request histogram and an in-flight gauge."""
+
+    def __init__(self, instance: str) -> None:
+        self.readings = Readings(background=False, cache_seconds=0.0)
+        provider = MeterProvider(
+            metric_readers=[self.readings], resource=Resource({"service.name": "svc", merge.INSTANCE_ID: instance})
+        )
+        self.readings.bind(provider)
+        meter = provider.get_meter("t")
+        self.requests = meter.create_histogram(DURATION, unit="s")
+        self.in_flight = meter.create_up_down_counter(IN_FLIGHT)
+
+    def fail(self, n: int) -> None:
+        for _ in range(n):
+            self.requests.record(0.01, {"http.response.status_code": 500})
+
+
+def dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def publish_as_dead(directory: store.Directory, worker: Worker) -> str:
+    """Publish ``worker`` as a process that has exited since (its last file, left behind)."""
+    publisher = Publisher(directory, worker.readings)
+    publisher.publish()
+    path = directory.path / publisher.file
+    raw = json.loads(path.read_text())
+    pid = dead_pid()
+    raw.update(pid=pid, start="1")
+    name = f"{store.WORKER_PREFIX}{pid}-dead.json"
+    store.write_atomically(directory.path / name, raw)
+    path.unlink()
+    return name
+
+
+def errors(snap: Snapshot) -> float:
+    return snap.total(DURATION, {"http.response.status_code": 500})
+
+
+def scraped(aggregator: HostAggregator, name: str) -> dict[tuple[tuple[str, Any], ...], float]:
+    data = aggregator.export()
+    assert data is not None
+    return {
+        tuple(sorted(p.attributes.items())): getattr(p, "count", getattr(p, "value", None))
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.data.data_points
+    }
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[HostAggregator]:
+    aggregator = HostAggregator(history_interval=0.2, retention=60, base=str(tmp_path))
+    yield aggregator
+    aggregator.close()
+    assert not aggregator.path.exists()
+
+
+def test_a_dead_workers_counts_stay_and_its_gauges_go(host: HostAggregator) -> None:
+    directory = store.Directory(host.path)
+    alive, gone, me = Worker("alive"), Worker("gone"), Worker("me")
+    alive.fail(3)
+    alive.in_flight.add(2)
+    gone.fail(5)
+    gone.in_flight.add(4)
+    me.fail(1)
+    Publisher(directory, alive.readings).publish()
+    publish_as_dead(directory, gone)
+    reader = HostReadings(directory, me.readings, own_file="w-me.json")
+
+    snap = reader.snapshot()
+    assert errors(snap) == 3 + 5 + 1  # the dead worker's counts are the host's
+    assert snap.total(IN_FLIGHT) == 2  # its gauge is not
+    assert snap.workers == 2 and {i for i, _ in snap.per_worker} == {"me", "alive"}
+    before = scraped(host, DURATION)
+    assert sum(before.values()) == 3 + 5  # :9464 sums the published workers; "me" has not published
+    assert {dict(k).get(merge.INSTANCE_ID) for k in scraped(host, IN_FLIGHT)} == {"alive"}  # gauges per worker
+
+    host.tick()  # folds the dead worker into retired.json and removes its file
+    workers, _ = directory.listing()
+    assert not any("dead" in e.name for e in workers)
+    assert (host.path / store.RETIRED_FILE).exists()
+    assert scraped(host, DURATION) == before  # counters never go backwards
+    reader._others_at = float("-inf")
+    assert errors(reader.snapshot()) == 9
+
+
+def test_a_window_starts_at_the_masters_history_whoever_answers(host: HostAggregator) -> None:
+    directory = store.Directory(host.path)
+    alive, me = Worker("alive"), Worker("me")
+    publisher = Publisher(directory, alive.readings)
+    alive.fail(4)
+    publisher.publish()
+    host.tick()  # history entry: 4 errors
+    time.sleep(0.3)
+    alive.fail(6)
+    publisher.publish()
+    reader = HostReadings(directory, me.readings, own_file="w-me.json")
+    assert errors(reader.window(0.2, [DURATION])) == 6  # base: the history entry, taken before the window
+    assert errors(reader.window(300, [DURATION])) == 10  # the host is younger than 300 s: everything
+
+
+def test_workers_combine_by_kind() -> None:
+    """Counters and workers-in-state add up; settings and ages take the largest; the statement timeout the
+    smallest (the least protected connection is the one to report)."""
+
+    def snap(values: dict[str, float], monotonic: frozenset[str] = frozenset()) -> Snapshot:
+        from types import MappingProxyType
+
+        from otel_reliability.readings import Point
+
+        metrics = {name: (Point(MappingProxyType({"k": "v"}), value),) for name, value in values.items()}
+        return Snapshot(0.0, MappingProxyType({}), MappingProxyType(metrics), monotonic)
+
+    acc = merge.Accumulator()
+    names = ("circuit_breaker.state", "circuit_breaker.failure_threshold", "db.client.statement_timeout", "calls")
+    acc.add(snap(dict(zip(names, (1, 5, 300, 7), strict=True)), frozenset({"calls"})), live=True)
+    acc.add(snap(dict(zip(names, (1, 5, 0, 2), strict=True)), frozenset({"calls"})), live=True)
+    acc.add(snap(dict(zip(names, (1, 9, 10, 1), strict=True)), frozenset({"calls"})), live=False)
+    host = acc.snapshot(snap({}), ())
+    assert [host.value(n) for n in names] == [2, 5, 0, 10]
