@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -85,6 +86,10 @@ def short_reason(text: str) -> str:
     return _mask(text.strip().splitlines()[0][:120]) if text.strip() else "export failed"
 
 
+def _exports(n: int) -> str:
+    return f"{n} export" if n == 1 else f"{n} exports"
+
+
 @dataclass
 class ExportWatch:
     """The state of one (signal, endpoint): reachable or not, since when, and the log lines it is owed.
@@ -119,8 +124,8 @@ class ExportWatch:
             if ok:
                 if self.down_since is not None:
                     _logger.info(
-                        "otel-reliability: OTLP %s export to %s is back after %.0f s (%d failed exports meanwhile)",
-                        self.signal, self.endpoint, now - self.down_since, self.failed,
+                        "otel-reliability: OTLP %s export to %s is back after %.0f s (%s failed meanwhile)",
+                        self.signal, self.endpoint, now - self.down_since, _exports(self.failed),
                     )  # fmt: skip
                 self.down_since, self.failed, self.reason, self.specific = None, 0, "", False
                 return
@@ -135,9 +140,9 @@ class ExportWatch:
             elif now - self.last_line >= REMINDER_INTERVAL:
                 self.last_line = now
                 _logger.warning(
-                    "otel-reliability: OTLP %s export to %s still failing after %.0f s (%d failed exports; %s); %s.",
-                    self.signal, self.endpoint, now - self.down_since, self.failed, self.reason or "export failed",
-                    self.kept,
+                    "otel-reliability: OTLP %s export to %s still failing after %.0f s (%s failed; %s); %s.",
+                    self.signal, self.endpoint, now - self.down_since, _exports(self.failed),
+                    self.reason or "export failed", self.kept,
                 )  # fmt: skip
             self.reason, self.specific = "", False
 
@@ -229,6 +234,43 @@ class _FoldFilter(logging.Filter):
         return False
 
 
+def _is_otel_handler(handler: logging.Handler) -> bool:
+    return type(handler).__module__.startswith("opentelemetry.")
+
+
+class ConsoleFallback(logging.Handler):
+    """Prints our lines on stderr when nothing else would show them on a console.
+
+    Why: with ``OTEL_LOGS_EXPORTER=otlp`` the SDK puts its LoggingHandler on the root logger; from then on
+    Python's last-resort stderr handler stays silent, and a line saying "the collector is unreachable" would go
+    only to that collector. Where the application configured its own handlers, they print it and this one
+    stays quiet (no line twice).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            if any(h is not self and not _is_otel_handler(h) and record.levelno >= h.level for h in logger.handlers):
+                return
+            logger = logger.parent if logger.propagate else None
+        with contextlib.suppress(Exception):
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+
+
+def show_on_console(name: str) -> None:
+    """Our INFO and WARNING lines under ``name`` reach a console whatever the root logger's set-up."""
+    logger = logging.getLogger(name)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)  # "back" is INFO: shown unless the application asked otherwise
+    if not any(isinstance(h, ConsoleFallback) for h in logger.handlers):
+        logger.addHandler(ConsoleFallback())
+
+
 _FILTER = _FoldFilter()
 _installed = False
 
@@ -241,6 +283,7 @@ def install() -> None:
     _installed = True
     import wrapt
 
+    show_on_console(_logger.name)
     for name in _UPSTREAM_LOGGERS:
         logging.getLogger(name).addFilter(_FILTER)
     for module, cls, signal in _EXPORTERS:

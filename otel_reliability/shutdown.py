@@ -122,6 +122,9 @@ def install() -> None:
     _installed = True
     import wrapt
 
+    from otel_reliability.export_logs import show_on_console
+
+    show_on_console(_logger.name)
     atexit.register(final_export)
 
     def patch(module: Any) -> None:

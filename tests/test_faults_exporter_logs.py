@@ -90,7 +90,7 @@ def test_http_metrics_one_warning_while_down_one_info_when_back(caplog: pytest.L
         receiver.close()
     back = lines(caplog)[1:]
     assert [(r.levelname, "is back" in r.getMessage()) for r in back] == [("INFO", True)], back
-    assert "6 failed exports" in back[0].getMessage()
+    assert "(6 exports failed meanwhile)" in back[0].getMessage()
 
 
 def test_grpc_traces_down_is_one_warning_saying_what_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
@@ -130,7 +130,7 @@ def test_reminders_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> No
     messages = [r.getMessage() for r in lines(caplog)]
     assert len(messages) == 4, messages  # the first line, reminders at 60 s and 120 s, back
     assert "still failing after 60 s" in messages[1] and "still failing after 120 s" in messages[2]
-    assert "back after 151 s (30 failed exports" in messages[3]
+    assert "back after 151 s (30 exports failed meanwhile)" in messages[3]
 
 
 @pytest.mark.parametrize(
