@@ -347,18 +347,20 @@ def collector_outage(
                                  what="every request counted at the collector")  # fmt: skip
             time.sleep(2)  # one more export: nothing counted twice either
             counted = collector.pings()
+            # Spans and log records go out every 5 s (OTEL_BSP/BLRP_SCHEDULE_DELAY): give each its "back" line.
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: _export_lines(app.log())[2], timeout=15, interval=0.5, what="every back line")
+            warnings, backs, _ = _export_lines(app.log())
             log = app.log()
     finally:
         collector.stop()
-    ours = [line for line in log.splitlines() if "otel-reliability: OTLP" in line]
-    warnings = [line for line in ours if "failing" in line]
-    backs = [line for line in ours if "is back after" in line]
     noise = ("Transient error", "Failed to export", "Traceback", "retrying in")
     upstream = [line for line in log.splitlines() if any(s in line for s in noise)]
     signals = {s for s in ("metrics", "traces", "logs") if any(f"OTLP {s} " in w for w in warnings)}
     per_signal_ok = all(
         sum(f"OTLP {s} " in w for w in warnings) == 1 and sum(f"OTLP {s} " in b for b in backs) == 1 for s in signals
     )
+    row.notes += [line.split(";")[0].removeprefix("otel-reliability: ") for line in warnings + backs]
     row.served, row.failed = served, len(load.bad())
     row.lost = f"{served - counted:.0f} counts ({counted:.0f} at the collector)"
     row.recovered = f"{caught_up - back:.1f} s after restart"
@@ -367,6 +369,16 @@ def collector_outage(
     )
     row.ok = counted == served and "metrics" in signals and per_signal_ok and not upstream and row.failed == 0
     return row
+
+
+def _export_lines(log: str) -> tuple[list[str], list[str], bool]:
+    """Our exporter lines in an app log: the WARNINGs, the INFOs, and whether every signal that warned is back."""
+    ours = [line for line in log.splitlines() if "otel-reliability: OTLP" in line]
+    warnings = [line for line in ours if " failing (" in line]
+    backs = [line for line in ours if "is back after" in line]
+    warned = {line.split(" export to ")[0] for line in warnings}
+    returned = {line.split(" export to ")[0] for line in backs}
+    return warnings, backs, bool(warned) and warned <= returned
 
 
 # --- breakers -----------------------------------------------------------------------------------------------------
