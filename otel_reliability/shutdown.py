@@ -9,9 +9,9 @@ the measurement), under uvicorn and under gunicorn alike. And where ``atexit`` d
 unreachable collector for as long as the exporter's retries last (10 s per signal by default, 30 s for all three).
 
 What this module does:
-- ``uvicorn.server.Server.shutdown`` is wrapped (when uvicorn is imported): once it has drained the requests,
-  the providers are shut down, which makes each periodic metric reader and batch processor export what it
-  holds; then uvicorn goes on and re-raises the signal;
+- ``uvicorn.server.Server.shutdown`` is wrapped (when uvicorn is imported): once it has drained the requests
+  of a server stopping on a signal, the providers are shut down, which makes each periodic metric reader and
+  batch processor export what it holds; then uvicorn goes on and re-raises the signal;
 - the same runs from ``atexit`` for servers that exit normally (registered after the SDK's providers, so it
   runs before their own handlers, which it removes);
 - either way it runs once, metrics first (the counts are what a dashboard misses), then traces, then logs,
@@ -101,12 +101,24 @@ def _quietly(shutdown: Callable[[float], Any], seconds: float) -> None:
         _logger.warning("otel-reliability: final export failed: %s", exc)
 
 
+def _exiting_on_signal(server: Any) -> bool:
+    """Whether this uvicorn server stops because the process was told to (SIGTERM, SIGINT).
+
+    A server stopped from code (``should_exit`` set by a test or an embedding app, maybe in a side thread) must
+    not shut the process's telemetry down: the process goes on, and ``atexit`` exports at its real end."""
+    captured = getattr(server, "_captured_signals", None)
+    if isinstance(captured, list):
+        return bool(captured)
+    return threading.current_thread() is threading.main_thread()  # another uvicorn: signals reach the main thread
+
+
 def _after_server_shutdown(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     async def run() -> Any:
         try:
             return await wrapped(*args, **kwargs)
         finally:
-            final_export()  # blocks the loop at most FINAL_EXPORT_TIMEOUT s; it serves nothing any more
+            if _exiting_on_signal(instance):
+                final_export()  # blocks the loop at most FINAL_EXPORT_TIMEOUT s; it serves nothing any more
 
     return run()
 
