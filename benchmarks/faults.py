@@ -171,6 +171,7 @@ def app_env(**extra: str) -> dict[str, str]:
 
 def database(pg: Postgres, name: str) -> str:
     pg.psql(f"CREATE DATABASE {name} OWNER {pg.user}")
+    pg.psql(f"ALTER DATABASE {name} SET statement_timeout = '300s'")  # what the db-timeout check expects
     return pg.url("psycopg").rsplit("/", 1)[0] + "/" + name
 
 
