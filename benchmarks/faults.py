@@ -604,6 +604,10 @@ def render(rows: list[Row], quick: bool) -> str:
     return "\n".join(f"| {line} |" for line in lines)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated fault names: " + ", ".join(FAULTS))
@@ -614,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(chosen) - set(FAULTS)
     if unknown:
         parser.error(f"unknown fault(s): {', '.join(sorted(unknown))}")
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped from outside: still stop the apps and clusters it started
     log_dir = Path(tempfile.mkdtemp(prefix="otel-rel-faults-"))
     pg: Postgres | None = None
     rows = []

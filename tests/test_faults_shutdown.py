@@ -60,5 +60,5 @@ def test_sigterm_with_the_collector_down_exits_within_the_bound(server: str, app
     seconds = sigterm(app)
     log = app.log()
     assert seconds < 4.0, (seconds, log[-2000:])  # 2 s for the final export, the rest is the server's own exit
-    assert "final export of metrics" in log and "exiting without it" in log
+    assert log.count("exiting without it") == 1  # one line says what was left behind
     assert "Traceback" not in log and "Transient error" not in log
