@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import statistics
 import string
@@ -28,6 +29,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,6 +276,8 @@ def pg_terminate(pg: Postgres, log_dir: Path, seconds: float = 10.0, every: floa
     lost = applied - count["n"]
     row.lost = f"{lost} updates ({count['n']} counted, {applied} acknowledged)"
     row.notes += [f"{kills} backends terminated", f"{retried:.0f} retries after a lost connection"]
+    reasons = Counter(f"{r.status} {r.body[:120].decode(errors='replace')}" for r in load.bad())
+    row.notes += [f"{n} x {reason}" for reason, n in reasons.most_common(3)]
     row.ok = row.failed == 0 and lost == 0 and count["n"] == count["applied"] and retried > 0
     return row
 
@@ -608,6 +612,16 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def merge(old_text: str, new_table: str) -> str:
+    """The old file's table with the rows of ``new_table`` replacing those of the same fault, in the old order."""
+    old_rows = [line for line in old_text.splitlines() if line.startswith("| ")][2:]
+    new_lines = new_table.splitlines()
+    head, new_rows = new_lines[:2], new_lines[2:]
+    fresh = {line.split(" | ", 1)[0]: line for line in new_rows}
+    kept = [fresh.pop(line.split(" | ", 1)[0], line) for line in old_rows]
+    return "\n".join([*head, *kept, *fresh.values()])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated fault names: " + ", ".join(FAULTS))
@@ -645,10 +659,16 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (None if args.quick else FAULTS_MD)
     if output is not None:
         when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        rerun = ""
+        if args.only and output.exists():  # some faults re-run: keep the other rows, say which are newer
+            table = merge(output.read_text(), table)
+            rerun = f" Rows re-run on {when}: {', '.join(r.fault for r in rows)}."
+            first = re.search(r"\) on ([0-9-]+ [0-9:]+ UTC)\.", output.read_text())
+            when = first.group(1) if first else when
         output.write_text(
             "# Faults with figures\n\n"
-            f"Written by `make faults` (`python benchmarks/faults.py{' --quick' if args.quick else ''}`) on {when}.\n"
-            f"Machine: {machine()}.\n"
+            f"Written by `make faults` (`python benchmarks/faults.py{' --quick' if args.quick else ''}`) on {when}."
+            f"{rerun}\nMachine: {machine()}.\n"
             "Taken on a busy machine (2 cores shared with other jobs): latencies are upper bounds.\n\n"
             f"{table}\n\n" + EXPLANATION
         )

@@ -229,6 +229,46 @@ def test_lost_connection_is_retried(postgres: Postgres, telemetry: Any) -> None:
     engine.dispose()
 
 
+def test_pooled_connection_killed_before_checkout_is_retried(postgres: Postgres, telemetry: Any) -> None:
+    """SQLAlchemy applies ``isolation_level`` to a pooled connection at checkout and lets the driver's own
+    ``OperationalError: the connection is lost`` through unwrapped when the server ended that session: it is a
+    lost connection like any other, not a 500."""
+    import psycopg
+
+    reader, _ = telemetry
+    # SQLAlchemy leaks the failed checkout's connection until the garbage collector runs: room for one more.
+    engine = sa.create_engine(postgres.url("psycopg"), pool_size=1, max_overflow=1, pool_timeout=5)
+    with engine.connect() as c:
+        pid = c.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        driver_connection = c.connection.dbapi_connection
+    postgres.psql(f"SELECT pg_terminate_backend({pid})")
+    # The driver notices (as it does when a pool reset meets the terminated session) but the pool keeps it.
+    with pytest.raises(psycopg.OperationalError):
+        driver_connection.execute("SELECT 1")
+    factory = sessionmaker(bind=engine.execution_options(isolation_level="SERIALIZABLE"))
+    seen: list[BaseException] = []
+    original = transactions.is_transient
+    transactions.is_transient = lambda exc: seen.append(exc) or original(exc)  # type: ignore[assignment]
+    try:
+        assert run_in_transaction(factory, lambda s: s.execute(sa.text("SELECT 7")).scalar_one()) == 7
+    finally:
+        transactions.is_transient = original  # type: ignore[assignment]
+    assert [type(e).__module__ for e in seen] == ["psycopg"]  # the driver's own, unwrapped error
+    assert retries(reader, **{"error.type": "connection_lost"}) == 1
+    engine.dispose()
+
+
+def test_raw_driver_errors_are_judged_like_wrapped_ones() -> None:
+    import psycopg
+    import psycopg.errors
+
+    assert transactions.is_transient(psycopg.OperationalError("the connection is lost")) == "connection_lost"
+    assert transactions.is_transient(psycopg.errors.SerializationFailure("x")) == "serialization_failure"
+    assert transactions.is_transient(psycopg.OperationalError("something else")) is None
+    assert transactions.is_transient(psycopg.errors.UniqueViolation("duplicate key")) is None
+    assert transactions.is_transient(ValueError("the connection is lost")) is None  # not a PEP 249 error
+
+
 def test_async_serializable_with_asyncpg(postgres: Postgres, telemetry: Any) -> None:
     require(importlib.util.find_spec("greenlet") is not None, "greenlet (sqlalchemy[asyncio]) for async engines")
     from sqlalchemy.ext.asyncio import create_async_engine

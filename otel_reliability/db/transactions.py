@@ -13,7 +13,9 @@ Transient (retried):
 - SQLSTATE 40P01 deadlock detected,
 - a lost connection: ``DBAPIError.connection_invalidated`` (SQLAlchemy recognised a disconnect), SQLSTATE
   class 08 (connection exception) or 57P01-57P03 (the server ended the session or is restarting),
-- SQLite ``database is locked``.
+- SQLite ``database is locked``,
+- the same failures raised by the driver itself where SQLAlchemy lets them through unwrapped (it does at
+  checkout, when it applies ``isolation_level`` to a pooled connection whose session the server ended).
 
 Never retried: ``IntegrityError`` (a unique or foreign-key violation fails the same way every time),
 ``ProgrammingError``/``DataError`` (a bug), and any exception that is not a database error (raised by ``work``
@@ -107,21 +109,52 @@ def is_transient(exc: BaseException) -> str | None:
     from sqlalchemy import exc as sa_exc
 
     if not isinstance(exc, sa_exc.DBAPIError):
-        return None
+        return _raw_driver_error(exc)
     if isinstance(exc, sa_exc.IntegrityError | sa_exc.ProgrammingError | sa_exc.DataError):
         return None
     if exc.connection_invalidated:
         return "connection_lost"
-    code = _sqlstate(exc.orig)
+    return _by_code(exc.orig, isinstance(exc, sa_exc.OperationalError))
+
+
+def _by_code(orig: Any, operational: bool) -> str | None:
+    code = _sqlstate(orig)
     if code == "40001":
         return "serialization_failure"
     if code == "40P01":
         return "deadlock_detected"
     if code is not None and (code.startswith("08") or code in _SERVER_GOING_AWAY):
         return "connection_lost"
-    if isinstance(exc, sa_exc.OperationalError) and "database is locked" in str(exc.orig).lower():
+    if operational and "database is locked" in str(orig).lower():
         return "database_locked"
     return None
+
+
+# What drivers say when the socket under a connection is gone (psycopg 3, psycopg2, asyncpg).
+_LOST = ("the connection is lost", "connection is closed", "connection already closed",
+         "server closed the connection", "terminating connection", "consuming input failed")  # fmt: skip
+
+
+def _raw_driver_error(exc: BaseException) -> str | None:
+    """A driver's own error that SQLAlchemy let through unwrapped.
+
+    SQLAlchemy 2.x does so at checkout while it applies an execution option (``isolation_level``) to a pooled
+    connection whose server session was terminated: psycopg raises ``OperationalError: the connection is lost``
+    and the request failed with a 500 instead of being retried (seen in the pg_terminate_backend fault). Only
+    PEP 249 errors (a class named ``Error`` of the same package in the MRO) are considered, by SQLSTATE, or as a
+    lost connection when an ``OperationalError`` says so.
+    """
+    cls = type(exc)
+    package = cls.__module__.split(".")[0]
+    if not any(c.__name__ == "Error" and c.__module__.split(".")[0] == package for c in cls.__mro__[1:]):
+        return None
+    operational = any(c.__name__ == "OperationalError" for c in cls.__mro__)
+    reason = _by_code(exc, operational)
+    if reason is None and operational and _sqlstate(exc) is None:
+        text = str(exc).lower()
+        if any(marker in text for marker in _LOST):
+            return "connection_lost"
+    return reason
 
 
 def _delay(previous: float) -> float:
