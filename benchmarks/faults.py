@@ -428,7 +428,7 @@ def worker_sigkill(log_dir: Path, seconds: float = 10.0) -> Row:
     """A gunicorn worker SIGKILLed under load; every served request must still be counted on :9464."""
     import psutil
 
-    row = Row("SIGKILL of a gunicorn worker under load", "nothing lost on :9464 (needs the host-wide :9464, issue 12)")
+    row = Row("SIGKILL of a gunicorn worker under load", "nothing lost on the host-wide :9464")
     with app_running(log_dir, env=app_env(), server="gunicorn", workers=2) as app:
         with Load(app.url, lambda i: ("GET", "/ping"), rate=40) as load:
             time.sleep(seconds / 2)
@@ -441,6 +441,8 @@ def worker_sigkill(log_dir: Path, seconds: float = 10.0) -> Row:
         counted = sum_series(app.metrics_port, PING_COUNT, http_route="/ping")
     row.served, row.failed = served, len(load.bad())
     row.lost = f"{served - counted:.0f} counts ({counted:.0f} on :9464)"
+    if counted < served:
+        row.notes.append("what the killed worker counted after its last publication (every 0.5 s) dies with it")
     row.ok = counted == served
     return row
 
@@ -663,7 +665,8 @@ def main(argv: list[str] | None = None) -> int:
         rerun = ""
         if args.only and output.exists():  # some faults re-run: keep the other rows, say which are newer
             table = merge(output.read_text(), table)
-            rerun = f" Rows re-run on {when}: {', '.join(r.fault for r in rows)}."
+            earlier = re.findall(r" Rows re-run on \S+ \S+ UTC: [^\n]*?\.(?= Rows|\n)", output.read_text())
+            rerun = "".join(earlier) + f" Rows re-run on {when}: {', '.join(r.fault for r in rows)}."
             first = re.search(r"\) on ([0-9-]+ [0-9:]+ UTC)\.", output.read_text())
             when = first.group(1) if first else when
         output.write_text(
@@ -696,8 +699,9 @@ were told succeeded with what the database or the metrics backend holds.
   outage shorter than the exporter's own retries (`OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s) is ridden out in one export.
 - Flapping: the dependency fails and recovers every 0.5 s; pybreaker's transitions are counted by its own
   listener, circuitbreaker's (it has no listeners) by comparing the state it reports around every call.
-- Worker SIGKILL: direct `:9464` is served by one gunicorn worker until the host-wide endpoint (issue 12) lands,
-  so the other worker's counts are missing there: this row cannot meet its bar before that.
+- Worker SIGKILL: two gunicorn workers behind the host-wide `:9464` (each worker publishes its readings to the
+  master); one is killed halfway. What it counted since its last publication dies with it (a documented limit of
+  the host-wide endpoint, otel_reliability/host/worker.py), hence the small loss.
 - Soak: RSS, threads and open files of the server process every 10 s; the first fifth is warm-up; the medians of
   the first and last quarters of the rest are compared.
 """
