@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test services collector lint stack bench fleet-sizing clean
+.PHONY: install demo test services collector lint stack bench fleet-sizing faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench: install
 ## Series per app instance and one gateway collector's throughput (~2 min); rewrites benchmarks/FLEET.md.
 fleet-sizing: install services collector
 	$(BIN)/python benchmarks/fleet_sizing.py
+
+## The fault suite at full length (PostgreSQL stopped 5 s, collector down 15 s, flapping breakers, a 10-minute
+## soak, ...; about 15 minutes); rewrites benchmarks/FAULTS.md. Short versions run in `make test`.
+faults: install services collector
+	$(BIN)/python benchmarks/faults.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -37,7 +37,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKConfigurator
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_reliability import config
+from otel_reliability import config, export_logs, shutdown
 from otel_reliability.instrumentation._published import install_quiet_views
 from otel_reliability.readings import Readings, _retention, install
 
@@ -104,9 +104,11 @@ def configure_sdk(**kwargs: Any) -> Readings:
     resource_attributes = dict(kwargs.pop("resource_attributes", None) or {})
     if not _user_instance_id():
         resource_attributes.setdefault(_INSTANCE_ID, str(uuid.uuid4()))
+    export_logs.install()  # one line per unreachable OTLP endpoint, not one per export and retry
     # Upstream would bind :9464 itself and abort on EADDRINUSE; we build the metric readers ourselves.
     with _environ("OTEL_METRICS_EXPORTER", ",".join(others) or "none"):
         _initialize_components(resource_attributes=resource_attributes, **kwargs)
+    shutdown.install()  # a bounded final export on SIGTERM (uvicorn dies by the signal: no atexit)
     provider = metrics.get_meter_provider()
     install_quiet_views(provider)
     reader = Readings(
