@@ -172,10 +172,6 @@ def per_call(rounds: int, quick: bool, pg_url: str | None) -> list[str]:
     return [*lines, ""]
 
 
-# Figure 3 of the 0.1.0 release (benchmarks/RESULTS.md of 2026-11-28 11:33 UTC): observable instruments.
-_RELEASE_0_1_0 = {(10, 1): "3.55", (100, 1): "27.06", (100, 10): "24.38", (1000, 10): "286.67"}
-
-
 def collection(quick: bool) -> list[str]:
     lines = [
         "## 3. Collection time vs breakers and pools",
@@ -183,11 +179,10 @@ def collection(quick: bool) -> list[str]:
         "One Readings collection (what a health call costs when something changed since the last one) and one "
         "Prometheus scrape (prometheus_client's text rendering of the same provider), in-process, best of 3 x 5; "
         "every breaker and pool instrumented, plus the standard process gauges. Target: <= 8 ms with 100 breakers "
-        "and 10 pools. The 0.1.0 column is that release's figure (observable instruments), measured on this "
-        "machine on 2026-11-28 11:33 UTC.",
+        "and 10 pools.",
         "",
-        "| breakers | pools | data points | Readings collection ms | Prometheus scrape ms | 0.1.0 collection ms |",
-        "|---|---|---|---|---|---|",
+        "| breakers | pools | data points | Readings collection ms | Prometheus scrape ms |",
+        "|---|---|---|---|---|",
     ]
     configs = [(10, 1), (100, 1), (100, 10), (1000, 10)] if not quick else [(10, 1)]
     with instrumented(BreakersInstrumentor(), PoolInstrumentor()) as (readings, _):
@@ -206,8 +201,7 @@ def collection(quick: bool) -> list[str]:
             points = sum(len(p) for p in snap.metrics.values())
             collect = min(timeit.repeat(lambda: readings.snapshot(max_age=0), number=5, repeat=3)) / 5
             scrape = min(timeit.repeat(lambda: generate_latest(REGISTRY), number=5, repeat=3)) / 5
-            before = _RELEASE_0_1_0.get((count, pools), "")
-            lines.append(f"| {count} | {pools} | {points} | {collect * 1e3:.2f} | {scrape * 1e3:.2f} | {before} |")
+            lines.append(f"| {count} | {pools} | {points} | {collect * 1e3:.2f} | {scrape * 1e3:.2f} |")
             print(lines[-1], flush=True)
         for engine in engines:
             engine.dispose()
