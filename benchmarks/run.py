@@ -345,9 +345,7 @@ def health(args: argparse.Namespace) -> list[str]:
             for served in (0, traffic):
                 if served:
                     serve_requests(app.url, served)
-                # A scrape collects: health then reads a snapshot with every breaker and pool in it (not the
-                # one cached at start-up, before the app made them).
-                http("GET", f"http://127.0.0.1:{app.metrics_port}/metrics")
+                # No scrape first: health must show every breaker and pool by itself (fresh readings).
                 cells = []
                 for path in HEALTH_PATHS:
                     latency_ms(app.url + path, 20)  # warm-up
