@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from otel_reliability.config import HEALTH_CACHE  # noqa: E402
-from tests.support import OtlpReceiver, http, start_app, start_postgres, upstream_distro_dir  # noqa: E402
+from tests.support import OtlpReceiver, start_app, start_postgres, upstream_distro_dir  # noqa: E402
 
 APP_DIR = ROOT / "benchmarks" / "apps"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
