@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,9 @@ def postgres() -> Iterator[Postgres]:
     try:
         yield pg
     finally:
+        # Connections that tests left to the garbage collector are reset now, while the server still answers,
+        # not at interpreter exit (where SQLAlchemy would log a lost-connection traceback after the summary).
+        gc.collect()
         pg.stop("immediate")
 
 
