@@ -221,7 +221,9 @@ def pg_outage(pg: Postgres, log_dir: Path, outage: float = 5.0, before: float = 
     five_hundred = sum(r.status == 500 or r.status == 0 for r in answers)
     healthy_while_failing = 0
     if failures:
-        first, last = failures[0].at, max(r.at + r.seconds for r in failures)
+        # From the moment the first failure was answered (the error was counted before its response left): a
+        # health call that started earlier, while that request was still running, could not know of it yet.
+        first, last = min(r.at + r.seconds for r in failures), max(r.at + r.seconds for r in failures)
         healthy_while_failing = sum(
             1 for r, s in zip(answers, statuses, strict=True) if first <= r.at <= last and s == "healthy"
         )
