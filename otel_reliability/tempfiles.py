@@ -34,6 +34,8 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from otel_reliability import semconv
+
 _logger = logging.getLogger(__name__)
 
 _open: dict[int, Path] = {}
@@ -116,7 +118,7 @@ def bind_meter(meter: Meter | None) -> None:
     meter.create_observable_gauge(
         "temp_file.size",
         callbacks=[_gated(meter, _observe_size)],
-        unit="By",
+        unit=semconv.UNIT_BYTES,
         description="Bytes held by the temporary files that exist now.",
     )
 

@@ -79,15 +79,16 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import CallbackOptions, Observation
 
-import otel_reliability
-from otel_reliability import changes
+from otel_reliability import changes, semconv
+from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import statement_timeout
+from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
 
-POOL_NAME = "db.client.connection.pool.name"
-STATE = "db.client.connection.state"
-ERRORS = "db.client.connection.errors"
+POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
+STATE = semconv.ATTR_DB_CLIENT_CONNECTION_STATE
+ERRORS = semconv.METRIC_DB_CLIENT_CONNECTION_ERRORS
 _STATE_ATTR = "_otel_reliability_pool_state"
 _RECORD_POOL = "_ConnectionRecord__pool"  # the pool a _ConnectionRecord belongs to (stable since 1.x)
 
@@ -156,16 +157,6 @@ def _weakrefable(obj: Any) -> bool:
     except TypeError:
         return False
     return True
-
-
-def name_from_url(url: Any) -> str:
-    """``host:port/database`` (``sqlite:<database>``); the user and the password are never part of it."""
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        return f"sqlite:{url.database or ':memory:'}"
-    host = url.host or "localhost"
-    where = f"{host}:{url.port}" if url.port else host
-    return f"{where}/{url.database or ''}"
 
 
 def pool_name(pool: Any) -> str:
@@ -318,25 +309,34 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from sqlalchemy.pool import Pool
         from wrapt import wrap_function_wrapper
 
-        meter = metrics.get_meter(
-            "otel_reliability.pool", otel_reliability.__version__, meter_provider=kwargs.get("meter_provider")
-        )
+        meter = metrics.get_meter("otel_reliability.pool", __version__, meter_provider=kwargs.get("meter_provider"))
         hist = {"explicit_bucket_boundaries_advisory": list(_DURATION_BUCKETS)}
         _instruments = _Instruments(
             timeouts=meter.create_counter(
-                "db.client.connection.timeouts", "{timeout}", "Checkouts that gave up waiting for a connection."
+                semconv.METRIC_DB_CLIENT_CONNECTION_TIMEOUTS,
+                "{timeout}",
+                "Checkouts that gave up waiting for a connection.",
             ),
             wait_time=meter.create_histogram(
-                "db.client.connection.wait_time", "s", "Time it took to obtain a connection from the pool.", **hist
+                semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME,
+                semconv.UNIT_SECONDS,
+                "Time it took to obtain a connection from the pool.",
+                **hist,
             ),
             use_time=meter.create_histogram(
-                "db.client.connection.use_time", "s", "Time between checkout and checkin of a connection.", **hist
+                semconv.METRIC_DB_CLIENT_CONNECTION_USE_TIME,
+                semconv.UNIT_SECONDS,
+                "Time between checkout and checkin of a connection.",
+                **hist,
             ),
             create_time=meter.create_histogram(
-                "db.client.connection.create_time", "s", "Time it took to open a new connection.", **hist
+                semconv.METRIC_DB_CLIENT_CONNECTION_CREATE_TIME,
+                semconv.UNIT_SECONDS,
+                "Time it took to open a new connection.",
+                **hist,
             ),
             invalidations=meter.create_counter(
-                "db.client.connection.invalidations",
+                semconv.METRIC_DB_CLIENT_CONNECTION_INVALIDATIONS,
                 "{connection}",
                 "Connections invalidated (lost, failed pre-ping, explicitly invalidated).",
             ),
@@ -348,22 +348,34 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             pool_timeout=sqlalchemy.exc.TimeoutError,
         )
         meter.create_observable_up_down_counter(
-            "db.client.connection.count", [_observe_count], "{connection}", "Connections in the pool, by state."
+            semconv.METRIC_DB_CLIENT_CONNECTION_COUNT,
+            [_observe_count],
+            "{connection}",
+            "Connections in the pool, by state.",
         )
         meter.create_observable_up_down_counter(
-            "db.client.connection.max", [_observe_max], "{connection}", "Most connections the pool will open."
+            semconv.METRIC_DB_CLIENT_CONNECTION_MAX,
+            [_observe_max],
+            "{connection}",
+            "Most connections the pool will open.",
         )
         meter.create_observable_up_down_counter(
-            "db.client.connection.idle.max", [_observe_idle_max], "{connection}", "Most idle connections kept."
+            semconv.METRIC_DB_CLIENT_CONNECTION_IDLE_MAX,
+            [_observe_idle_max],
+            "{connection}",
+            "Most idle connections kept.",
         )
         meter.create_observable_up_down_counter(
-            "db.client.connection.pending_requests",
+            semconv.METRIC_DB_CLIENT_CONNECTION_PENDING_REQUESTS,
             [_observe_pending],
             "{request}",
             "Callers waiting for a connection now.",
         )
         meter.create_observable_gauge(
-            "db.client.connection.wait_timeout", [_observe_timeout], "s", "How long a checkout waits before it fails."
+            semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIMEOUT,
+            [_observe_timeout],
+            semconv.UNIT_SECONDS,
+            "How long a checkout waits before it fails.",
         )
         statement_timeout.create_gauge(meter, POOL_NAME)
 
@@ -501,7 +513,10 @@ def _on_error(context: Any) -> None:
     if pool is None:
         return
     error = context.original_exception
-    attrs = {**_track(pool).attrs(), "error.type": type(error).__qualname__ if error is not None else "_OTHER"}
+    attrs = {
+        **_track(pool).attrs(),
+        semconv.ATTR_ERROR_TYPE: type(error).__qualname__ if error is not None else "_OTHER",
+    }
     inst.errors.add(1, attrs)
     changes.mark_changed()
 

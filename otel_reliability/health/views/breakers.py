@@ -27,21 +27,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from otel_reliability import semconv
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
-from otel_reliability.instrumentation.breakers._metrics import (
-    CALLS,
-    CONSECUTIVE_FAILURES,
-    FAILURE_THRESHOLD,
-    RESET_TIMEOUT,
-    STATE,
-    TRANSITIONS,
-)
 from otel_reliability.readings import Snapshot
 
-NAME = "circuit_breaker.name"
-STATES = ("closed", "open", "half_open")
+NAME = semconv.ATTR_CIRCUIT_BREAKER_NAME
+STATES = semconv.CIRCUIT_BREAKER_STATES
+OUTCOMES = semconv.CIRCUIT_BREAKER_OUTCOMES
+STATE = semconv.METRIC_CIRCUIT_BREAKER_STATE
+CALLS = semconv.METRIC_CIRCUIT_BREAKER_CALLS
+TRANSITIONS = semconv.METRIC_CIRCUIT_BREAKER_TRANSITIONS
+CONSECUTIVE_FAILURES = semconv.METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES
+FAILURE_THRESHOLD = semconv.METRIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD
+RESET_TIMEOUT = semconv.METRIC_CIRCUIT_BREAKER_RESET_TIMEOUT
+
 WORST_FIRST = ("open", "half_open", "closed")
-OUTCOMES = ("success", "failure", "rejected")
 
 
 def _number(value: float | None) -> int | float | None:
@@ -78,10 +78,12 @@ def _compute(snap: Snapshot, critical_names: frozenset[str]) -> ViewResult:
     for name, points in sorted(snap.group(STATE, by=NAME).items(), key=lambda item: str(item[0])):
         # Under a prefork server each state's series counts the workers in that state (host readings add
         # the workers' gauges); the breaker's state is the worst one any worker is in. One process: 0 or 1.
-        in_state = {p.attributes.get(STATE): round(p.value) for p in points}
+        in_state = {p.attributes.get(semconv.ATTR_CIRCUIT_BREAKER_STATE): round(p.value) for p in points}
         current = next((s for s in WORST_FIRST if in_state.get(s, 0) > 0), None)
-        calls = {p.attributes.get("circuit_breaker.outcome"): p.value for p in by_name[CALLS].get(name, ())}
-        transitions = {p.attributes.get(STATE): p.value for p in by_name[TRANSITIONS].get(name, ())}
+        calls = {p.attributes.get(semconv.ATTR_CIRCUIT_BREAKER_OUTCOME): p.value for p in by_name[CALLS].get(name, ())}
+        transitions = {
+            p.attributes.get(semconv.ATTR_CIRCUIT_BREAKER_STATE): p.value for p in by_name[TRANSITIONS].get(name, ())
+        }
         breakers[str(name)] = {
             "state": current if current in STATES else "unknown",
             "failure_count": _number(single[CONSECUTIVE_FAILURES].get(name)),

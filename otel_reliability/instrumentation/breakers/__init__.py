@@ -67,7 +67,6 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-import otel_reliability
 from otel_reliability import changes
 from otel_reliability.instrumentation.breakers import _metrics
 from otel_reliability.instrumentation.breakers._registry import (
@@ -78,6 +77,7 @@ from otel_reliability.instrumentation.breakers._registry import (
     canonical_state,
 )
 from otel_reliability.instrumentation.breakers.custom import CALLABLE, CUSTOM
+from otel_reliability.version import __version__
 
 __all__ = ["BreakerHandle", "BreakersInstrumentor", "register_breaker", "unregister_breaker"]
 
@@ -186,9 +186,7 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
-        meter = metrics.get_meter(
-            "otel_reliability.breakers", otel_reliability.__version__, meter_provider=kwargs.get("meter_provider")
-        )
+        meter = metrics.get_meter("otel_reliability.breakers", __version__, meter_provider=kwargs.get("meter_provider"))
         # Creating the instruments again on the same meter returns the existing ones (with their callbacks), so
         # the callbacks ask whether we are instrumented now rather than capturing an instrumentation.
         BreakersInstrumentor._active = True

@@ -26,20 +26,20 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from otel_reliability import changes
+from otel_reliability import changes, semconv
 
 _logger = logging.getLogger("otel_reliability.breakers")
 
-CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
-STATES: tuple[str, ...] = (CLOSED, OPEN, HALF_OPEN)
-SUCCESS, FAILURE, REJECTED = "success", "failure", "rejected"
-OUTCOMES: tuple[str, ...] = (SUCCESS, FAILURE, REJECTED)
+CLOSED, OPEN, HALF_OPEN = semconv.CIRCUIT_BREAKER_STATES
+STATES: tuple[str, ...] = semconv.CIRCUIT_BREAKER_STATES
+SUCCESS, FAILURE, REJECTED = semconv.CIRCUIT_BREAKER_OUTCOMES
+OUTCOMES: tuple[str, ...] = semconv.CIRCUIT_BREAKER_OUTCOMES
 
-# Attribute names (shared/CONTRACT.md; Prometheus shows them with "_" for ".").
-ATTR_NAME = "circuit_breaker.name"
-ATTR_STATE = "circuit_breaker.state"
-ATTR_OUTCOME = "circuit_breaker.outcome"
-ATTR_PREVIOUS_STATE = "circuit_breaker.previous_state"
+# Attribute names (otel_reliability/semconv.py; Prometheus shows them with "_" for ".").
+ATTR_NAME = semconv.ATTR_CIRCUIT_BREAKER_NAME
+ATTR_STATE = semconv.ATTR_CIRCUIT_BREAKER_STATE
+ATTR_OUTCOME = semconv.ATTR_CIRCUIT_BREAKER_OUTCOME
+ATTR_PREVIOUS_STATE = semconv.ATTR_CIRCUIT_BREAKER_PREVIOUS_STATE
 EVENT_STATE_CHANGE = "circuit_breaker.state_change"
 EVENT_REJECTED = "circuit_breaker.rejected"
 
@@ -187,8 +187,8 @@ class TrackedBreaker:
         if span.is_recording():
             name = self.name
             error_type = type(error).__qualname__ if error is not None else "CircuitBreakerOpen"
-            span.set_attributes({ATTR_NAME: name, ATTR_STATE: OPEN, "error.type": error_type})
-            span.add_event(EVENT_REJECTED, {ATTR_NAME: name, "error.type": error_type})
+            span.set_attributes({ATTR_NAME: name, ATTR_STATE: OPEN, semconv.ATTR_ERROR_TYPE: error_type})
+            span.add_event(EVENT_REJECTED, {ATTR_NAME: name, semconv.ATTR_ERROR_TYPE: error_type})
             span.set_status(Status(StatusCode.ERROR, f"circuit breaker {name} is open"))
 
     def record_transition(self, new_state: str | None, previous: str | None = None) -> None:

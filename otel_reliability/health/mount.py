@@ -6,6 +6,9 @@ app=app)`` mounts explicitly.
 
 The wrapper sits on ``fastapi.applications.FastAPI.__init__`` (the base class), so it also runs for the
 subclass that upstream's FastAPI instrumentor substitutes, whatever order the instrumentors load in.
+
+It lives in health/, not instrumentation/, because what it installs is the health views: an instrumentor
+package that imported the health floor would make the import graph point up (tests/test_architecture.py).
 """
 
 from __future__ import annotations
