@@ -8,7 +8,7 @@ Usage::
         process_audio(path)
     # removed here, also when process_audio raised
 
-Metrics (created by the ``reliability_operations`` instrumentor):
+Metrics (created by the ``reliability_tempfiles`` instrumentor, otel_reliability/instrumentation/tempfiles.py):
 
 - ``temp_file.open`` ({file}): temp files that exist now;
 - ``temp_file.size`` (By): the bytes they hold now (``stat`` of each at collection time, never on the
@@ -100,7 +100,7 @@ _bound: Meter | None = None
 
 
 def bind_meter(meter: Meter | None) -> None:
-    """Create the temp-file instruments on ``meter`` (the operations instrumentor calls this); None unbinds."""
+    """Create the temp-file instruments on ``meter`` (``TempFilesInstrumentor`` calls this); None unbinds."""
     global _leaked_counter, _bound
     _bound = meter
     if meter is None:

@@ -403,6 +403,10 @@ def instrument_app(app: Any) -> None:
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
 
 
+_instruments = ("fastapi >= 0.110",)
+"""The framework whose apps get the HTTP layer (the contrib convention: instrument() skips it when absent)."""
+
+
 class HttpLayerInstrumentor(BaseInstrumentor):
     """Entry point ``reliability_http``: FastAPI apps created from now on get the chosen layer, and only it.
 
@@ -410,7 +414,7 @@ class HttpLayerInstrumentor(BaseInstrumentor):
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
         if importlib.util.find_spec("fastapi") is None:

@@ -135,7 +135,8 @@ def stuck_in_process(threshold: float | None = None) -> list[tuple[InFlight, flo
 class _Instruments:
     """The instruments of one ``instrument()`` call; its callbacks go quiet once it is no longer active."""
 
-    def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+    def __init__(self, settings: config.Settings, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+        self._stuck_threshold = settings.stuck_threshold  # read once: the callbacks run at every collection
         meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         self.duration = meter.create_histogram(
@@ -162,9 +163,6 @@ class _Instruments:
             unit=semconv.UNIT_SECONDS,
             description="Age of the oldest operation in flight.",
         )
-        from otel_reliability import tempfiles
-
-        tempfiles.bind_meter(meter)
 
     def _active(self) -> bool:
         return _state.instruments is self
@@ -173,7 +171,7 @@ class _Instruments:
         """{name: (in_flight, stuck, oldest_age)} over in-process operations and database detectors."""
         from otel_reliability.instrumentation import stuck
 
-        threshold = config.settings().stuck_threshold
+        threshold = self._stuck_threshold
         now = _clock()
         out: dict[str, tuple[int, int, float]] = {name: (0, 0, 0.0) for name in REGISTRY.known_names()}
         soonest = math.inf  # seconds until the next operation turns stuck: health must not miss that moment
@@ -225,20 +223,24 @@ class _State:
 _state = _State()
 
 
+_instruments: tuple[str, ...] = ()
+"""Empty: tracked operations are this package's own API, no library is patched."""
+
+
 class OperationsInstrumentor(BaseInstrumentor):
-    """Entry point ``reliability_operations``: creates the operation (and temp-file) instruments."""
+    """Entry point ``reliability_operations``. Accepts ``settings=`` (the distro passes the loaded Settings),
+    ``meter_provider=``, ``tracer_provider=``. Creates the ``operation.*`` instruments (temp files have their own,
+    ``reliability_tempfiles``)."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        _state.instruments = _Instruments(kwargs.get("meter_provider"), kwargs.get("tracer_provider"))
+        settings = kwargs.get("settings") or config.settings()
+        _state.instruments = _Instruments(settings, kwargs.get("meter_provider"), kwargs.get("tracer_provider"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        from otel_reliability import tempfiles
-
         _state.instruments = None
-        tempfiles.bind_meter(None)
 
 
 # --- track_operation -------------------------------------------------------------------------------------------

@@ -86,6 +86,9 @@ from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
 
+_instruments = ("sqlalchemy >= 1.4",)
+"""The library this instrumentor patches (the contrib convention: instrument() skips it when absent)."""
+
 POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
 STATE = semconv.ATTR_DB_CLIENT_CONNECTION_STATE
 ERRORS = semconv.METRIC_DB_CLIENT_CONNECTION_ERRORS
@@ -113,7 +116,7 @@ class _PoolState:
         if self._attrs is None:
             pool = self.pool_ref()
             self._attrs = {POOL_NAME: pool_name(pool) if pool is not None else "unknown"}
-            inst = _instruments
+            inst = _current
             if inst is not None:
                 # Counters start at 0 for each pool: Prometheus' increase() cannot see the increment that
                 # creates a series, so the first timeout would otherwise never reach an alert.
@@ -282,7 +285,7 @@ class _Instruments:
     pool_timeout: type[BaseException]  # sqlalchemy.exc.TimeoutError, bound once instead of imported per checkout
 
 
-_instruments: _Instruments | None = None
+_current: _Instruments | None = None
 
 # Seconds; connection checkouts are usually sub-millisecond, a timeout is 30 s by default.
 _DURATION_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -295,10 +298,10 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _listeners: list[tuple[Any, str, Any]]
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _instruments
+        global _current
         self._wrapped = []
         self._listeners = []
         if importlib.util.find_spec("sqlalchemy") is None:
@@ -311,7 +314,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         meter = metrics.get_meter("otel_reliability.pool", __version__, meter_provider=kwargs.get("meter_provider"))
         hist = {"explicit_bucket_boundaries_advisory": list(_DURATION_BUCKETS)}
-        _instruments = _Instruments(
+        _current = _Instruments(
             timeouts=meter.create_counter(
                 semconv.METRIC_DB_CLIENT_CONNECTION_TIMEOUTS,
                 "{timeout}",
@@ -402,7 +405,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _logger.debug("otel-reliability: SQLAlchemy %s pools instrumented", sqlalchemy.__version__)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _instruments
+        global _current
         if not getattr(self, "_wrapped", None) and not getattr(self, "_listeners", None):
             return
         from sqlalchemy import event
@@ -414,7 +417,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped, self._listeners = [], []
         statement_timeout.clear()
         changes.mark_changed()
-        _instruments = None
+        _current = None
         with _lock:
             pools = list(_pools)
             _pools.clear()
@@ -437,7 +440,7 @@ def _classes_defining(base: type, attr: str) -> Iterator[type]:
 
 # --- hooks (every one of them cheap: they run on each checkout) --------------------------------------------------
 def _wrap_connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    inst = _instruments
+    inst = _current
     if inst is None:
         return wrapped(*args, **kwargs)
     state = _track(instance)
@@ -483,7 +486,7 @@ def _record_state(record: Any) -> _PoolState | None:
 
 
 def _on_connect(dbapi_connection: Any, record: Any) -> None:
-    inst = _instruments
+    inst = _current
     state = _record_state(record)
     if inst is None or state is None:
         return
@@ -505,7 +508,7 @@ def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
 
 def _on_error(context: Any) -> None:
     """A connection that could not be opened (no Connection yet) or was found lost: counted per pool."""
-    inst = _instruments
+    inst = _current
     if inst is None or not (context.connection is None or context.is_disconnect):
         return  # a failing statement (syntax, constraint, ...) is the app's error, not the pool's
     engine = context.engine
@@ -526,7 +529,7 @@ def _on_checkin(dbapi_connection: Any, record: Any) -> None:
     if state is None:
         return
     started = state.checked_out_at.pop(record, None)
-    inst = _instruments
+    inst = _current
     if started is not None and inst is not None:
         inst.use_time.record(time.perf_counter() - started, state.attrs())
 
@@ -538,7 +541,7 @@ def _on_detach(dbapi_connection: Any, record: Any) -> None:
 
 
 def _on_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:
-    inst = _instruments
+    inst = _current
     state = _record_state(record)
     if inst is not None and state is not None:
         inst.invalidations.add(1, state.attrs())

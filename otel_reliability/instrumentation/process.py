@@ -74,6 +74,9 @@ from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
 
+_instruments = ("psutil >= 5.9",)
+"""The library the process figures come from (a runtime dependency, declared in the contrib way)."""
+
 CPU_UTILIZATION = semconv.METRIC_PROCESS_CPU_UTILIZATION
 MEMORY_USAGE = semconv.METRIC_PROCESS_MEMORY_USAGE
 MEMORY_LIMIT = semconv.METRIC_PROCESS_MEMORY_LIMIT
@@ -224,7 +227,7 @@ class ProcessInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _providers: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
         if importlib.util.find_spec("opentelemetry.instrumentation.system_metrics") is not None:
