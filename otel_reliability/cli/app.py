@@ -196,7 +196,7 @@ def check_pool(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[
     for name, info in pools.items():
         current = info.get("current") or {}
         config = info.get("configuration") or {}
-        used = current.get("checked_out", current.get("used"))
+        used = current.get("checked_out")
         capacity = config.get("total_capacity")
         utilization = info.get("utilization_percent")
         text = f"{name} {utilization:g}%" if isinstance(utilization, (int, float)) else str(name)
@@ -276,7 +276,9 @@ def check_resources(client: Client, paths: Paths, tokens: Tokens, aggregate: Map
     if not _view_needs_action(body):
         return Item("resources", OK, summary, None, endpoint, 200, body)
     warnings = body.get("warnings")
-    reason = "; ".join(str(w) for w in warnings) + ": " if isinstance(warnings, list) and warnings else ""
+    # The view sends {"resource", "percent", "threshold_percent", "message"} per warning: show the message.
+    messages = [str(w.get("message", w.get("resource"))) for w in warnings or () if isinstance(w, dict)]
+    reason = "; ".join(messages) + ": " if messages else ""
     action = advice.resources(reason)
     return Item("resources", ACTION, summary, action, endpoint, 200, body)
 
@@ -292,9 +294,9 @@ def check_statement_timeout(client: Client, paths: Paths, tokens: Tokens, aggreg
     if configured is True and not _view_needs_action(body):
         return Item("statement timeout", OK, f"statement_timeout = {value}", None, endpoint, 200, body)
     if (configured is None or value in (None, "not supported", "unknown")) and not _view_needs_action(body):
-        reason = body.get("reason") or body.get("message") or "no PostgreSQL pool to read it from"
-        return Item("statement timeout", OK, f"not applicable ({reason})", None, endpoint, 200, body)
-    expected = body.get("expected") or body.get("expected_seconds")
+        return Item("statement timeout", OK, "not applicable (no PostgreSQL pool to read it from)", None, endpoint,
+                    200, body)  # fmt: skip
+    expected = body.get("expected_seconds")
     want = f"{expected}" if expected is not None else "OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT"
     summary = f"statement_timeout = {value}, expected {want}"
     action = advice.statement_timeout(expected)
