@@ -3,7 +3,7 @@
 No request pays anything for this: every OTel HTTP server instrumentation (ASGI/FastAPI, WSGI, Django,
 Flask ... with ``OTEL_SEMCONV_STABILITY_OPT_IN=http``, which the distro sets) already records one histogram
 count per request with ``http.route``, ``http.request.method``, ``http.response.status_code`` and
-``error.type``. Counts over a window are differences of those cumulative counts (see readings.py), exact at
+``error.type``. Counts over a window are differences of those cumulative counts (see readings/history.py), exact at
 any request rate.
 
 A request is
