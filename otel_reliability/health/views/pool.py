@@ -1,7 +1,7 @@
 """``GET /api/health/pool`` (health token): each database pool's use against its capacity.
 
 Every number is read from the Readings, i.e. from the same ``db.client.connection.*`` series Prometheus
-scrapes (see otel_reliability/instrumentation/pool.py for how each pool class reports them):
+scrapes (see otel_reliability/instrumentation/pool/ for how each pool class reports them):
 
 - current: checked_out (``count{state=used}``), idle (``count{state=idle}``), overflow (open connections beyond
   ``pool_size``: used + idle - ``idle.max``, never negative), pending (``pending_requests``), timeouts
