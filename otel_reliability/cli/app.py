@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from otel_reliability import config
 from otel_reliability.cli import report as advice
 from otel_reliability.cli.report import (
     ACTION,
@@ -195,9 +196,9 @@ def check_pool(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[
     lines, warned = [], []
     for name, info in pools.items():
         current = info.get("current") or {}
-        config = info.get("configuration") or {}
+        configuration = info.get("configuration") or {}
         used = current.get("checked_out")
-        capacity = config.get("total_capacity")
+        capacity = configuration.get("total_capacity")
         utilization = info.get("utilization_percent")
         text = f"{name} {utilization:g}%" if isinstance(utilization, (int, float)) else str(name)
         if used is not None and capacity:
@@ -297,7 +298,7 @@ def check_statement_timeout(client: Client, paths: Paths, tokens: Tokens, aggreg
         return Item("statement timeout", OK, "not applicable (no PostgreSQL pool to read it from)", None, endpoint,
                     200, body)  # fmt: skip
     expected = body.get("expected_seconds")
-    want = f"{expected}" if expected is not None else "OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT"
+    want = f"{expected}" if expected is not None else config.EXPECTED_STATEMENT_TIMEOUT.name
     summary = f"statement_timeout = {value}, expected {want}"
     action = advice.statement_timeout(expected)
     return Item("statement timeout", ACTION, summary, action, endpoint, 200, body)
