@@ -181,6 +181,9 @@ class ReliabilityDistro(BaseDistro):
         if not entry_point.name.startswith("reliability_"):
             super().load_instrumentor(entry_point, **kwargs)
             return
+        # Ours take the settings parsed at start-up as an argument (contrib style: instrument(**kwargs)), so
+        # no instrumentor reads a module global, and a test passes its own Settings.
+        kwargs.setdefault("settings", config.settings())
         try:
             super().load_instrumentor(entry_point, **kwargs)
         except Exception:

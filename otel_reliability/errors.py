@@ -3,7 +3,7 @@
 No request pays anything for this: every OTel HTTP server instrumentation (ASGI/FastAPI, WSGI, Django,
 Flask ... with ``OTEL_SEMCONV_STABILITY_OPT_IN=http``, which the distro sets) already records one histogram
 count per request with ``http.route``, ``http.request.method``, ``http.response.status_code`` and
-``error.type``. Counts over a window are differences of those cumulative counts (see readings.py), exact at
+``error.type``. Counts over a window are differences of those cumulative counts (see readings/history.py), exact at
 any request rate.
 
 A request is
@@ -26,15 +26,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from otel_reliability import semconv
 from otel_reliability.config import Settings
 from otel_reliability.readings import Point, Readings, Snapshot
 
 _logger = logging.getLogger("otel_reliability.errors")
 
-HTTP_SERVER_DURATION = "http.server.request.duration"
-ROUTE = "http.route"
-STATUS = "http.response.status_code"
-ERROR_TYPE = "error.type"
+HTTP_SERVER_DURATION = semconv.METRIC_HTTP_SERVER_REQUEST_DURATION
+ROUTE = semconv.ATTR_HTTP_ROUTE
+STATUS = semconv.ATTR_HTTP_RESPONSE_STATUS_CODE
+ERROR_TYPE = semconv.ATTR_ERROR_TYPE
 UNMATCHED = "(unmatched)"
 SPIKE_WINDOW = 60.0
 """Seconds over which errors are counted for spike detection (the seed's "errors in the last 60 seconds")."""

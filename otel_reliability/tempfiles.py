@@ -8,7 +8,7 @@ Usage::
         process_audio(path)
     # removed here, also when process_audio raised
 
-Metrics (created by the ``reliability_operations`` instrumentor):
+Metrics (created by the ``reliability_tempfiles`` instrumentor, otel_reliability/instrumentation/tempfiles.py):
 
 - ``temp_file.open`` ({file}): temp files that exist now;
 - ``temp_file.size`` (By): the bytes they hold now (``stat`` of each at collection time, never on the
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from otel_reliability import semconv
 
 _logger = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ _bound: Meter | None = None
 
 
 def bind_meter(meter: Meter | None) -> None:
-    """Create the temp-file instruments on ``meter`` (the operations instrumentor calls this); None unbinds."""
+    """Create the temp-file instruments on ``meter`` (``TempFilesInstrumentor`` calls this); None unbinds."""
     global _leaked_counter, _bound
     _bound = meter
     if meter is None:
@@ -116,7 +118,7 @@ def bind_meter(meter: Meter | None) -> None:
     meter.create_observable_gauge(
         "temp_file.size",
         callbacks=[_gated(meter, _observe_size)],
-        unit="By",
+        unit=semconv.UNIT_BYTES,
         description="Bytes held by the temporary files that exist now.",
     )
 

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,7 +99,9 @@ def attempt(fn: Any, *args: Any) -> str:
 
 # --- pybreaker --------------------------------------------------------------------------------------------------
 def test_pybreaker_outcomes_trip_is_failure_refusal_is_rejected_excluded_is_success(readings: Readings) -> None:
-    breaker = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=0.3, exclude=[Business], name="pb")
+    # Open for a minute while the refusals are counted (a slow machine must not see it go half-open), then a
+    # short timeout, slept past by a wide margin, for the half-open part.
+    breaker = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60, exclude=[Business], name="pb")
     assert entry(readings, "pb")["state"] == "closed"  # known before its first call
 
     def business() -> None:
@@ -112,13 +115,14 @@ def test_pybreaker_outcomes_trip_is_failure_refusal_is_rejected_excluded_is_succ
     assert found["transitions"] == {"closed": 0, "open": 1, "half_open": 0}
 
     # Half-open is entered lazily, by the first call after the timeout: still "open" until then.
-    time.sleep(0.35)
+    breaker.reset_timeout = 0.05
+    time.sleep(0.2)
     assert entry(readings, "pb")["state"] == "open"
     assert attempt(breaker.call, boom) == "CircuitBreakerError"  # failed trial: a failure, opened again
     found = entry(readings, "pb")
     assert found["calls"] == {"success": 2, "failure": 3, "rejected": 2}
     assert found["transitions"] == {"closed": 0, "open": 2, "half_open": 1}
-    time.sleep(0.35)
+    time.sleep(0.2)
     assert attempt(breaker.call, ok) == "ok"
     assert entry(readings, "pb")["transitions"] == {"closed": 1, "open": 2, "half_open": 2}
 
@@ -200,7 +204,22 @@ def test_two_live_breakers_with_one_name_are_told_apart(readings: Readings) -> N
 
 
 # --- circuitbreaker ---------------------------------------------------------------------------------------------
-def test_circuitbreaker_outcomes_fallback_and_computed_half_open(readings: Readings) -> None:
+class FakeClock:
+    """A library's clock under the test's control: a state that depends on time changes when the test says."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_circuitbreaker_outcomes_fallback_and_computed_half_open(
+    readings: Readings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(time.monotonic())
+    monkeypatch.setattr(circuitbreaker, "monotonic", clock)  # the library's clock for opened-at and half-open
+
     @circuitbreaker.circuit(failure_threshold=2, recovery_timeout=0.3, expected_exception=Boom, name="cb")
     def guarded(kind: str) -> str:
         if kind == "boom":
@@ -218,7 +237,9 @@ def test_circuitbreaker_outcomes_fallback_and_computed_half_open(readings: Readi
     found = entry(readings, "cb")
     assert found["calls"] == {"success": 2, "failure": 2, "rejected": 1}
     assert found["state"] == "open" and found["fail_max"] == 2 and found["reset_timeout"] == 0.3
-    time.sleep(0.35)
+    clock.now += 0.29
+    assert entry(readings, "cb")["state"] == "open"
+    clock.now += 0.02
     assert entry(readings, "cb")["state"] == "half_open"  # computed by the library from the clock
     assert attempt(guarded, "ok") == "ok"
     assert entry(readings, "cb")["transitions"] == {"closed": 1, "open": 1, "half_open": 1}
@@ -247,7 +268,13 @@ def test_circuitbreaker_async_and_breakers_decorated_before_instrumentation(read
 
 
 # --- purgatory ----------------------------------------------------------------------------------------------
-def test_purgatory_sync_factory_exclude_is_success_and_lazy_half_open(readings: Readings) -> None:
+def test_purgatory_sync_factory_exclude_is_success_and_lazy_half_open(
+    readings: Readings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from purgatory.domain import model
+
+    clock = FakeClock(time.time())
+    monkeypatch.setattr(model, "time", types.SimpleNamespace(time=clock))  # the library's clock for its ttl
     factory = purgatory.SyncCircuitBreakerFactory(default_threshold=2, default_ttl=0.3, exclude=[Business])
 
     @factory("pg")
@@ -263,7 +290,9 @@ def test_purgatory_sync_factory_exclude_is_success_and_lazy_half_open(readings: 
     found = entry(readings, "pg")
     assert found["calls"] == {"success": 2, "failure": 2, "rejected": 1}
     assert found["state"] == "open" and found["failure_count"] == 2 and found["fail_max"] == 2
-    time.sleep(0.35)
+    clock.now += 0.29
+    assert attempt(guarded, "ok") == "OpenedState"  # not yet
+    clock.now += 0.02
     assert attempt(guarded, "ok") == "ok"
     found = entry(readings, "pg")
     assert found["state"] == "closed" and found["failure_count"] == 0

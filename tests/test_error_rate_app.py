@@ -16,7 +16,10 @@ from tests.support import OtlpReceiver, get_json, http, scrape
 
 COUNT = "http_server_request_duration_seconds_count"
 # Only the instrumentors these tests are about (others are developed in parallel and tested on their own).
-ENV = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "reliability_breakers,reliability_operations,reliability_pool"}
+ENV = {
+    "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "reliability_breakers,reliability_operations,reliability_pool,"
+    "reliability_tempfiles"
+}
 
 # path -> how many times; (route template, status) as the app answers them
 TRAFFIC = {

@@ -34,7 +34,10 @@ StartApp = Callable[..., AppProcess]
 COUNT = "http_server_request_duration_seconds_count"
 BUCKET = "http_server_request_duration_seconds_bucket"
 APP_DIR = ROOT / "tests" / "apps" / "http"
-ONLY_HTTP = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "reliability_breakers,reliability_operations,reliability_pool"}
+ONLY_HTTP = {
+    "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "reliability_breakers,reliability_operations,reliability_pool,"
+    "reliability_tempfiles"
+}
 # The labels every point of the histogram carries, in both layers (the Prometheus names of today's series).
 LABELS = {"http_route", "http_request_method", "http_response_status_code", "error_type", "url_scheme",
           "network_protocol_version", "otel_scope_name", "otel_scope_version", "otel_scope_schema_url"}  # fmt: skip

@@ -46,12 +46,15 @@ class Env:
         return self.snap().value(metric, {"operation.name": name})
 
     def ctx(self) -> CheckContext:
-        return CheckContext(readings=self.readings, settings=config.settings())
+        return CheckContext(readings=self.readings, settings=SETTINGS)
+
+
+SETTINGS = config.load({"OTEL_RELIABILITY_STUCK_THRESHOLD": "60"})
+"""Passed to the instrumentor and the views, as the distro does; no global is patched."""
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    monkeypatch.setattr(config, "_current", config.load({"OTEL_RELIABILITY_STUCK_THRESHOLD": "60"}))
     clock = FakeClock()
     monkeypatch.setattr(operations, "_clock", clock)
     readings = Readings(background=False)
@@ -59,7 +62,9 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrumentor = OperationsInstrumentor()
-    instrumentor.instrument(meter_provider=MeterProvider(metric_readers=[readings]), tracer_provider=tracer_provider)
+    instrumentor.instrument(
+        meter_provider=MeterProvider(metric_readers=[readings]), tracer_provider=tracer_provider, settings=SETTINGS
+    )
     try:
         yield Env(readings, exporter, clock, tracer_provider)
     finally:
@@ -120,7 +125,7 @@ def test_asyncio_tasks_and_async_decorator_are_tracked_per_task(env: Env) -> Non
         assert env.value("operation.in_flight", "t-async-decorated") == 1
         env.clock.now += 61
         assert env.value("operation.stuck", "t-async") == 4
-        keys = sorted(op.key for op, _ in operations.stuck_in_process() if op.name == "t-async")
+        keys = sorted(op.key for op, _ in operations.stuck_in_process(SETTINGS.stuck_threshold) if op.name == "t-async")
         assert keys == ["0", "1", "2", "3"]
         release.set()
         results = await asyncio.gather(*tasks)

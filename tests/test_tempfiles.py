@@ -11,14 +11,14 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 
 from otel_reliability import temp_file
-from otel_reliability.instrumentation.operations import OperationsInstrumentor
+from otel_reliability.instrumentation.tempfiles import TempFilesInstrumentor
 from otel_reliability.readings import Readings
 
 
 @pytest.fixture
 def readings() -> Iterator[Readings]:
     reader = Readings(background=False)
-    instrumentor = OperationsInstrumentor()
+    instrumentor = TempFilesInstrumentor()
     instrumentor.instrument(meter_provider=MeterProvider(metric_readers=[reader]))
     try:
         yield reader

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from otel_reliability import config
 from otel_reliability.cli.app import Paths, Tokens, run_check
 from otel_reliability.cli.fleet import Thresholds, run_fleet_check
 from otel_reliability.cli.report import (
@@ -61,15 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--admin-token", default=None, help=f"admin token for stuck operations (or {ADMIN_TOKEN_ENV})")
     check.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds per HTTP call (default %(default)s)")
-    check.add_argument("--health-path", default=os.environ.get("OTEL_RELIABILITY_HEALTH_PATH") or "/api/health")
-    check.add_argument("--admin-path", default=os.environ.get("OTEL_RELIABILITY_ADMIN_PATH") or "/api/admin/monitoring")
+    check.add_argument("--health-path", default=os.environ.get(config.HEALTH_PATH.name) or config.HEALTH_PATH.default)
+    check.add_argument("--admin-path", default=os.environ.get(config.ADMIN_PATH.name) or config.ADMIN_PATH.default)
     return parser
 
 
 def _fleet_thresholds(stale_after: float) -> Thresholds:
     """The apps' own thresholds, from the same variables (validated by otel_reliability.config)."""
-    from otel_reliability import config
-
     settings = config.load()
     return Thresholds(
         error_rate_percent=settings.error_rate_threshold,

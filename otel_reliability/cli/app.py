@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from otel_reliability import config
 from otel_reliability.cli import report as advice
 from otel_reliability.cli.report import (
     ACTION,
@@ -195,9 +196,9 @@ def check_pool(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[
     lines, warned = [], []
     for name, info in pools.items():
         current = info.get("current") or {}
-        config = info.get("configuration") or {}
-        used = current.get("checked_out", current.get("used"))
-        capacity = config.get("total_capacity")
+        configuration = info.get("configuration") or {}
+        used = current.get("checked_out")
+        capacity = configuration.get("total_capacity")
         utilization = info.get("utilization_percent")
         text = f"{name} {utilization:g}%" if isinstance(utilization, (int, float)) else str(name)
         if used is not None and capacity:
@@ -276,7 +277,9 @@ def check_resources(client: Client, paths: Paths, tokens: Tokens, aggregate: Map
     if not _view_needs_action(body):
         return Item("resources", OK, summary, None, endpoint, 200, body)
     warnings = body.get("warnings")
-    reason = "; ".join(str(w) for w in warnings) + ": " if isinstance(warnings, list) and warnings else ""
+    # The view sends {"resource", "percent", "threshold_percent", "message"} per warning: show the message.
+    messages = [str(w.get("message", w.get("resource"))) for w in warnings or () if isinstance(w, dict)]
+    reason = "; ".join(messages) + ": " if messages else ""
     action = advice.resources(reason)
     return Item("resources", ACTION, summary, action, endpoint, 200, body)
 
@@ -292,10 +295,10 @@ def check_statement_timeout(client: Client, paths: Paths, tokens: Tokens, aggreg
     if configured is True and not _view_needs_action(body):
         return Item("statement timeout", OK, f"statement_timeout = {value}", None, endpoint, 200, body)
     if (configured is None or value in (None, "not supported", "unknown")) and not _view_needs_action(body):
-        reason = body.get("reason") or body.get("message") or "no PostgreSQL pool to read it from"
-        return Item("statement timeout", OK, f"not applicable ({reason})", None, endpoint, 200, body)
-    expected = body.get("expected") or body.get("expected_seconds")
-    want = f"{expected}" if expected is not None else "OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT"
+        return Item("statement timeout", OK, "not applicable (no PostgreSQL pool to read it from)", None, endpoint,
+                    200, body)  # fmt: skip
+    expected = body.get("expected_seconds")
+    want = f"{expected}" if expected is not None else config.EXPECTED_STATEMENT_TIMEOUT.name
     summary = f"statement_timeout = {value}, expected {want}"
     action = advice.statement_timeout(expected)
     return Item("statement timeout", ACTION, summary, action, endpoint, 200, body)

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from otel_reliability import config
+
 OK, ACTION, SKIPPED, ERROR = "ok", "action", "skipped", "error"
 EXIT_OK, EXIT_ACTION, EXIT_UNREACHABLE = 0, 1, 2
 _LABELS = {OK: "ok", ACTION: "ACTION", SKIPPED: "skipped", ERROR: "ERROR"}
-HEALTH_TOKEN_ENV = "OTEL_RELIABILITY_HEALTH_TOKEN"
-ADMIN_TOKEN_ENV = "OTEL_RELIABILITY_ADMIN_TOKEN"
+HEALTH_TOKEN_ENV = config.HEALTH_TOKEN.name  # the variables are named once, in config.py
+ADMIN_TOKEN_ENV = config.ADMIN_TOKEN.name
 
 
 @dataclass

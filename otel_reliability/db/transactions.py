@@ -52,7 +52,9 @@ from typing import Any, TypeVar
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-import otel_reliability
+from otel_reliability import semconv
+from otel_reliability.db.naming import name_from_url
+from otel_reliability.version import __version__
 
 T = TypeVar("T")
 
@@ -69,13 +71,13 @@ DEFAULT_TIMEOUT = 10.0
 
 class _Telemetry:
     def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
-        meter = metrics.get_meter("otel_reliability.db", otel_reliability.__version__, meter_provider=meter_provider)
+        meter = metrics.get_meter("otel_reliability.db", __version__, meter_provider=meter_provider)
         self.retries = meter.create_counter(
-            "db.client.transaction.retries",
+            semconv.METRIC_DB_CLIENT_TRANSACTION_RETRIES,
             "{retry}",
             "Transactions rolled back and run again after a transient failure.",
         )
-        self.tracer = trace.get_tracer("otel_reliability.db", otel_reliability.__version__, tracer_provider)
+        self.tracer = trace.get_tracer("otel_reliability.db", __version__, tracer_provider)
 
 
 _telemetry: _Telemetry | None = None
@@ -169,8 +171,6 @@ def _delay(previous: float) -> float:
 
 
 def _pool_name(bind: Any) -> str:
-    from otel_reliability.instrumentation.pool import name_from_url
-
     engine = getattr(bind, "sync_engine", bind)
     logging_name = getattr(getattr(engine, "pool", None), "_orig_logging_name", None)
     if logging_name:
@@ -185,12 +185,12 @@ def _engine_of(factory: Any) -> Any:
 
 
 def _note_retry(span: Span, bind: Any, reason: str, attempt: int, exc: BaseException, delay: float) -> None:
-    from otel_reliability.instrumentation.pool import POOL_NAME
-
-    _tel().retries.add(1, {POOL_NAME: _pool_name(bind), "error.type": reason})
+    _tel().retries.add(
+        1, {semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME: _pool_name(bind), semconv.ATTR_ERROR_TYPE: reason}
+    )
     span.add_event(
         "db.transaction.retry",
-        {"error.type": reason, "db.transaction.attempt": attempt, "db.transaction.retry_delay": delay,
+        {semconv.ATTR_ERROR_TYPE: reason, "db.transaction.attempt": attempt, "db.transaction.retry_delay": delay,
          "exception.type": type(exc).__qualname__},
     )  # fmt: skip
 

@@ -36,6 +36,7 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from otel_reliability import semconv
 from otel_reliability.host.store import AttrsKey, attrs_key
 from otel_reliability.readings import Point, Snapshot
 
@@ -46,15 +47,15 @@ INSTANCE_ID = "service.instance.id"
 # Gauges that are settings or ages: the host's value is the largest worker's, not a sum.
 MAX_GAUGES = frozenset(
     {
-        "circuit_breaker.consecutive_failures",
-        "circuit_breaker.failure_threshold",
-        "circuit_breaker.reset_timeout",
-        "db.client.connection.wait_timeout",
-        "operation.oldest_age",
-        "process.memory.limit",
+        semconv.METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES,
+        semconv.METRIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+        semconv.METRIC_CIRCUIT_BREAKER_RESET_TIMEOUT,
+        semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIMEOUT,
+        semconv.METRIC_OPERATION_OLDEST_AGE,
+        semconv.METRIC_PROCESS_MEMORY_LIMIT,
     }
 )
-MIN_GAUGES = frozenset({"db.client.statement_timeout"})
+MIN_GAUGES = frozenset({semconv.METRIC_DB_CLIENT_STATEMENT_TIMEOUT})
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls, sanitize_method
 
-from otel_reliability import config
+from otel_reliability import config, semconv
 
 _logger = logging.getLogger("otel_reliability")
 
@@ -58,7 +58,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-DURATION = "http.server.request.duration"
+DURATION = semconv.METRIC_HTTP_SERVER_REQUEST_DURATION
 # The stable HTTP semantic conventions' advisory buckets, exactly as the contrib instrumentation gives them:
 # whole numbers as ints, since the Prometheus ``le`` label is their text ("1", not "1.0": another series).
 DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -270,12 +270,12 @@ class LeanHTTPMiddleware:
         self._methods: dict[str, str] = {}
         self._attributes: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._broken = False
-        from otel_reliability import __version__
+        from otel_reliability.version import __version__
 
         meter = metrics.get_meter(__name__, __version__, meter_provider)
         self._duration = meter.create_histogram(
             DURATION,
-            unit="s",
+            unit=semconv.UNIT_SECONDS,
             description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
@@ -340,17 +340,17 @@ class LeanHTTPMiddleware:
 
     def _attributes_for(self, key: tuple[Any, ...]) -> dict[str, Any]:
         method, scheme, version, route, status, failure = key
-        attributes: dict[str, Any] = {"http.request.method": method}
+        attributes: dict[str, Any] = {semconv.ATTR_HTTP_REQUEST_METHOD: method}
         if scheme:
             attributes["url.scheme"] = scheme
         if version:
             attributes["network.protocol.version"] = version
         if route:
-            attributes["http.route"] = route
+            attributes[semconv.ATTR_HTTP_ROUTE] = route
         if status is not None:
-            attributes["http.response.status_code"] = status
+            attributes[semconv.ATTR_HTTP_RESPONSE_STATUS_CODE] = status
         if failure is not None:
-            attributes["error.type"] = failure
+            attributes[semconv.ATTR_ERROR_TYPE] = failure
         if len(self._attributes) < _CACHE_LIMIT:
             self._attributes[key] = attributes
         return attributes
@@ -403,6 +403,10 @@ def instrument_app(app: Any) -> None:
         FastAPIInstrumentor.instrument_app(app, exclude_spans=["receive", "send"])
 
 
+_instruments = ("fastapi >= 0.110",)
+"""The framework whose apps get the HTTP layer (the contrib convention: instrument() skips it when absent)."""
+
+
 class HttpLayerInstrumentor(BaseInstrumentor):
     """Entry point ``reliability_http``: FastAPI apps created from now on get the chosen layer, and only it.
 
@@ -410,7 +414,7 @@ class HttpLayerInstrumentor(BaseInstrumentor):
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
         if importlib.util.find_spec("fastapi") is None:

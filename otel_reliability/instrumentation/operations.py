@@ -54,14 +54,14 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 
-import otel_reliability
-from otel_reliability import changes, config
+from otel_reliability import changes, config, semconv
+from otel_reliability.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 SCOPE = "otel_reliability.operations"
-NAME_ATTR = "operation.name"
-KEY_ATTR = "operation.key"
+NAME_ATTR = semconv.ATTR_OPERATION_NAME
+KEY_ATTR = semconv.ATTR_OPERATION_KEY
 
 # Monotonic clock for ages; tests replace it to age operations without sleeping.
 _clock: Callable[[], float] = time.monotonic
@@ -135,34 +135,34 @@ def stuck_in_process(threshold: float | None = None) -> list[tuple[InFlight, flo
 class _Instruments:
     """The instruments of one ``instrument()`` call; its callbacks go quiet once it is no longer active."""
 
-    def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
-        meter = metrics.get_meter(SCOPE, otel_reliability.__version__, meter_provider=meter_provider)
-        self.tracer = trace.get_tracer(SCOPE, otel_reliability.__version__, tracer_provider=tracer_provider)
+    def __init__(self, settings: config.Settings, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+        self._stuck_threshold = settings.stuck_threshold  # read once: the callbacks run at every collection
+        meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
+        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         self.duration = meter.create_histogram(
-            "operation.duration", unit="s", description="Duration of finished tracked operations."
+            semconv.METRIC_OPERATION_DURATION,
+            unit=semconv.UNIT_SECONDS,
+            description="Duration of finished tracked operations.",
         )
         meter.create_observable_gauge(
-            "operation.in_flight",
+            semconv.METRIC_OPERATION_IN_FLIGHT,
             callbacks=[self._observe_in_flight],
             unit="{operation}",
             description="Tracked operations running now.",
         )
         meter.create_observable_gauge(
-            "operation.stuck",
+            semconv.METRIC_OPERATION_STUCK,
             callbacks=[self._observe_stuck],
             unit="{operation}",
             description="Operations in flight longer than OTEL_RELIABILITY_STUCK_THRESHOLD (in process and in "
             "database-backed detectors).",
         )
         meter.create_observable_gauge(
-            "operation.oldest_age",
+            semconv.METRIC_OPERATION_OLDEST_AGE,
             callbacks=[self._observe_oldest],
-            unit="s",
+            unit=semconv.UNIT_SECONDS,
             description="Age of the oldest operation in flight.",
         )
-        from otel_reliability import tempfiles
-
-        tempfiles.bind_meter(meter)
 
     def _active(self) -> bool:
         return _state.instruments is self
@@ -171,7 +171,7 @@ class _Instruments:
         """{name: (in_flight, stuck, oldest_age)} over in-process operations and database detectors."""
         from otel_reliability.instrumentation import stuck
 
-        threshold = config.settings().stuck_threshold
+        threshold = self._stuck_threshold
         now = _clock()
         out: dict[str, tuple[int, int, float]] = {name: (0, 0, 0.0) for name in REGISTRY.known_names()}
         soonest = math.inf  # seconds until the next operation turns stuck: health must not miss that moment
@@ -216,27 +216,31 @@ class _State:
         if self.instruments is not None:
             return self.instruments.tracer
         if self._fallback_tracer is None:
-            self._fallback_tracer = trace.get_tracer(SCOPE, otel_reliability.__version__)
+            self._fallback_tracer = trace.get_tracer(SCOPE, __version__)
         return self._fallback_tracer
 
 
 _state = _State()
 
 
+_instruments: tuple[str, ...] = ()
+"""Empty: tracked operations are this package's own API, no library is patched."""
+
+
 class OperationsInstrumentor(BaseInstrumentor):
-    """Entry point ``reliability_operations``: creates the operation (and temp-file) instruments."""
+    """Entry point ``reliability_operations``. Accepts ``settings=`` (the distro passes the loaded Settings),
+    ``meter_provider=``, ``tracer_provider=``. Creates the ``operation.*`` instruments (temp files have their own,
+    ``reliability_tempfiles``)."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        _state.instruments = _Instruments(kwargs.get("meter_provider"), kwargs.get("tracer_provider"))
+        settings = kwargs.get("settings") or config.settings()
+        _state.instruments = _Instruments(settings, kwargs.get("meter_provider"), kwargs.get("tracer_provider"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        from otel_reliability import tempfiles
-
         _state.instruments = None
-        tempfiles.bind_meter(None)
 
 
 # --- track_operation -------------------------------------------------------------------------------------------
@@ -293,10 +297,10 @@ class track_operation:
         else:
             error_type = type(exc).__qualname__
             if instruments is not None:
-                instruments.duration.record(elapsed, {NAME_ATTR: self.name, "error.type": error_type})
+                instruments.duration.record(elapsed, {NAME_ATTR: self.name, semconv.ATTR_ERROR_TYPE: error_type})
             if span.is_recording():
                 span.record_exception(exc)
-                span.set_attribute("error.type", error_type)
+                span.set_attribute(semconv.ATTR_ERROR_TYPE, error_type)
                 span.set_status(Status(StatusCode.ERROR, error_type))
         otel_context.detach(active.ctx_token)  # type: ignore[arg-type]
         span.end()

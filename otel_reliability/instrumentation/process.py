@@ -68,16 +68,20 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.metrics import CallbackOptions, Observation
 
-import otel_reliability
+from otel_reliability import semconv
 from otel_reliability.instrumentation import cgroup
+from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
 
-CPU_UTILIZATION = "process.cpu.utilization"
-MEMORY_USAGE = "process.memory.usage"
-MEMORY_LIMIT = "process.memory.limit"
-FD_COUNT = "process.unix.file_descriptor.count"
-THREAD_COUNT = "process.thread.count"
+_instruments = ("psutil >= 5.9",)
+"""The library the process figures come from (a runtime dependency, declared in the contrib way)."""
+
+CPU_UTILIZATION = semconv.METRIC_PROCESS_CPU_UTILIZATION
+MEMORY_USAGE = semconv.METRIC_PROCESS_MEMORY_USAGE
+MEMORY_LIMIT = semconv.METRIC_PROCESS_MEMORY_LIMIT
+FD_COUNT = semconv.METRIC_PROCESS_UNIX_FILE_DESCRIPTOR_COUNT
+THREAD_COUNT = semconv.METRIC_PROCESS_THREAD_COUNT
 
 # Upstream names that duplicate ours (same name, or the deprecated name of the same measurement).
 UPSTREAM_OVERLAP = (CPU_UTILIZATION, MEMORY_USAGE, THREAD_COUNT, "process.open_file_descriptor.count")
@@ -223,7 +227,7 @@ class ProcessInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _providers: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
         if importlib.util.find_spec("opentelemetry.instrumentation.system_metrics") is not None:
@@ -244,12 +248,12 @@ class ProcessInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if target in self._providers:
             return  # the instruments exist on that provider; their callbacks read self._active again
         self._providers.add(target)
-        meter = metrics.get_meter("otel_reliability.process", otel_reliability.__version__, meter_provider=provider)
+        meter = metrics.get_meter("otel_reliability.process", __version__, meter_provider=provider)
         gauges: tuple[tuple[str, str, str, Callable[[ProcessSampler], float]], ...] = (
             (CPU_UTILIZATION, "", "CPU time used as a fraction of the CPUs this process may use (cgroup "
              "quota and affinity aware), since the previous reading.", ProcessSampler.cpu_utilization),
-            (MEMORY_USAGE, "By", "Resident set size.", ProcessSampler.memory_usage),
-            (MEMORY_LIMIT, "By", "Memory this process may use: the cgroup limit, else physical memory.",
+            (MEMORY_USAGE, semconv.UNIT_BYTES, "Resident set size.", ProcessSampler.memory_usage),
+            (MEMORY_LIMIT, semconv.UNIT_BYTES, "Memory this process may use: the cgroup limit, else physical memory.",
              ProcessSampler.memory_limit),
             (FD_COUNT, "{file_descriptor}", "Open file descriptors.", ProcessSampler.file_descriptors),
             (THREAD_COUNT, "{thread}", "Threads of this process.", ProcessSampler.threads),

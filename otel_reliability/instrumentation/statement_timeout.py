@@ -30,12 +30,12 @@ from typing import Any
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from otel_reliability import changes
+from otel_reliability import changes, semconv
 
 _logger = logging.getLogger(__name__)
 
 SQL = "SELECT current_setting('statement_timeout'), setting FROM pg_settings WHERE name = 'statement_timeout'"
-METRIC = "db.client.statement_timeout"
+METRIC = semconv.METRIC_DB_CLIENT_STATEMENT_TIMEOUT
 READ = "otel_reliability.statement_timeout_read"  # key in the connection record's info: read once per connection
 
 
@@ -68,7 +68,10 @@ def create_gauge(meter: Meter, pool_attribute: str) -> None:
             ]
 
     meter.create_observable_gauge(
-        METRIC, [observe], "s", "The statement_timeout the database applies to this pool's sessions (0: disabled)."
+        METRIC,
+        [observe],
+        semconv.UNIT_SECONDS,
+        "The statement_timeout the database applies to this pool's sessions (0: disabled).",
     )
 
 

@@ -63,23 +63,24 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-import otel_reliability
+from otel_reliability import semconv
 from otel_reliability.instrumentation import sql
+from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
 
 _instruments = ("sqlalchemy >= 1.4",)
 
-DURATION = "db.client.operation.duration"
+DURATION = semconv.METRIC_DB_CLIENT_OPERATION_DURATION
 SYSTEM = "db.system.name"
 NAMESPACE = "db.namespace"
 OPERATION = "db.operation.name"
 COLLECTION = "db.collection.name"
 QUERY_TEXT = "db.query.text"
 BATCH_SIZE = "db.operation.batch.size"
-ERROR_TYPE = "error.type"
+ERROR_TYPE = semconv.ATTR_ERROR_TYPE
 STATUS_CODE = "db.response.status_code"
-WAIT_TIME = "db.client.connection.wait_time"
+WAIT_TIME = semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME
 WAIT_EVENT = "db.client.connection.wait"
 
 # The stable semantic conventions' advisory buckets for db.client.operation.duration (seconds).
@@ -145,12 +146,15 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from sqlalchemy.engine import Engine
         from wrapt import wrap_function_wrapper
 
-        version = otel_reliability.__version__
+        version = __version__
         tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
         tracer = trace.get_tracer("otel_reliability.statements", version, tracer_provider)
         meter = metrics.get_meter("otel_reliability.statements", version, meter_provider=kwargs.get("meter_provider"))
         duration = meter.create_histogram(
-            DURATION, "s", "Duration of database client operations.", explicit_bucket_boundaries_advisory=list(BUCKETS)
+            DURATION,
+            semconv.UNIT_SECONDS,
+            "Duration of database client operations.",
+            explicit_bucket_boundaries_advisory=list(BUCKETS),
         )
         _telemetry = _Telemetry(None if drops_every_span(tracer_provider) else tracer, duration)
         _describe.cache_clear()

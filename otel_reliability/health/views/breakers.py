@@ -28,20 +28,22 @@ from __future__ import annotations
 from typing import Any
 
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
-from otel_reliability.instrumentation.breakers._metrics import (
-    CALLS,
-    CONSECUTIVE_FAILURES,
-    FAILURE_THRESHOLD,
-    RESET_TIMEOUT,
-    STATE,
-    TRANSITIONS,
-)
 from otel_reliability.readings import Snapshot
+from otel_reliability.semconv import (
+    ATTR_CIRCUIT_BREAKER_NAME,
+    ATTR_CIRCUIT_BREAKER_OUTCOME,
+    ATTR_CIRCUIT_BREAKER_STATE,
+    CIRCUIT_BREAKER_OUTCOMES,
+    CIRCUIT_BREAKER_STATES,
+    METRIC_CIRCUIT_BREAKER_CALLS,
+    METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES,
+    METRIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+    METRIC_CIRCUIT_BREAKER_RESET_TIMEOUT,
+    METRIC_CIRCUIT_BREAKER_STATE,
+    METRIC_CIRCUIT_BREAKER_TRANSITIONS,
+)
 
-NAME = "circuit_breaker.name"
-STATES = ("closed", "open", "half_open")
 WORST_FIRST = ("open", "half_open", "closed")
-OUTCOMES = ("success", "failure", "rejected")
 
 
 def _number(value: float | None) -> int | float | None:
@@ -70,27 +72,42 @@ def compute(ctx: CheckContext) -> ViewResult:
 def _compute(snap: Snapshot, critical_names: frozenset[str]) -> ViewResult:
     breakers: dict[str, dict[str, Any]] = {}
     # Each metric grouped by breaker once: linear in the number of series, not quadratic.
-    by_name = {metric: snap.group(metric, by=NAME) for metric in (CALLS, TRANSITIONS)}
-    single = {
-        metric: {name: points[0].value for name, points in snap.group(metric, by=NAME).items()}
-        for metric in (CONSECUTIVE_FAILURES, FAILURE_THRESHOLD, RESET_TIMEOUT)
+    by_name = {
+        metric: snap.group(metric, by=ATTR_CIRCUIT_BREAKER_NAME)
+        for metric in (METRIC_CIRCUIT_BREAKER_CALLS, METRIC_CIRCUIT_BREAKER_TRANSITIONS)
     }
-    for name, points in sorted(snap.group(STATE, by=NAME).items(), key=lambda item: str(item[0])):
+    single = {
+        metric: {name: points[0].value for name, points in snap.group(metric, by=ATTR_CIRCUIT_BREAKER_NAME).items()}
+        for metric in (
+            METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES,
+            METRIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+            METRIC_CIRCUIT_BREAKER_RESET_TIMEOUT,
+        )
+    }
+    for name, points in sorted(
+        snap.group(METRIC_CIRCUIT_BREAKER_STATE, by=ATTR_CIRCUIT_BREAKER_NAME).items(), key=lambda item: str(item[0])
+    ):
         # Under a prefork server each state's series counts the workers in that state (host readings add
         # the workers' gauges); the breaker's state is the worst one any worker is in. One process: 0 or 1.
-        in_state = {p.attributes.get(STATE): round(p.value) for p in points}
+        in_state = {p.attributes.get(ATTR_CIRCUIT_BREAKER_STATE): round(p.value) for p in points}
         current = next((s for s in WORST_FIRST if in_state.get(s, 0) > 0), None)
-        calls = {p.attributes.get("circuit_breaker.outcome"): p.value for p in by_name[CALLS].get(name, ())}
-        transitions = {p.attributes.get(STATE): p.value for p in by_name[TRANSITIONS].get(name, ())}
+        calls = {
+            p.attributes.get(ATTR_CIRCUIT_BREAKER_OUTCOME): p.value
+            for p in by_name[METRIC_CIRCUIT_BREAKER_CALLS].get(name, ())
+        }
+        transitions = {
+            p.attributes.get(ATTR_CIRCUIT_BREAKER_STATE): p.value
+            for p in by_name[METRIC_CIRCUIT_BREAKER_TRANSITIONS].get(name, ())
+        }
         breakers[str(name)] = {
-            "state": current if current in STATES else "unknown",
-            "failure_count": _number(single[CONSECUTIVE_FAILURES].get(name)),
-            "fail_max": _number(single[FAILURE_THRESHOLD].get(name)),
-            "reset_timeout": _number(single[RESET_TIMEOUT].get(name)),
+            "state": current if current in CIRCUIT_BREAKER_STATES else "unknown",
+            "failure_count": _number(single[METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES].get(name)),
+            "fail_max": _number(single[METRIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD].get(name)),
+            "reset_timeout": _number(single[METRIC_CIRCUIT_BREAKER_RESET_TIMEOUT].get(name)),
             "critical": name in critical_names,
-            "calls": {o: _number(calls[o]) for o in OUTCOMES if o in calls} or None,
-            "transitions": {s: _number(transitions.get(s, 0.0)) for s in STATES},
-            "workers_by_state": {s: in_state[s] for s in STATES if in_state.get(s, 0) > 0},
+            "calls": {o: _number(calls[o]) for o in CIRCUIT_BREAKER_OUTCOMES if o in calls} or None,
+            "transitions": {s: _number(transitions.get(s, 0.0)) for s in CIRCUIT_BREAKER_STATES},
+            "workers_by_state": {s: in_state[s] for s in CIRCUIT_BREAKER_STATES if in_state.get(s, 0) > 0},
         }
     open_names = [n for n, b in breakers.items() if b["state"] == "open"]
     half_open = [n for n, b in breakers.items() if b["state"] == "half_open"]

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from otel_reliability import semconv
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
 from otel_reliability.instrumentation import statement_timeout
 from otel_reliability.readings import rfc3339
 
-POOL_NAME = "db.client.connection.pool.name"
+POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
 NOT_SUPPORTED = "not supported"
 
 
@@ -28,11 +29,13 @@ def compute(ctx: CheckContext) -> ViewResult:
     snap = ctx.readings.snapshot()
     expected = float(ctx.settings.expected_statement_timeout)
     texts = statement_timeout.server_settings()
-    names = {str(p.attributes.get(POOL_NAME)) for p in snap.points("db.client.connection.count")} | set(texts)
+    names = {str(p.attributes.get(POOL_NAME)) for p in snap.points(semconv.METRIC_DB_CLIENT_CONNECTION_COUNT)} | set(
+        texts
+    )
     pools: dict[str, dict[str, Any]] = {}
     for name in sorted(names):
         reading = texts.get(name)
-        seconds = snap.value("db.client.statement_timeout", {POOL_NAME: name})
+        seconds = snap.value(semconv.METRIC_DB_CLIENT_STATEMENT_TIMEOUT, {POOL_NAME: name})
         if reading is not None and not reading.supported:
             pools[name] = {"supported": False, "statement_timeout": NOT_SUPPORTED, "dialect": reading.dialect}
             continue

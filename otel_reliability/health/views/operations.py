@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from otel_reliability import semconv
 from otel_reliability.health.model import AdminAction, CheckContext, HealthRegistry, HealthView, Status, ViewResult
 from otel_reliability.instrumentation import operations, stuck
 
@@ -30,17 +31,17 @@ def compute(ctx: CheckContext) -> ViewResult:
     snap = ctx.readings.snapshot()
     per_name: dict[str, dict[str, float]] = {}
     for metric, field in (
-        ("operation.in_flight", "in_flight"),
-        ("operation.stuck", "stuck"),
-        ("operation.oldest_age", "oldest_age_seconds"),
+        (semconv.METRIC_OPERATION_IN_FLIGHT, "in_flight"),
+        (semconv.METRIC_OPERATION_STUCK, "stuck"),
+        (semconv.METRIC_OPERATION_OLDEST_AGE, "oldest_age_seconds"),
     ):
         for name, points in snap.group(metric, by=operations.NAME_ATTR).items():
             entry = per_name.setdefault(str(name), {"in_flight": 0, "stuck": 0, "oldest_age_seconds": 0.0})
             value = sum(p.value for p in points) if field != "oldest_age_seconds" else max(p.value for p in points)
             entry[field] = round(value, 3) if field == "oldest_age_seconds" else int(value)
-    stuck_count = int(snap.total("operation.stuck"))
-    in_flight = int(snap.total("operation.in_flight"))
-    oldest = max((p.value for p in snap.points("operation.oldest_age")), default=0.0)
+    stuck_count = int(snap.total(semconv.METRIC_OPERATION_STUCK))
+    in_flight = int(snap.total(semconv.METRIC_OPERATION_IN_FLIGHT))
+    oldest = max((p.value for p in snap.points(semconv.METRIC_OPERATION_OLDEST_AGE)), default=0.0)
     status = Status.DEGRADED if stuck_count > 0 else Status.HEALTHY
     body = {
         "in_flight": in_flight,
@@ -78,7 +79,7 @@ def stuck_operations(ctx: CheckContext, query: Mapping[str, str]) -> dict[str, A
     if query:
         raise ValueError(f"unknown query parameter(s): {', '.join(sorted(query))}")
     snap = ctx.readings.snapshot(max_age=0.0)
-    stuck_count = int(snap.total("operation.stuck"))
+    stuck_count = int(snap.total(semconv.METRIC_OPERATION_STUCK))
     listed = _stuck_list(ctx)[:LIST_SIZE] if stuck_count else []
     return {
         "stuck_count": stuck_count,

@@ -1,7 +1,7 @@
 """``GET /api/health/pool`` (health token): each database pool's use against its capacity.
 
 Every number is read from the Readings, i.e. from the same ``db.client.connection.*`` series Prometheus
-scrapes (see otel_reliability/instrumentation/pool.py for how each pool class reports them):
+scrapes (see otel_reliability/instrumentation/pool/ for how each pool class reports them):
 
 - current: checked_out (``count{state=used}``), idle (``count{state=idle}``), overflow (open connections beyond
   ``pool_size``: used + idle - ``idle.max``, never negative), pending (``pending_requests``), timeouts
@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from otel_reliability import semconv
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
 from otel_reliability.readings import Point, Snapshot
 
-POOL_NAME = "db.client.connection.pool.name"
-STATE = "db.client.connection.state"
-ERRORS = "db.client.connection.errors"
-CHECKOUTS = "db.client.connection.wait_time"  # one histogram count per successful checkout
+POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
+STATE = semconv.ATTR_DB_CLIENT_CONNECTION_STATE
+ERRORS = semconv.METRIC_DB_CLIENT_CONNECTION_ERRORS
+CHECKOUTS = semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME  # one histogram count per successful checkout
 RECENT_SECONDS = 3.0
 
 
@@ -41,12 +42,12 @@ def _int(value: float | None) -> int | None:
 
 
 _METRICS = (
-    "db.client.connection.count",
-    "db.client.connection.pending_requests",
-    "db.client.connection.max",
-    "db.client.connection.idle.max",
-    "db.client.connection.wait_timeout",
-    "db.client.connection.timeouts",
+    semconv.METRIC_DB_CLIENT_CONNECTION_COUNT,
+    semconv.METRIC_DB_CLIENT_CONNECTION_PENDING_REQUESTS,
+    semconv.METRIC_DB_CLIENT_CONNECTION_MAX,
+    semconv.METRIC_DB_CLIENT_CONNECTION_IDLE_MAX,
+    semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIMEOUT,
+    semconv.METRIC_DB_CLIENT_CONNECTION_TIMEOUTS,
 )
 
 
@@ -67,14 +68,14 @@ def _first(points: list[Point] | None, state: str | None = None) -> float | None
 
 
 def _report(metrics: dict[str, list[Point]], warn_percent: float) -> dict[str, Any]:
-    count = metrics.get("db.client.connection.count")
+    count = metrics.get(semconv.METRIC_DB_CLIENT_CONNECTION_COUNT)
     used = _int(_first(count, "used")) or 0
     idle = _int(_first(count, "idle")) or 0
-    pending = _int(_first(metrics.get("db.client.connection.pending_requests"))) or 0
-    capacity = _int(_first(metrics.get("db.client.connection.max")))
-    pool_size = _int(_first(metrics.get("db.client.connection.idle.max")))
-    timeout = _first(metrics.get("db.client.connection.wait_timeout"))
-    timeouts = _int(sum(p.value for p in metrics.get("db.client.connection.timeouts", ()))) or 0
+    pending = _int(_first(metrics.get(semconv.METRIC_DB_CLIENT_CONNECTION_PENDING_REQUESTS))) or 0
+    capacity = _int(_first(metrics.get(semconv.METRIC_DB_CLIENT_CONNECTION_MAX)))
+    pool_size = _int(_first(metrics.get(semconv.METRIC_DB_CLIENT_CONNECTION_IDLE_MAX)))
+    timeout = _first(metrics.get(semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIMEOUT))
+    timeouts = _int(sum(p.value for p in metrics.get(semconv.METRIC_DB_CLIENT_CONNECTION_TIMEOUTS, ()))) or 0
     overflow = max(0, used + idle - pool_size) if pool_size is not None else 0
     utilization = round(used / capacity * 100, 2) if capacity else None
     return {
@@ -101,7 +102,7 @@ def _errors(snap: Snapshot, recent: Snapshot) -> dict[str, dict[str, Any]]:
         for p in points:
             if p.value > 0:
                 entry["recent"] += round(p.value)
-                kind = str(p.attributes.get("error.type", "_OTHER"))
+                kind = str(p.attributes.get(semconv.ATTR_ERROR_TYPE, "_OTHER"))
                 entry["types"][kind] = entry["types"].get(kind, 0) + round(p.value)
     for name, points in recent.group(CHECKOUTS, by=POOL_NAME).items():
         if str(name) in out:
@@ -115,7 +116,9 @@ def compute(ctx: CheckContext) -> ViewResult:
     warn = ctx.settings.pool_warn_utilization
     by_pool = _by_pool(snap)
     errors = _errors(snap, recent)
-    names = sorted({str(p.attributes.get(POOL_NAME)) for p in snap.points("db.client.connection.count")} | set(errors))
+    names = sorted(
+        {str(p.attributes.get(POOL_NAME)) for p in snap.points(semconv.METRIC_DB_CLIENT_CONNECTION_COUNT)} | set(errors)
+    )
     pools = {name: _report(by_pool.get(name, {}), warn) for name in names}
     for name, report in pools.items():
         found = errors.get(name, {"recent": 0, "total": 0, "types": {}, "recent_checkouts": 0})

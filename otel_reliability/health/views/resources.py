@@ -27,10 +27,15 @@ from __future__ import annotations
 import resource
 from typing import Any
 
+from otel_reliability import semconv
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
-from otel_reliability.instrumentation.process import CPU_UTILIZATION, FD_COUNT, MEMORY_LIMIT, MEMORY_USAGE, THREAD_COUNT
 from otel_reliability.readings import Snapshot
 
+CPU_UTILIZATION = semconv.METRIC_PROCESS_CPU_UTILIZATION
+MEMORY_USAGE = semconv.METRIC_PROCESS_MEMORY_USAGE
+MEMORY_LIMIT = semconv.METRIC_PROCESS_MEMORY_LIMIT
+FD_COUNT = semconv.METRIC_PROCESS_UNIX_FILE_DESCRIPTOR_COUNT
+THREAD_COUNT = semconv.METRIC_PROCESS_THREAD_COUNT
 _MB = 1024 * 1024
 
 

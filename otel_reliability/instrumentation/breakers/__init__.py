@@ -67,8 +67,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-import otel_reliability
-from otel_reliability import changes
+from otel_reliability import changes, config
 from otel_reliability.instrumentation.breakers import _metrics
 from otel_reliability.instrumentation.breakers._registry import (
     OUTCOMES,
@@ -78,6 +77,7 @@ from otel_reliability.instrumentation.breakers._registry import (
     canonical_state,
 )
 from otel_reliability.instrumentation.breakers.custom import CALLABLE, CUSTOM
+from otel_reliability.version import __version__
 
 __all__ = ["BreakerHandle", "BreakersInstrumentor", "register_breaker", "unregister_breaker"]
 
@@ -176,6 +176,13 @@ def _is_active() -> bool:
     return BreakersInstrumentor._active
 
 
+_instruments: tuple[str, ...] = ()
+"""Empty on purpose: this instrumentor covers pybreaker, circuitbreaker and purgatory, each only if installed,
+plus hand-registered breakers that need no library. A requirement on any one of them would make
+``instrument()`` skip the others (the contrib check demands every listed library); each library's adapter
+checks for its own module instead."""
+
+
 class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Entry point ``reliability_breakers``: pybreaker, circuitbreaker and purgatory, when installed."""
 
@@ -183,12 +190,10 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _active_libraries: list[str] = []
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        meter = metrics.get_meter(
-            "otel_reliability.breakers", otel_reliability.__version__, meter_provider=kwargs.get("meter_provider")
-        )
+        meter = metrics.get_meter("otel_reliability.breakers", __version__, meter_provider=kwargs.get("meter_provider"))
         # Creating the instruments again on the same meter returns the existing ones (with their callbacks), so
         # the callbacks ask whether we are instrumented now rather than capturing an instrumentation.
         BreakersInstrumentor._active = True
@@ -206,7 +211,7 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if importlib.util.find_spec("fastapi") is not None:
             from otel_reliability.instrumentation.breakers import http
 
-            http.install()
+            http.install(kwargs.get("settings") or config.settings())
         changes.mark_changed()
 
     def _uninstrument(self, **kwargs: Any) -> None:

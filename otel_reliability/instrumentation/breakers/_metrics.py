@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from opentelemetry.metrics import Meter
 
+from otel_reliability import semconv
 from otel_reliability.instrumentation._published import Published, on_collect
 from otel_reliability.instrumentation.breakers._registry import (
     ATTR_NAME,
@@ -26,12 +27,12 @@ from otel_reliability.instrumentation.breakers._registry import (
     BreakerRegistry,
 )
 
-STATE = "circuit_breaker.state"
-CALLS = "circuit_breaker.calls"
-TRANSITIONS = "circuit_breaker.transitions"
-CONSECUTIVE_FAILURES = "circuit_breaker.consecutive_failures"
-FAILURE_THRESHOLD = "circuit_breaker.failure_threshold"
-RESET_TIMEOUT = "circuit_breaker.reset_timeout"
+STATE = semconv.METRIC_CIRCUIT_BREAKER_STATE
+CALLS = semconv.METRIC_CIRCUIT_BREAKER_CALLS
+TRANSITIONS = semconv.METRIC_CIRCUIT_BREAKER_TRANSITIONS
+CONSECUTIVE_FAILURES = semconv.METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES
+FAILURE_THRESHOLD = semconv.METRIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD
+RESET_TIMEOUT = semconv.METRIC_CIRCUIT_BREAKER_RESET_TIMEOUT
 
 
 class BreakerInstruments:
@@ -84,7 +85,7 @@ class BreakerInstruments:
         self.reset_timeout = Published(
             meter.create_up_down_counter(
                 RESET_TIMEOUT,
-                unit="s",
+                unit=semconv.UNIT_SECONDS,
                 description="Seconds the circuit breaker stays open before it lets a trial call through "
                 "(configuration).",
             ),

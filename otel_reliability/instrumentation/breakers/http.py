@@ -28,10 +28,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry.instrumentation.utils import unwrap
+
 from otel_reliability import config
 from otel_reliability.instrumentation.breakers._registry import tagged
 
-_ORIGINAL = "_otel_reliability_original_build_middleware_stack"
 _GENERIC = (Exception, BaseException, object)
 
 
@@ -101,30 +102,25 @@ async def breaker_open_handler(request: Any, error: BaseException) -> Any:
     return breaker_open_response(error)
 
 
-def install() -> None:
-    if not config.settings().breaker_http_mapping:
+def install(settings: config.Settings) -> None:
+    """Wrap ``FastAPI.build_middleware_stack`` (wrapt, undone by ``uninstall``) unless the mapping is off."""
+    if not settings.breaker_http_mapping:
         return
     from fastapi import applications
+    from wrapt import ObjectProxy, wrap_function_wrapper
 
-    cls = applications.FastAPI
-    if _ORIGINAL in cls.__dict__:
+    if isinstance(applications.FastAPI.__dict__.get("build_middleware_stack"), ObjectProxy):
         return
-    original = cls.build_middleware_stack
     classes = error_classes()
 
-    def build_middleware_stack(self: Any) -> Any:
-        add_handlers(self, classes)
-        return original(self)
+    def build_middleware_stack(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        add_handlers(instance, classes)
+        return wrapped(*args, **kwargs)
 
-    setattr(cls, _ORIGINAL, original)
-    cls.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+    wrap_function_wrapper(applications, "FastAPI.build_middleware_stack", build_middleware_stack)
 
 
 def uninstall() -> None:
     from fastapi import applications
 
-    cls = applications.FastAPI
-    original = cls.__dict__.get(_ORIGINAL)
-    if original is not None:
-        cls.build_middleware_stack = original  # type: ignore[method-assign]
-        delattr(cls, _ORIGINAL)
+    unwrap(applications.FastAPI, "build_middleware_stack")

@@ -26,6 +26,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import get_current_span
 
 from otel_reliability.instrumentation.breakers._registry import (
@@ -41,8 +42,6 @@ from otel_reliability.instrumentation.breakers._registry import (
 )
 
 LIBRARY = "pybreaker"
-_ORIGINAL_INIT = "_otel_reliability_original_init"
-_ORIGINAL_BEFORE_CALL = "_otel_reliability_original_before_call"
 
 
 class PybreakerAdapter:
@@ -132,53 +131,41 @@ def adopt(breaker: Any, registry: BreakerRegistry = REGISTRY, name: str | None =
 
 
 def instrument(registry: BreakerRegistry = REGISTRY) -> None:
+    """Wrap ``CircuitBreaker.__init__`` (adopt every new breaker) and ``CircuitOpenState.before_call`` (count
+    refusals) with wrapt; ``uninstrument`` unwraps both."""
     import pybreaker
+    from wrapt import ObjectProxy, wrap_function_wrapper
 
-    cls = pybreaker.CircuitBreaker
-    if _ORIGINAL_INIT in cls.__dict__:
+    if isinstance(pybreaker.CircuitBreaker.__dict__.get("__init__"), ObjectProxy):
         return
-    original_init = cls.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        adopt(self, registry)
-
-    open_state = pybreaker.CircuitOpenState
-    original_before_call = open_state.before_call
     error_cls = pybreaker.CircuitBreakerError
 
-    def before_call(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-        breaker = self._breaker
+    def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
+        wrapped(*args, **kwargs)
+        adopt(instance, registry)
+
+    def before_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        breaker = instance._breaker
         try:
-            return original_before_call(self, func, *args, **kwargs)
+            return wrapped(*args, **kwargs)
         except error_cls as exc:
             # Still in this very open state: refused without calling. (A failed half-open trial has moved the
             # breaker to a new open state object and was counted as a failure by the listener.)
-            if breaker._state is self:
+            if breaker._state is instance:
                 tracked = registry.lookup(breaker)
                 if tracked is not None:
                     tracked.record_rejected(exc)
             raise
 
-    setattr(cls, _ORIGINAL_INIT, original_init)
-    cls.__init__ = __init__  # type: ignore[method-assign]
-    setattr(open_state, _ORIGINAL_BEFORE_CALL, original_before_call)
-    open_state.before_call = before_call  # type: ignore[method-assign]
+    wrap_function_wrapper(pybreaker, "CircuitBreaker.__init__", init)
+    wrap_function_wrapper(pybreaker, "CircuitOpenState.before_call", before_call)
 
 
 def uninstrument(registry: BreakerRegistry = REGISTRY) -> None:
     import pybreaker
 
-    cls = pybreaker.CircuitBreaker
-    original_init = cls.__dict__.get(_ORIGINAL_INIT)
-    if original_init is not None:
-        cls.__init__ = original_init  # type: ignore[method-assign]
-        delattr(cls, _ORIGINAL_INIT)
-    open_state = pybreaker.CircuitOpenState
-    original_before_call = open_state.__dict__.get(_ORIGINAL_BEFORE_CALL)
-    if original_before_call is not None:
-        open_state.before_call = original_before_call  # type: ignore[method-assign]
-        delattr(open_state, _ORIGINAL_BEFORE_CALL)
+    unwrap(pybreaker.CircuitBreaker, "__init__")
+    unwrap(pybreaker.CircuitOpenState, "before_call")
     for tracked in registry.tracked(LIBRARY):
         breaker = tracked.breaker
         if breaker is not None and _listener_cls is not None:

@@ -67,11 +67,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import threading
 import time
-import weakref
-from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from opentelemetry import metrics
@@ -79,220 +76,51 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import CallbackOptions, Observation
 
-import otel_reliability
-from otel_reliability import changes
+from otel_reliability import changes, semconv
+from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import statement_timeout
+from otel_reliability.instrumentation.pool import _tracking
+from otel_reliability.instrumentation.pool._figures import PoolFigures, _by_name, _sum, figures
+from otel_reliability.instrumentation.pool._tracking import (
+    _RECORD_POOL,
+    _STATE_ATTR,
+    _dialect_kinds,
+    _dialect_names,
+    _Instruments,
+    _lock,
+    _pools,
+    _PoolState,
+    _state,
+    _track,
+    _weakrefable,
+    dialect_of,
+    pool_name,
+    tracked_pools,
+)
+from otel_reliability.version import __version__
+
+__all__ = [
+    "ERRORS",
+    "POOL_NAME",
+    "STATE",
+    "PoolFigures",
+    "PoolInstrumentor",
+    "dialect_of",
+    "figures",
+    "name_from_url",
+    "pool_name",
+    "tracked_pools",
+]
 
 _logger = logging.getLogger(__name__)
 
-POOL_NAME = "db.client.connection.pool.name"
-STATE = "db.client.connection.state"
-ERRORS = "db.client.connection.errors"
-_STATE_ATTR = "_otel_reliability_pool_state"
-_RECORD_POOL = "_ConnectionRecord__pool"  # the pool a _ConnectionRecord belongs to (stable since 1.x)
+_instruments = ("sqlalchemy >= 1.4",)
+"""The library this instrumentor patches (the contrib convention: instrument() skips it when absent)."""
 
-
-class _PoolState:
-    """What the pool itself does not know: pending callers and the checkout time of each connection in use."""
-
-    __slots__ = ("_attrs", "checked_out_at", "lock", "pending", "pool_ref")
-
-    def __init__(self, pool: Any) -> None:
-        self.pool_ref = weakref.ref(pool)
-        self.lock = threading.Lock()
-        self.pending = 0
-        # record -> perf_counter() at checkout; also the number of checkouts in progress for pools that do not
-        # count them themselves (NullPool, StaticPool, SingletonThreadPool).
-        self.checked_out_at: dict[Any, float] = {}
-        self._attrs: dict[str, str] | None = None
-
-    def attrs(self) -> dict[str, str]:
-        # Resolved on first use, not at pool creation: create_engine builds the pool before the Engine that
-        # knows the URL.
-        if self._attrs is None:
-            pool = self.pool_ref()
-            self._attrs = {POOL_NAME: pool_name(pool) if pool is not None else "unknown"}
-            inst = _instruments
-            if inst is not None:
-                # Counters start at 0 for each pool: Prometheus' increase() cannot see the increment that
-                # creates a series, so the first timeout would otherwise never reach an alert.
-                inst.timeouts.add(0, self._attrs)
-                inst.invalidations.add(0, self._attrs)
-            changes.mark_changed()  # a new pool: health lists it from the next call
-        return self._attrs
-
-
-# --- tracking ---------------------------------------------------------------------------------------------------
-_lock = threading.Lock()
-_pools: weakref.WeakSet[Any] = weakref.WeakSet()
-_dialect_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-_newest_pool: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = weakref.WeakKeyDictionary()
-_dialect_kinds: weakref.WeakKeyDictionary[Any, tuple[str, bool]] = weakref.WeakKeyDictionary()
-
-
-def _state(pool: Any) -> _PoolState | None:
-    return pool.__dict__.get(_STATE_ATTR)
-
-
-def _track(pool: Any) -> _PoolState:
-    state = _state(pool)
-    if state is not None:
-        return state
-    with _lock:
-        state = _state(pool)
-        if state is None:
-            state = _PoolState(pool)
-            pool.__dict__[_STATE_ATTR] = state
-            _pools.add(pool)
-            dialect = pool.__dict__.get("_dialect")
-            if dialect is not None and _weakrefable(dialect):
-                _newest_pool[dialect] = weakref.ref(pool)
-    return state
-
-
-def _weakrefable(obj: Any) -> bool:
-    try:
-        weakref.ref(obj)
-    except TypeError:
-        return False
-    return True
-
-
-def name_from_url(url: Any) -> str:
-    """``host:port/database`` (``sqlite:<database>``); the user and the password are never part of it."""
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        return f"sqlite:{url.database or ':memory:'}"
-    host = url.host or "localhost"
-    where = f"{host}:{url.port}" if url.port else host
-    return f"{where}/{url.database or ''}"
-
-
-def pool_name(pool: Any) -> str:
-    """The ``db.client.connection.pool.name`` of ``pool``."""
-    logging_name = getattr(pool, "_orig_logging_name", None)
-    if logging_name:
-        return str(logging_name)
-    dialect = pool.__dict__.get("_dialect")
-    if dialect is not None:
-        with _lock:
-            name = _dialect_names.get(dialect) if _weakrefable(dialect) else None
-        if name:
-            return name
-    return f"{type(pool).__name__}-{id(pool):x}"
-
-
-def dialect_of(pool: Any) -> tuple[str, bool]:
-    """(dialect name, is_async) of the engine that owns ``pool`` (("", False) for a pool without an engine)."""
-    dialect = pool.__dict__.get("_dialect")
-    if dialect is None or not _weakrefable(dialect):
-        return ("", False)
-    with _lock:
-        return _dialect_kinds.get(dialect, ("", False))
-
-
-def tracked_pools() -> list[Any]:
-    """The live pools created (or first used) since instrumentation."""
-    with _lock:
-        return list(_pools)
-
-
-def _is_newest(pool: Any) -> bool:
-    dialect = pool.__dict__.get("_dialect")
-    if dialect is None or not _weakrefable(dialect):
-        return True
-    with _lock:
-        ref = _newest_pool.get(dialect)
-    return ref is None or ref() is pool
-
-
-# --- reading a pool ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PoolFigures:
-    """One pool's state now. ``maximum`` None: the pool puts no bound on connections (callers never wait)."""
-
-    used: int
-    idle: int
-    pending: int
-    maximum: int | None
-    idle_max: int | None
-    timeout: float | None
-
-
-def figures(pool: Any) -> PoolFigures:
-    """Read ``pool`` now; see the module docstring for what each pool class reports."""
-    state = _state(pool)
-    pending = max(0, state.pending) if state is not None else 0
-    in_progress = len(state.checked_out_at) if state is not None else 0
-    if callable(getattr(pool, "checkedout", None)) and hasattr(pool, "_max_overflow"):  # QueuePool and subclasses
-        size = int(pool.size())
-        max_overflow = int(pool._max_overflow)
-        bounded = max_overflow > -1 and size > 0
-        return PoolFigures(
-            used=max(0, int(pool.checkedout())),
-            idle=max(0, int(pool.checkedin())),
-            pending=pending,
-            maximum=size + max_overflow if bounded else None,
-            idle_max=size if size > 0 else None,
-            timeout=float(pool.timeout()),
-        )
-    if any(cls.__name__ == "StaticPool" for cls in type(pool).__mro__):
-        opened = 1 if "connection" in pool.__dict__ else 0
-        used = 1 if in_progress else 0
-        return PoolFigures(
-            used=used, idle=max(0, opened - used), pending=pending, maximum=None, idle_max=1, timeout=None
-        )
-    if hasattr(pool, "_all_conns"):  # SingletonThreadPool
-        opened = len(pool._all_conns)
-        return PoolFigures(
-            used=in_progress,
-            idle=max(0, opened - in_progress),
-            pending=pending,
-            maximum=None,
-            idle_max=int(getattr(pool, "size", 0)),
-            timeout=None,
-        )
-    return PoolFigures(used=in_progress, idle=0, pending=pending, maximum=None, idle_max=0, timeout=None)
-
-
-def _by_name() -> dict[str, list[tuple[Any, PoolFigures, bool]]]:
-    out: dict[str, list[tuple[Any, PoolFigures, bool]]] = {}
-    for pool in tracked_pools():
-        state = _state(pool)
-        if state is None:
-            continue
-        try:
-            fig = figures(pool)
-        except Exception:  # a pool half torn down; it will be gone at the next collection
-            _logger.debug("otel-reliability: could not read pool", exc_info=True)
-            continue
-        out.setdefault(state.attrs()[POOL_NAME], []).append((pool, fig, _is_newest(pool)))
-    return out
-
-
-def _sum(values: Iterable[int | float | None]) -> float | None:
-    total = 0.0
-    for v in values:
-        if v is None:
-            return None
-        total += v
-    return total
-
-
+POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
+STATE = semconv.ATTR_DB_CLIENT_CONNECTION_STATE
+ERRORS = semconv.METRIC_DB_CLIENT_CONNECTION_ERRORS
 # --- the instrumentor -------------------------------------------------------------------------------------------
-@dataclass
-class _Instruments:
-    timeouts: Any
-    wait_time: Any
-    use_time: Any
-    create_time: Any
-    invalidations: Any
-    errors: Any
-    pool_timeout: type[BaseException]  # sqlalchemy.exc.TimeoutError, bound once instead of imported per checkout
-
-
-_instruments: _Instruments | None = None
-
 # Seconds; connection checkouts are usually sub-millisecond, a timeout is 30 s by default.
 _DURATION_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -304,10 +132,9 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _listeners: list[tuple[Any, str, Any]]
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _instruments
         self._wrapped = []
         self._listeners = []
         if importlib.util.find_spec("sqlalchemy") is None:
@@ -318,25 +145,34 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from sqlalchemy.pool import Pool
         from wrapt import wrap_function_wrapper
 
-        meter = metrics.get_meter(
-            "otel_reliability.pool", otel_reliability.__version__, meter_provider=kwargs.get("meter_provider")
-        )
+        meter = metrics.get_meter("otel_reliability.pool", __version__, meter_provider=kwargs.get("meter_provider"))
         hist = {"explicit_bucket_boundaries_advisory": list(_DURATION_BUCKETS)}
-        _instruments = _Instruments(
+        _tracking.current = _Instruments(
             timeouts=meter.create_counter(
-                "db.client.connection.timeouts", "{timeout}", "Checkouts that gave up waiting for a connection."
+                semconv.METRIC_DB_CLIENT_CONNECTION_TIMEOUTS,
+                "{timeout}",
+                "Checkouts that gave up waiting for a connection.",
             ),
             wait_time=meter.create_histogram(
-                "db.client.connection.wait_time", "s", "Time it took to obtain a connection from the pool.", **hist
+                semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME,
+                semconv.UNIT_SECONDS,
+                "Time it took to obtain a connection from the pool.",
+                **hist,
             ),
             use_time=meter.create_histogram(
-                "db.client.connection.use_time", "s", "Time between checkout and checkin of a connection.", **hist
+                semconv.METRIC_DB_CLIENT_CONNECTION_USE_TIME,
+                semconv.UNIT_SECONDS,
+                "Time between checkout and checkin of a connection.",
+                **hist,
             ),
             create_time=meter.create_histogram(
-                "db.client.connection.create_time", "s", "Time it took to open a new connection.", **hist
+                semconv.METRIC_DB_CLIENT_CONNECTION_CREATE_TIME,
+                semconv.UNIT_SECONDS,
+                "Time it took to open a new connection.",
+                **hist,
             ),
             invalidations=meter.create_counter(
-                "db.client.connection.invalidations",
+                semconv.METRIC_DB_CLIENT_CONNECTION_INVALIDATIONS,
                 "{connection}",
                 "Connections invalidated (lost, failed pre-ping, explicitly invalidated).",
             ),
@@ -348,22 +184,34 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             pool_timeout=sqlalchemy.exc.TimeoutError,
         )
         meter.create_observable_up_down_counter(
-            "db.client.connection.count", [_observe_count], "{connection}", "Connections in the pool, by state."
+            semconv.METRIC_DB_CLIENT_CONNECTION_COUNT,
+            [_observe_count],
+            "{connection}",
+            "Connections in the pool, by state.",
         )
         meter.create_observable_up_down_counter(
-            "db.client.connection.max", [_observe_max], "{connection}", "Most connections the pool will open."
+            semconv.METRIC_DB_CLIENT_CONNECTION_MAX,
+            [_observe_max],
+            "{connection}",
+            "Most connections the pool will open.",
         )
         meter.create_observable_up_down_counter(
-            "db.client.connection.idle.max", [_observe_idle_max], "{connection}", "Most idle connections kept."
+            semconv.METRIC_DB_CLIENT_CONNECTION_IDLE_MAX,
+            [_observe_idle_max],
+            "{connection}",
+            "Most idle connections kept.",
         )
         meter.create_observable_up_down_counter(
-            "db.client.connection.pending_requests",
+            semconv.METRIC_DB_CLIENT_CONNECTION_PENDING_REQUESTS,
             [_observe_pending],
             "{request}",
             "Callers waiting for a connection now.",
         )
         meter.create_observable_gauge(
-            "db.client.connection.wait_timeout", [_observe_timeout], "s", "How long a checkout waits before it fails."
+            semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIMEOUT,
+            [_observe_timeout],
+            semconv.UNIT_SECONDS,
+            "How long a checkout waits before it fails.",
         )
         statement_timeout.create_gauge(meter, POOL_NAME)
 
@@ -390,7 +238,6 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _logger.debug("otel-reliability: SQLAlchemy %s pools instrumented", sqlalchemy.__version__)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _instruments
         if not getattr(self, "_wrapped", None) and not getattr(self, "_listeners", None):
             return
         from sqlalchemy import event
@@ -402,7 +249,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped, self._listeners = [], []
         statement_timeout.clear()
         changes.mark_changed()
-        _instruments = None
+        _tracking.current = None
         with _lock:
             pools = list(_pools)
             _pools.clear()
@@ -425,7 +272,7 @@ def _classes_defining(base: type, attr: str) -> Iterator[type]:
 
 # --- hooks (every one of them cheap: they run on each checkout) --------------------------------------------------
 def _wrap_connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    inst = _instruments
+    inst = _tracking.current
     if inst is None:
         return wrapped(*args, **kwargs)
     state = _track(instance)
@@ -471,7 +318,7 @@ def _record_state(record: Any) -> _PoolState | None:
 
 
 def _on_connect(dbapi_connection: Any, record: Any) -> None:
-    inst = _instruments
+    inst = _tracking.current
     state = _record_state(record)
     if inst is None or state is None:
         return
@@ -493,7 +340,7 @@ def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
 
 def _on_error(context: Any) -> None:
     """A connection that could not be opened (no Connection yet) or was found lost: counted per pool."""
-    inst = _instruments
+    inst = _tracking.current
     if inst is None or not (context.connection is None or context.is_disconnect):
         return  # a failing statement (syntax, constraint, ...) is the app's error, not the pool's
     engine = context.engine
@@ -501,7 +348,10 @@ def _on_error(context: Any) -> None:
     if pool is None:
         return
     error = context.original_exception
-    attrs = {**_track(pool).attrs(), "error.type": type(error).__qualname__ if error is not None else "_OTHER"}
+    attrs = {
+        **_track(pool).attrs(),
+        semconv.ATTR_ERROR_TYPE: type(error).__qualname__ if error is not None else "_OTHER",
+    }
     inst.errors.add(1, attrs)
     changes.mark_changed()
 
@@ -511,7 +361,7 @@ def _on_checkin(dbapi_connection: Any, record: Any) -> None:
     if state is None:
         return
     started = state.checked_out_at.pop(record, None)
-    inst = _instruments
+    inst = _tracking.current
     if started is not None and inst is not None:
         inst.use_time.record(time.perf_counter() - started, state.attrs())
 
@@ -523,7 +373,7 @@ def _on_detach(dbapi_connection: Any, record: Any) -> None:
 
 
 def _on_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:
-    inst = _instruments
+    inst = _tracking.current
     state = _record_state(record)
     if inst is not None and state is not None:
         inst.invalidations.add(1, state.attrs())

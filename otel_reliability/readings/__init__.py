@@ -20,10 +20,8 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -35,149 +33,15 @@ from opentelemetry.sdk.metrics import (
     ObservableUpDownCounter,
     UpDownCounter,
 )
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Gauge,
-    HistogramDataPoint,
-    MetricReader,
-    MetricsData,
-    NumberDataPoint,
-    Sum,
-)
-from opentelemetry.sdk.metrics.export import (
-    Histogram as HistogramData,
-)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
 from otel_reliability import changes
+from otel_reliability.readings.history import _cumulative_values, _History
+from otel_reliability.readings.model import Attributes, Point, Snapshot, Window, _attrs_key, rfc3339, to_snapshot
+
+__all__ = ["Attributes", "Point", "Readings", "Snapshot", "Window", "install", "readings", "rfc3339"]
 
 _logger = logging.getLogger(__name__)
-
-Attributes = Mapping[str, Any]
-
-
-def rfc3339(at: float) -> str:
-    """A ``time.time()`` value as RFC 3339 UTC with milliseconds."""
-    moment = datetime.fromtimestamp(at, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-_SeriesKey = tuple[str, frozenset[tuple[str, Any]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One series of one metric: its attributes and its value.
-
-    For sums and gauges ``value`` is the value; for histograms it is the count and ``total`` the sum.
-    """
-
-    attributes: Attributes
-    value: float
-    total: float | None = None
-
-    def matches(self, where: Attributes | None) -> bool:
-        return where is None or all(self.attributes.get(k) == v for k, v in where.items())
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Every metric of one collection, by name.
-
-    ``taken_at`` is on the monotonic clock (ages, windows); ``observed_at`` is the wall-clock time of the same
-    instant (what responses show); ``generation`` the change generation the collection started in.
-    """
-
-    taken_at: float
-    resource: Attributes
-    metrics: Mapping[str, tuple[Point, ...]]
-    monotonic: frozenset[str] = frozenset()  # names of cumulative sums and histograms (windowable)
-    observed_at: float = 0.0
-    generation: int = -1
-
-    def points(self, name: str, where: Attributes | None = None) -> tuple[Point, ...]:
-        found = self.metrics.get(name, ())
-        return found if where is None else tuple(p for p in found if p.matches(where))
-
-    def value(self, name: str, where: Attributes | None = None, default: float | None = None) -> float | None:
-        """The value of the first series matching ``where``, or ``default``."""
-        for point in self.points(name, where):
-            return point.value
-        return default
-
-    def total(self, name: str, where: Attributes | None = None) -> float:
-        """The sum of the values of every series matching ``where`` (0 when none)."""
-        return sum(p.value for p in self.points(name, where))
-
-    def group(self, name: str, by: str, where: Attributes | None = None) -> dict[Any, list[Point]]:
-        """The matching series of ``name`` grouped by the value of attribute ``by``."""
-        groups: dict[Any, list[Point]] = {}
-        for point in self.points(name, where):
-            groups.setdefault(point.attributes.get(by), []).append(point)
-        return groups
-
-    @property
-    def observed_at_text(self) -> str:
-        """``observed_at`` in RFC 3339, UTC, milliseconds (``2026-11-28T19:40:01.123Z``)."""
-        return rfc3339(self.observed_at)
-
-    @property
-    def service(self) -> dict[str, Any]:
-        return {
-            "name": self.resource.get("service.name", "unknown_service"),
-            "instance_id": self.resource.get("service.instance.id"),
-        }
-
-
-@dataclass(frozen=True)
-class Window(Snapshot):
-    """The change of every cumulative series over the last ``seconds`` (``covered`` is what was really seen)."""
-
-    seconds: float = 0.0
-    covered: float = 0.0
-
-
-_Values = dict[_SeriesKey, tuple[float, float | None]]
-
-
-@dataclass
-class _History:
-    """Cumulative values of monotonic series at past instants, oldest first.
-
-    Dense near now, sparse further back: every snapshot of the last ``dense`` seconds is kept (so a short window,
-    like the few seconds pool health looks at, starts within one snapshot interval), older ones only every
-    ``sparse`` seconds (so the 5-minute error window costs ~``retention / sparse`` entries, not one per second).
-    """
-
-    retention: float
-    dense: float = 30.0
-    sparse: float = 5.0
-    older: deque[tuple[float, _Values]] = field(default_factory=deque)
-    recent: deque[tuple[float, _Values]] = field(default_factory=deque)
-
-    @property
-    def entries(self) -> list[tuple[float, _Values]]:
-        return [*self.older, *self.recent]
-
-    def add(self, at: float, values: _Values) -> None:
-        self.recent.append((at, values))
-        while self.recent and self.recent[0][0] < at - self.dense:
-            entry = self.recent.popleft()
-            if not self.older or entry[0] - self.older[-1][0] >= self.sparse:
-                self.older.append(entry)
-        # Keep the newest entry that is older than the retention horizon: it is the base of the widest window.
-        while len(self.older) >= 2 and self.older[1][0] <= at - self.retention:
-            self.older.popleft()
-
-    def base(self, start: float) -> tuple[float, _Values] | None:
-        """The newest entry taken at or before ``start``."""
-        found = None
-        for entry in (*self.older, *self.recent):
-            if entry[0] <= start:
-                found = entry
-            else:
-                break
-        return found
-
 
 _CUMULATIVE: dict[type, AggregationTemporality] = {
     Counter: AggregationTemporality.CUMULATIVE,
@@ -232,7 +96,7 @@ class Readings(MetricReader):
     # --- MetricReader ---------------------------------------------------------------------------------
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._received_data = metrics_data
-        self._received = _to_snapshot(metrics_data, self._clock(), self._resource, time.time())
+        self._received = to_snapshot(metrics_data, self._clock(), self._resource, time.time())
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._stop.set()
@@ -388,51 +252,6 @@ class Readings(MetricReader):
         self._thread = None
         self._latest = None
         self._refreshing = False
-
-
-def _attrs_key(attributes: Attributes) -> frozenset[tuple[str, Any]]:
-    return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
-
-
-_NO_ATTRIBUTES: Attributes = MappingProxyType({})
-
-
-def _to_snapshot(data: MetricsData, taken_at: float, resource: Attributes, observed_at: float) -> Snapshot:
-    # The data points' attribute mappings are the SDK's own copies, never changed after collection: shared, not
-    # copied again (this loop runs over every point of every collection).
-    metrics: dict[str, list[Point]] = {}
-    monotonic: set[str] = set()
-    for rm in data.resource_metrics:
-        resource = MappingProxyType(dict(rm.resource.attributes))
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                points = metrics.setdefault(metric.name, [])
-                payload = metric.data
-                if isinstance(payload, HistogramData):
-                    monotonic.add(metric.name)
-                    points.extend(
-                        Point(hp.attributes or _NO_ATTRIBUTES, float(hp.count), hp.sum)
-                        for hp in payload.data_points
-                        if isinstance(hp, HistogramDataPoint)
-                    )
-                elif isinstance(payload, Sum | Gauge):
-                    if isinstance(payload, Sum) and payload.is_monotonic:
-                        monotonic.add(metric.name)
-                    points.extend(
-                        Point(np.attributes or _NO_ATTRIBUTES, float(np.value))
-                        for np in payload.data_points
-                        if isinstance(np, NumberDataPoint)
-                    )
-    frozen = {name: tuple(points) for name, points in metrics.items()}
-    return Snapshot(taken_at, resource, MappingProxyType(frozen), frozenset(monotonic), observed_at=observed_at)
-
-
-def _cumulative_values(snap: Snapshot) -> dict[_SeriesKey, tuple[float, float | None]]:
-    return {
-        (name, _attrs_key(p.attributes)): (p.value, p.total)
-        for name in snap.monotonic
-        for p in snap.metrics.get(name, ())
-    }
 
 
 # --- the process-wide Readings ------------------------------------------------------------------------------

@@ -6,6 +6,9 @@ app=app)`` mounts explicitly.
 
 The wrapper sits on ``fastapi.applications.FastAPI.__init__`` (the base class), so it also runs for the
 subclass that upstream's FastAPI instrumentor substitutes, whatever order the instrumentors load in.
+
+It lives in health/, not instrumentation/, because what it installs is the health views: an instrumentor
+package that imported the health floor would make the import graph point up (tests/test_architecture.py).
 """
 
 from __future__ import annotations
@@ -15,42 +18,37 @@ from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
 
 from otel_reliability import config
 
-_ORIGINAL = "_otel_reliability_original_init"
+_instruments = ("fastapi >= 0.110",)
+"""The framework whose apps get the health routes (the contrib convention: instrument() skips it when absent)."""
 
 
 class HealthMountInstrumentor(BaseInstrumentor):
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()
+        return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        if not config.settings().auto_mount or importlib.util.find_spec("fastapi") is None:
+        settings = kwargs.get("settings") or config.settings()
+        if not settings.auto_mount or importlib.util.find_spec("fastapi") is None:
             return
         from fastapi import applications
+        from wrapt import wrap_function_wrapper
 
-        cls = applications.FastAPI
-        if hasattr(cls, _ORIGINAL):
-            return
-        original = cls.__init__
-
-        def __init__(self: Any, *args: Any, **kw: Any) -> None:
-            original(self, *args, **kw)
-            from otel_reliability.health.fastapi import mount
-
-            mount(self)
-
-        setattr(cls, _ORIGINAL, original)
-        cls.__init__ = __init__  # type: ignore[method-assign]
+        wrap_function_wrapper(applications, "FastAPI.__init__", _mount_after_init)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         if importlib.util.find_spec("fastapi") is None:
             return
         from fastapi import applications
 
-        cls = applications.FastAPI
-        original = cls.__dict__.get(_ORIGINAL)
-        if original is not None:
-            cls.__init__ = original  # type: ignore[method-assign]
-            delattr(cls, _ORIGINAL)
+        unwrap(applications.FastAPI, "__init__")
+
+
+def _mount_after_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
+    wrapped(*args, **kwargs)
+    from otel_reliability.health.fastapi import mount
+
+    mount(instance)

@@ -1,0 +1,142 @@
+"""Which pools exist and what SQLAlchemy does not count for them: pending callers, checkout times, names.
+
+Every pool is tracked weakly (a dropped engine disappears from the metrics at the next collection). ``current``
+holds the instruments of the active ``PoolInstrumentor`` (None while not instrumented): the hooks and the
+first use of a pool report into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from otel_reliability import changes, semconv
+
+_logger = logging.getLogger(__name__)
+
+POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
+
+
+@dataclass
+class _Instruments:
+    timeouts: Any
+    wait_time: Any
+    use_time: Any
+    create_time: Any
+    invalidations: Any
+    errors: Any
+    pool_timeout: type[BaseException]  # sqlalchemy.exc.TimeoutError, bound once instead of imported per checkout
+
+
+current: _Instruments | None = None
+
+
+_STATE_ATTR = "_otel_reliability_pool_state"
+_RECORD_POOL = "_ConnectionRecord__pool"  # the pool a _ConnectionRecord belongs to (stable since 1.x)
+
+
+class _PoolState:
+    """What the pool itself does not know: pending callers and the checkout time of each connection in use."""
+
+    __slots__ = ("_attrs", "checked_out_at", "lock", "pending", "pool_ref")
+
+    def __init__(self, pool: Any) -> None:
+        self.pool_ref = weakref.ref(pool)
+        self.lock = threading.Lock()
+        self.pending = 0
+        # record -> perf_counter() at checkout; also the number of checkouts in progress for pools that do not
+        # count them themselves (NullPool, StaticPool, SingletonThreadPool).
+        self.checked_out_at: dict[Any, float] = {}
+        self._attrs: dict[str, str] | None = None
+
+    def attrs(self) -> dict[str, str]:
+        # Resolved on first use, not at pool creation: create_engine builds the pool before the Engine that
+        # knows the URL.
+        if self._attrs is None:
+            pool = self.pool_ref()
+            self._attrs = {POOL_NAME: pool_name(pool) if pool is not None else "unknown"}
+            inst = current
+            if inst is not None:
+                # Counters start at 0 for each pool: Prometheus' increase() cannot see the increment that
+                # creates a series, so the first timeout would otherwise never reach an alert.
+                inst.timeouts.add(0, self._attrs)
+                inst.invalidations.add(0, self._attrs)
+            changes.mark_changed()  # a new pool: health lists it from the next call
+        return self._attrs
+
+
+# --- tracking ---------------------------------------------------------------------------------------------------
+_lock = threading.Lock()
+_pools: weakref.WeakSet[Any] = weakref.WeakSet()
+_dialect_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_newest_pool: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = weakref.WeakKeyDictionary()
+_dialect_kinds: weakref.WeakKeyDictionary[Any, tuple[str, bool]] = weakref.WeakKeyDictionary()
+
+
+def _state(pool: Any) -> _PoolState | None:
+    return pool.__dict__.get(_STATE_ATTR)
+
+
+def _track(pool: Any) -> _PoolState:
+    state = _state(pool)
+    if state is not None:
+        return state
+    with _lock:
+        state = _state(pool)
+        if state is None:
+            state = _PoolState(pool)
+            pool.__dict__[_STATE_ATTR] = state
+            _pools.add(pool)
+            dialect = pool.__dict__.get("_dialect")
+            if dialect is not None and _weakrefable(dialect):
+                _newest_pool[dialect] = weakref.ref(pool)
+    return state
+
+
+def _weakrefable(obj: Any) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def pool_name(pool: Any) -> str:
+    """The ``db.client.connection.pool.name`` of ``pool``."""
+    logging_name = getattr(pool, "_orig_logging_name", None)
+    if logging_name:
+        return str(logging_name)
+    dialect = pool.__dict__.get("_dialect")
+    if dialect is not None:
+        with _lock:
+            name = _dialect_names.get(dialect) if _weakrefable(dialect) else None
+        if name:
+            return name
+    return f"{type(pool).__name__}-{id(pool):x}"
+
+
+def dialect_of(pool: Any) -> tuple[str, bool]:
+    """(dialect name, is_async) of the engine that owns ``pool`` (("", False) for a pool without an engine)."""
+    dialect = pool.__dict__.get("_dialect")
+    if dialect is None or not _weakrefable(dialect):
+        return ("", False)
+    with _lock:
+        return _dialect_kinds.get(dialect, ("", False))
+
+
+def tracked_pools() -> list[Any]:
+    """The live pools created (or first used) since instrumentation."""
+    with _lock:
+        return list(_pools)
+
+
+def _is_newest(pool: Any) -> bool:
+    dialect = pool.__dict__.get("_dialect")
+    if dialect is None or not _weakrefable(dialect):
+        return True
+    with _lock:
+        ref = _newest_pool.get(dialect)
+    return ref is None or ref() is pool

@@ -1,0 +1,62 @@
+"""The window history: cumulative values of monotonic series at past instants, for ``Readings.window``.
+
+Its own module because it is its own idea: windows are count(now) - count(window start), taken from these
+entries, so their memory is bounded by retention / interval x series, never by traffic.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from otel_reliability.readings.model import Snapshot, _attrs_key, _SeriesKey
+
+_Values = dict[_SeriesKey, tuple[float, float | None]]
+
+
+@dataclass
+class _History:
+    """Cumulative values of monotonic series at past instants, oldest first.
+
+    Dense near now, sparse further back: every snapshot of the last ``dense`` seconds is kept (so a short window,
+    like the few seconds pool health looks at, starts within one snapshot interval), older ones only every
+    ``sparse`` seconds (so the 5-minute error window costs ~``retention / sparse`` entries, not one per second).
+    """
+
+    retention: float
+    dense: float = 30.0
+    sparse: float = 5.0
+    older: deque[tuple[float, _Values]] = field(default_factory=deque)
+    recent: deque[tuple[float, _Values]] = field(default_factory=deque)
+
+    @property
+    def entries(self) -> list[tuple[float, _Values]]:
+        return [*self.older, *self.recent]
+
+    def add(self, at: float, values: _Values) -> None:
+        self.recent.append((at, values))
+        while self.recent and self.recent[0][0] < at - self.dense:
+            entry = self.recent.popleft()
+            if not self.older or entry[0] - self.older[-1][0] >= self.sparse:
+                self.older.append(entry)
+        # Keep the newest entry that is older than the retention horizon: it is the base of the widest window.
+        while len(self.older) >= 2 and self.older[1][0] <= at - self.retention:
+            self.older.popleft()
+
+    def base(self, start: float) -> tuple[float, _Values] | None:
+        """The newest entry taken at or before ``start``."""
+        found = None
+        for entry in (*self.older, *self.recent):
+            if entry[0] <= start:
+                found = entry
+            else:
+                break
+        return found
+
+
+def _cumulative_values(snap: Snapshot) -> dict[_SeriesKey, tuple[float, float | None]]:
+    return {
+        (name, _attrs_key(p.attributes)): (p.value, p.total)
+        for name in snap.monotonic
+        for p in snap.metrics.get(name, ())
+    }

@@ -1,0 +1,144 @@
+"""The Readings' data model: one collection as a ``Snapshot`` of ``Point``s, and a ``Window`` of changes.
+
+Plain frozen values, no SDK objects kept: the views, the host merge and the CLI read these, so they are the
+vocabulary of everything above the reader. ``to_snapshot`` turns one SDK collection into a Snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    Gauge,
+    HistogramDataPoint,
+    MetricsData,
+    NumberDataPoint,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import (
+    Histogram as HistogramData,
+)
+
+Attributes = Mapping[str, Any]
+
+
+def rfc3339(at: float) -> str:
+    """A ``time.time()`` value as RFC 3339 UTC with milliseconds."""
+    moment = datetime.fromtimestamp(at, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+_SeriesKey = tuple[str, frozenset[tuple[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One series of one metric: its attributes and its value.
+
+    For sums and gauges ``value`` is the value; for histograms it is the count and ``total`` the sum.
+    """
+
+    attributes: Attributes
+    value: float
+    total: float | None = None
+
+    def matches(self, where: Attributes | None) -> bool:
+        return where is None or all(self.attributes.get(k) == v for k, v in where.items())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every metric of one collection, by name.
+
+    ``taken_at`` is on the monotonic clock (ages, windows); ``observed_at`` is the wall-clock time of the same
+    instant (what responses show); ``generation`` the change generation the collection started in.
+    """
+
+    taken_at: float
+    resource: Attributes
+    metrics: Mapping[str, tuple[Point, ...]]
+    monotonic: frozenset[str] = frozenset()  # names of cumulative sums and histograms (windowable)
+    observed_at: float = 0.0
+    generation: int = -1
+
+    def points(self, name: str, where: Attributes | None = None) -> tuple[Point, ...]:
+        found = self.metrics.get(name, ())
+        return found if where is None else tuple(p for p in found if p.matches(where))
+
+    def value(self, name: str, where: Attributes | None = None, default: float | None = None) -> float | None:
+        """The value of the first series matching ``where``, or ``default``."""
+        for point in self.points(name, where):
+            return point.value
+        return default
+
+    def total(self, name: str, where: Attributes | None = None) -> float:
+        """The sum of the values of every series matching ``where`` (0 when none)."""
+        return sum(p.value for p in self.points(name, where))
+
+    def group(self, name: str, by: str, where: Attributes | None = None) -> dict[Any, list[Point]]:
+        """The matching series of ``name`` grouped by the value of attribute ``by``."""
+        groups: dict[Any, list[Point]] = {}
+        for point in self.points(name, where):
+            groups.setdefault(point.attributes.get(by), []).append(point)
+        return groups
+
+    @property
+    def observed_at_text(self) -> str:
+        """``observed_at`` in RFC 3339, UTC, milliseconds (``2026-11-28T19:40:01.123Z``)."""
+        return rfc3339(self.observed_at)
+
+    @property
+    def service(self) -> dict[str, Any]:
+        return {
+            "name": self.resource.get("service.name", "unknown_service"),
+            "instance_id": self.resource.get("service.instance.id"),
+        }
+
+
+@dataclass(frozen=True)
+class Window(Snapshot):
+    """The change of every cumulative series over the last ``seconds`` (``covered`` is what was really seen)."""
+
+    seconds: float = 0.0
+    covered: float = 0.0
+
+
+def _attrs_key(attributes: Attributes) -> frozenset[tuple[str, Any]]:
+    return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
+
+
+_NO_ATTRIBUTES: Attributes = MappingProxyType({})
+
+
+def to_snapshot(data: MetricsData, taken_at: float, resource: Attributes, observed_at: float) -> Snapshot:
+    # The data points' attribute mappings are the SDK's own copies, never changed after collection: shared, not
+    # copied again (this loop runs over every point of every collection).
+    metrics: dict[str, list[Point]] = {}
+    monotonic: set[str] = set()
+    for rm in data.resource_metrics:
+        resource = MappingProxyType(dict(rm.resource.attributes))
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points = metrics.setdefault(metric.name, [])
+                payload = metric.data
+                if isinstance(payload, HistogramData):
+                    monotonic.add(metric.name)
+                    points.extend(
+                        Point(hp.attributes or _NO_ATTRIBUTES, float(hp.count), hp.sum)
+                        for hp in payload.data_points
+                        if isinstance(hp, HistogramDataPoint)
+                    )
+                elif isinstance(payload, Sum | Gauge):
+                    if isinstance(payload, Sum) and payload.is_monotonic:
+                        monotonic.add(metric.name)
+                    points.extend(
+                        Point(np.attributes or _NO_ATTRIBUTES, float(np.value))
+                        for np in payload.data_points
+                        if isinstance(np, NumberDataPoint)
+                    )
+    frozen = {name: tuple(points) for name, points in metrics.items()}
+    return Snapshot(taken_at, resource, MappingProxyType(frozen), frozenset(monotonic), observed_at=observed_at)
