@@ -65,8 +65,6 @@ PIDS+=($!)
   export OTEL_RELIABILITY_STUCK_THRESHOLD=${OTEL_RELIABILITY_STUCK_THRESHOLD:-60}
   export OTEL_RELIABILITY_STUCK_CHECK_INTERVAL=${OTEL_RELIABILITY_STUCK_CHECK_INTERVAL:-10}
   export EXAMPLE_BREAKER_RESET_TIMEOUT=${EXAMPLE_BREAKER_RESET_TIMEOUT:-30}
-  # The checklist follows a scenario at once in the demo (default: health reuses a collection up to 5 s).
-  export OTEL_RELIABILITY_HEALTH_CACHE=${OTEL_RELIABILITY_HEALTH_CACHE:-1}
   exec "$BIN/opentelemetry-instrument" "$BIN/uvicorn" app.main:app --host 127.0.0.1 --port "$APP_PORT"
 ) >"$DATA_DIR/app.log" 2>&1 &
 PIDS+=($!)
