@@ -21,13 +21,12 @@ The items, their rendering and the advice they give are shared with the fleet ch
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from otel_reliability import config
+from otel_reliability.cli import http
 from otel_reliability.cli import report as advice
 from otel_reliability.cli.report import (
     ACTION,
@@ -63,18 +62,11 @@ class Client:
         self.timeout = timeout
 
     def get(self, path: str, token: str | None = None) -> Reply:
-        headers = {"Accept": "application/json", "User-Agent": "otel-reliability-check"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        request = urllib.request.Request(self.base_url + path, headers=headers, method="GET")
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, raw = err.code, err.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            return Reply(0, error=f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__)
+            status, raw = http.get(self.base_url + path, self.timeout, headers)
+        except http.Unreachable as exc:
+            return Reply(0, error=str(exc))
         try:
             body = json.loads(raw) if raw else None
         except ValueError:

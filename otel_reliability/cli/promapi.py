@@ -8,17 +8,14 @@ that is not a result" (:class:`QueryError`: one item in error). Only the standar
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
+
+from otel_reliability.cli import http
+from otel_reliability.cli.http import Unreachable as Unreachable  # re-exported: the fleet check catches it
 
 
 class QueryError(Exception):
     """The query API answered, but not with a result (bad query, server error, not Prometheus JSON)."""
-
-
-class Unreachable(Exception):
-    """No answer at all (connection refused, DNS, timeout)."""
 
 
 Sample = tuple[dict[str, str], float]
@@ -33,17 +30,7 @@ class PromClient:
 
     def query(self, expr: str) -> list[Sample]:
         url = f"{self.base_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-        request = urllib.request.Request(
-            url, headers={"Accept": "application/json", "User-Agent": "otel-reliability-check"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, raw = err.code, err.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise Unreachable(f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__) from None
+        status, raw = http.get(url, self.timeout)
         try:
             body = json.loads(raw)
         except ValueError:

@@ -37,8 +37,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_reliability import semconv
-from otel_reliability.host.store import AttrsKey, attrs_key
+from otel_reliability.host.store import AttrsKey
 from otel_reliability.readings import Point, Snapshot
+from otel_reliability.readings.model import attrs_key
 
 _logger = logging.getLogger(__name__)
 

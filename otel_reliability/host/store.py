@@ -23,7 +23,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -123,11 +122,6 @@ class Published:
 
 
 AttrsKey = frozenset[tuple[str, Any]]
-
-
-def attrs_key(attributes: Mapping[str, Any]) -> AttrsKey:
-    """A hashable key for a series' attributes (sequence values as tuples)."""
-    return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
 
 
 def _attributes(raw: dict[str, Any]) -> dict[str, Any]:

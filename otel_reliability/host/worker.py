@@ -22,11 +22,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from types import MappingProxyType
 from typing import Any
 
 from otel_reliability.host import merge, store
-from otel_reliability.readings import Point, Readings, Snapshot, Window
+from otel_reliability.readings import Readings, Snapshot, Window
+from otel_reliability.readings.model import window_between
 
 _logger = logging.getLogger(__name__)
 
@@ -186,25 +186,7 @@ class HostReadings:
                 oldest = min(self._history, key=lambda n: store._history_time(n) or 0.0)
                 base = self.directory.history([oldest], float("inf")) or (started, {})
         base_at, base_values = base
-        wanted = now.monotonic if names is None else now.monotonic.intersection(names)
-        metrics: dict[str, tuple[Point, ...]] = {}
-        for name in wanted:
-            deltas = []
-            for p in now.metrics.get(name, ()):
-                old_value, old_total = base_values.get((name, store.attrs_key(p.attributes)), (0.0, 0.0))
-                total = None if p.total is None else p.total - (old_total or 0.0)
-                deltas.append(Point(p.attributes, p.value - old_value, total))
-            metrics[name] = tuple(deltas)
-        return Window(
-            now.taken_at,
-            now.resource,
-            MappingProxyType(metrics),
-            now.monotonic,
-            now.observed_at,
-            now.generation,
-            seconds=seconds,
-            covered=max(0.0, min(seconds, now.taken_at - base_at)),
-        )
+        return window_between(now, base_at, base_values, seconds, names)
 
     def workers(self) -> int:
         """Live workers (this one included): those of the snapshot just taken, else counted now (/live)."""

@@ -37,7 +37,15 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReade
 
 from otel_reliability import changes
 from otel_reliability.readings.history import _cumulative_values, _History
-from otel_reliability.readings.model import Attributes, Point, Snapshot, Window, _attrs_key, rfc3339, to_snapshot
+from otel_reliability.readings.model import (
+    Attributes,
+    Point,
+    Snapshot,
+    Window,
+    rfc3339,
+    to_snapshot,
+    window_between,
+)
 
 __all__ = ["Attributes", "Point", "Readings", "Snapshot", "Window", "install", "readings", "rfc3339"]
 
@@ -200,25 +208,7 @@ class Readings(MetricReader):
                 else:
                     base = self._history.entries[0]  # history started late: cover what we have
         base_at, base_values = base
-        metrics: dict[str, tuple[Point, ...]] = {}
-        wanted = now.monotonic if names is None else now.monotonic.intersection(names)
-        for name in wanted:
-            deltas = []
-            for p in now.metrics.get(name, ()):
-                old_value, old_total = base_values.get((name, _attrs_key(p.attributes)), (0.0, 0.0))
-                total = None if p.total is None else p.total - (old_total or 0.0)
-                deltas.append(Point(p.attributes, p.value - old_value, total))
-            metrics[name] = tuple(deltas)
-        return Window(
-            now.taken_at,
-            now.resource,
-            MappingProxyType(metrics),
-            now.monotonic,
-            now.observed_at,
-            now.generation,
-            seconds=seconds,
-            covered=max(0.0, min(seconds, now.taken_at - base_at)),
-        )
+        return window_between(now, base_at, base_values, seconds, names)
 
     def add_listener(self, listener: Callable[[Readings], None]) -> None:
         """Call ``listener(readings)`` after each periodic snapshot (e.g. spike detection), off the request path."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from otel_reliability.readings.model import Snapshot, _attrs_key, _SeriesKey
+from otel_reliability.readings.model import Snapshot, _SeriesKey, attrs_key
 
 _Values = dict[_SeriesKey, tuple[float, float | None]]
 
@@ -56,7 +56,7 @@ class _History:
 
 def _cumulative_values(snap: Snapshot) -> dict[_SeriesKey, tuple[float, float | None]]:
     return {
-        (name, _attrs_key(p.attributes)): (p.value, p.total)
+        (name, attrs_key(p.attributes)): (p.value, p.total)
         for name in snap.monotonic
         for p in snap.metrics.get(name, ())
     }

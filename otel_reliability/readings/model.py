@@ -6,7 +6,7 @@ vocabulary of everything above the reader. ``to_snapshot`` turns one SDK collect
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -107,8 +107,39 @@ class Window(Snapshot):
     covered: float = 0.0
 
 
-def _attrs_key(attributes: Attributes) -> frozenset[tuple[str, Any]]:
+def attrs_key(attributes: Attributes) -> frozenset[tuple[str, Any]]:
+    """A hashable key for a series' attributes (sequence values as tuples)."""
     return frozenset((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items())
+
+
+def window_between(
+    now: Snapshot,
+    base_at: float,
+    base_values: Mapping[tuple[str, frozenset[tuple[str, Any]]], tuple[float, float | None]],
+    seconds: float,
+    names: Iterable[str] | None = None,
+) -> Window:
+    """The change of every cumulative series of ``now`` since the cumulative values ``base_values`` taken at
+    ``base_at`` (only of the metrics ``names`` when given): one process's window and the host's alike."""
+    metrics: dict[str, tuple[Point, ...]] = {}
+    wanted = now.monotonic if names is None else now.monotonic.intersection(names)
+    for name in wanted:
+        deltas = []
+        for p in now.metrics.get(name, ()):
+            old_value, old_total = base_values.get((name, attrs_key(p.attributes)), (0.0, 0.0))
+            total = None if p.total is None else p.total - (old_total or 0.0)
+            deltas.append(Point(p.attributes, p.value - old_value, total))
+        metrics[name] = tuple(deltas)
+    return Window(
+        now.taken_at,
+        now.resource,
+        MappingProxyType(metrics),
+        now.monotonic,
+        now.observed_at,
+        now.generation,
+        seconds=seconds,
+        covered=max(0.0, min(seconds, now.taken_at - base_at)),
+    )
 
 
 _NO_ATTRIBUTES: Attributes = MappingProxyType({})
