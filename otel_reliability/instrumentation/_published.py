@@ -65,6 +65,15 @@ class Published:
         self._monotonic = monotonic
         self._last: dict[Hashable, tuple[Attributes, float]] = {}
 
+    @classmethod
+    def gauge(cls, meter: Meter, name: str, unit: str, description: str) -> Published:
+        """A gauge published as an up-down counter (Prometheus shows a gauge)."""
+        return cls(meter.create_up_down_counter(name, unit=unit, description=description), monotonic=False)
+
+    @classmethod
+    def counter(cls, meter: Meter, name: str, unit: str, description: str) -> Published:
+        return cls(meter.create_counter(name, unit=unit, description=description), monotonic=True)
+
     def set(self, key: Hashable, value: float, attributes: Attributes) -> bool:
         """Publish ``value`` for the series ``key``; True when it changed."""
         last = self._last.get(key)

@@ -41,55 +41,38 @@ class BreakerInstruments:
     def __init__(self, meter: Meter, registry: BreakerRegistry, active: Callable[[], bool]) -> None:
         self._registry = registry
         self._active = active
-        self.state = Published(
-            meter.create_up_down_counter(
-                STATE,
-                unit="{state}",
-                description="1 for the state the circuit breaker is in, 0 for the other states (all 0: unreadable).",
-            ),
-            monotonic=False,
+        self.state = Published.gauge(
+            meter,
+            STATE,
+            "{state}",
+            "1 for the state the circuit breaker is in, 0 for the other states (all 0: unreadable).",
         )
-        self.calls = Published(
-            meter.create_counter(
-                CALLS,
-                unit="{call}",
-                description="Calls through the circuit breaker by outcome: success, failure, rejected (refused "
-                "while open).",
-            ),
-            monotonic=True,
+        self.calls = Published.counter(
+            meter,
+            CALLS,
+            "{call}",
+            "Calls through the circuit breaker by outcome: success, failure, rejected (refused while open).",
         )
-        self.transitions = Published(
-            meter.create_counter(
-                TRANSITIONS,
-                unit="{transition}",
-                description="State changes of the circuit breaker, by the state entered.",
-            ),
-            monotonic=True,
+        self.transitions = Published.counter(
+            meter, TRANSITIONS, "{transition}", "State changes of the circuit breaker, by the state entered."
         )
-        self.failures = Published(
-            meter.create_up_down_counter(
-                CONSECUTIVE_FAILURES,
-                unit="{failure}",
-                description="Failures since the last success, as the circuit breaker counts them.",
-            ),
-            monotonic=False,
+        self.failures = Published.gauge(
+            meter,
+            CONSECUTIVE_FAILURES,
+            "{failure}",
+            "Failures since the last success, as the circuit breaker counts them.",
         )
-        self.threshold = Published(
-            meter.create_up_down_counter(
-                FAILURE_THRESHOLD,
-                unit="{failure}",
-                description="Consecutive failures at which the circuit breaker opens (its configuration).",
-            ),
-            monotonic=False,
+        self.threshold = Published.gauge(
+            meter,
+            FAILURE_THRESHOLD,
+            "{failure}",
+            "Consecutive failures at which the circuit breaker opens (its configuration).",
         )
-        self.reset_timeout = Published(
-            meter.create_up_down_counter(
-                RESET_TIMEOUT,
-                unit=semconv.UNIT_SECONDS,
-                description="Seconds the circuit breaker stays open before it lets a trial call through "
-                "(configuration).",
-            ),
-            monotonic=False,
+        self.reset_timeout = Published.gauge(
+            meter,
+            RESET_TIMEOUT,
+            semconv.UNIT_SECONDS,
+            "Seconds the circuit breaker stays open before it lets a trial call through (configuration).",
         )
         self._all = (self.state, self.calls, self.transitions, self.failures, self.threshold, self.reset_timeout)
         # Attribute dicts per breaker name, built once (the SDK copies them; we never mutate them).
