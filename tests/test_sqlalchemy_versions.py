@@ -25,7 +25,10 @@ STATEMENTS_CHECK = ROOT / "tests" / "apps" / "db" / "sa_statements_check.py"
 
 
 def cached_venv(requirement: str) -> Path | None:
-    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + requirement.encode()).hexdigest()[:12]
+    """A venv with the package's dependencies and ``requirement``, shared by every clone on this machine. The
+    package itself is run from this clone (``run_check`` puts it first on the path): an editable install would
+    point at whichever clone built the venv, and break once that clone is gone."""
+    key = hashlib.sha256(b"deps-v2" + (ROOT / "pyproject.toml").read_bytes() + requirement.encode()).hexdigest()[:12]
     base = Path(os.environ.get("OTEL_RELIABILITY_CACHE", "/var/cache/otel-reliability"))
     venv = base / f"venv-sa20-{key}"
     python = venv / "bin" / "python"
@@ -35,7 +38,7 @@ def cached_venv(requirement: str) -> Path | None:
     try:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "-e", str(ROOT), requirement],
+            [str(python), "-m", "pip", "install", "-q", str(ROOT), requirement],
             check=True, timeout=600, capture_output=True,
         )  # fmt: skip
     except (subprocess.SubprocessError, OSError):
@@ -44,13 +47,18 @@ def cached_venv(requirement: str) -> Path | None:
     return venv
 
 
+def run_check(venv: Path, script: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this clone's code, before the venv's installed copy
+    return subprocess.run(
+        [str(venv / "bin" / "python"), str(script)], capture_output=True, text=True, timeout=60, cwd=str(ROOT), env=env
+    )
+
+
 def test_pool_metrics_with_sqlalchemy_2_0() -> None:
     venv = cached_venv(REQUIREMENT)
     require(venv is not None, f"a venv with {REQUIREMENT} (pip could not build it)")
     assert venv is not None
-    run = subprocess.run(
-        [str(venv / "bin" / "python"), str(CHECK)], capture_output=True, text=True, timeout=60, cwd=str(ROOT)
-    )
+    run = run_check(venv, CHECK)
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["sqlalchemy"].startswith("2.0.")
@@ -62,9 +70,7 @@ def test_statement_spans_with_older_sqlalchemy(requirement: str, version: str) -
     venv = cached_venv(requirement)
     require(venv is not None, f"a venv with {requirement} (pip could not build it)")
     assert venv is not None
-    run = subprocess.run(
-        [str(venv / "bin" / "python"), str(STATEMENTS_CHECK)], capture_output=True, text=True, timeout=60, cwd=str(ROOT)
-    )
+    run = run_check(venv, STATEMENTS_CHECK)
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["sqlalchemy"].startswith(version)
