@@ -152,3 +152,72 @@ def test_refresh_ahead_serves_a_young_snapshot_and_refreshes_in_the_background()
     readings.snapshot()
     assert len(calls) == before + 1
     readings.shutdown()
+
+
+def test_steady_health_traffic_replaces_the_periodic_snapshots_instead_of_adding_to_them() -> None:
+    """Background collections are what a health request may wait behind: a refresh asked for by health traffic
+    also serves as the history entry, so polling adds no collection to the periodic ones."""
+    import time
+
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    collections = 0
+
+    def count(options: CallbackOptions) -> list[Observation]:
+        nonlocal collections
+        collections += 1
+        return []
+
+    readings = Readings(snapshot_interval=1.0, cache_seconds=1.0, retention=60)
+    provider = MeterProvider(metric_readers=[readings])
+    provider.get_meter("t").create_observable_gauge("collections", [count])
+    try:
+        readings.snapshot()
+        started = time.monotonic()
+        while time.monotonic() - started < 4.2:  # health calls every 20 ms
+            readings.snapshot()
+            time.sleep(0.02)
+        # a refresh every ~0.75-0.8 s (3/4 of the cache time) and nothing else: about 6 collections in 4.2 s, where
+        # refreshes plus separate periodic snapshots were 9-10
+        assert collections <= 7, collections
+        assert len(readings._history.entries) >= 3  # the history still has an entry per interval
+    finally:
+        readings.shutdown()
+        provider.shutdown()
+
+
+def test_a_background_collection_lets_a_waiting_thread_run_between_data_points() -> None:
+    """With a switch interval of 1 s, a thread waiting for the interpreter would wait for the whole collection;
+    inside giving_way() it runs at the next pause point."""
+    import sys
+    import threading
+
+    from otel_reliability import giveway
+
+    total = 200_000
+    progress = 0
+    started = threading.Event()
+    seen_at: list[int] = []
+
+    def collect() -> None:
+        nonlocal progress
+        with giveway.giving_way():
+            started.set()
+            for progress in range(1, total + 1):  # noqa: B007 (read by the other thread)
+                giveway.pause_point()
+
+    def waiting() -> None:
+        started.wait()
+        seen_at.append(progress)
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    try:
+        threads = [threading.Thread(target=waiting), threading.Thread(target=collect)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert seen_at and seen_at[0] < total, "the waiting thread ran only after the whole collection"

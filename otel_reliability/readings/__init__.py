@@ -35,7 +35,7 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
-from otel_reliability import changes
+from otel_reliability import changes, giveway
 from otel_reliability.readings.history import _cumulative_values, _History
 from otel_reliability.readings.model import (
     Attributes,
@@ -88,7 +88,7 @@ class Readings(MetricReader):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[Readings], None]] = []
-        self._refreshing = False
+        self._wake = threading.Event()  # a health call asks the background thread for a refresh
         self._received_data: MetricsData | None = None
         self._resource: Attributes = MappingProxyType({})
 
@@ -108,6 +108,7 @@ class Readings(MetricReader):
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._stop.set()
+        self._wake.set()
 
     # --- snapshots --------------------------------------------------------------------------------------
     def snapshot(self, max_age: float | None = None) -> Snapshot:
@@ -169,23 +170,18 @@ class Readings(MetricReader):
             return snap
 
     def _refresh_in_background(self) -> None:
-        if self._refreshing or not self._background:
-            return
-        self._refreshing = True
-
-        def refresh() -> None:
-            try:
-                self._collect_now()
-            except Exception:
-                _logger.debug("otel-reliability: background refresh failed", exc_info=True)
-            finally:
-                self._refreshing = False
-
-        threading.Thread(target=refresh, name="otel-reliability-refresh", daemon=True).start()
+        """Ask the background thread to collect now (it is the only one that collects off the request path)."""
+        if self._background:
+            self._wake.set()
 
     def tick(self) -> Snapshot:
         """Collect now and record the cumulative values in the history (the sampler thread calls this)."""
         snap = self._collect_now()
+        self._record(snap)
+        return snap
+
+    def _record(self, snap: Snapshot) -> None:
+        """Add ``snap``'s cumulative values to the history and tell the listeners."""
         values = _cumulative_values(snap)
         with self._history_lock:
             self._history.add(snap.taken_at, values)
@@ -194,7 +190,6 @@ class Readings(MetricReader):
                 listener(self)
             except Exception:
                 _logger.exception("otel-reliability: a Readings listener failed")
-        return snap
 
     def window(self, seconds: float, names: Iterable[str] | None = None) -> Window:
         """The change of every cumulative series (sums, histogram counts) over the last ``seconds``; only of
@@ -228,11 +223,32 @@ class Readings(MetricReader):
             self._ensure_sampler()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._snapshot_interval):
+        """Every background collection happens here, giving way to requests (``otel_reliability.giveway``):
+        a history entry every snapshot interval, and a refresh as soon as a health call asks for one. A refresh
+        taken in the last half interval serves as the history entry too, so steady health traffic does not add
+        collections to the ticks, it replaces them."""
+        interval = self._snapshot_interval
+        next_tick = self._clock() + interval
+        while not self._stop.is_set():
+            asked = self._wake.wait(max(0.0, next_tick - self._clock()))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
-                self.tick()
+                with giveway.giving_way():
+                    now = self._clock()
+                    if now < next_tick:
+                        self._collect_now()  # a refresh asked for by a health call
+                    else:
+                        next_tick = now + interval
+                        latest = self._latest
+                        if not asked and latest is not None and self._usable(latest, interval / 2):
+                            self._record(latest)
+                        else:
+                            self.tick()
+                self._wake.clear()  # a refresh asked for during this collection is answered by it
             except Exception:
-                _logger.debug("otel-reliability: periodic snapshot failed", exc_info=True)
+                _logger.debug("otel-reliability: background collection failed", exc_info=True)
 
     def _after_fork(self) -> None:
         # The child inherits the parent's cumulative counts and history (still valid baselines) but not the
@@ -241,7 +257,7 @@ class Readings(MetricReader):
         self._history_lock = threading.Lock()
         self._thread = None
         self._latest = None
-        self._refreshing = False
+        self._wake = threading.Event()
 
 
 # --- the process-wide Readings ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from otel_reliability import giveway
 from otel_reliability.readings.model import Snapshot, _SeriesKey, attrs_key
 
 _Values = dict[_SeriesKey, tuple[float, float | None]]
@@ -55,8 +56,8 @@ class _History:
 
 
 def _cumulative_values(snap: Snapshot) -> dict[_SeriesKey, tuple[float, float | None]]:
-    return {
-        (name, attrs_key(p.attributes)): (p.value, p.total)
-        for name in snap.monotonic
-        for p in snap.metrics.get(name, ())
-    }
+    values: dict[_SeriesKey, tuple[float, float | None]] = {}
+    for name in snap.monotonic:
+        for part in giveway.in_slices(snap.metrics.get(name, ())):
+            values.update(((name, attrs_key(p.attributes)), (p.value, p.total)) for p in part)
+    return values

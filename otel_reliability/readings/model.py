@@ -23,6 +23,8 @@ from opentelemetry.sdk.metrics.export import (
     Histogram as HistogramData,
 )
 
+from otel_reliability import giveway
+
 Attributes = Mapping[str, Any]
 
 
@@ -158,18 +160,20 @@ def to_snapshot(data: MetricsData, taken_at: float, resource: Attributes, observ
                 payload = metric.data
                 if isinstance(payload, HistogramData):
                     monotonic.add(metric.name)
-                    points.extend(
-                        Point(hp.attributes or _NO_ATTRIBUTES, float(hp.count), hp.sum)
-                        for hp in payload.data_points
-                        if isinstance(hp, HistogramDataPoint)
-                    )
+                    for part in giveway.in_slices(payload.data_points):
+                        points.extend(
+                            Point(hp.attributes or _NO_ATTRIBUTES, float(hp.count), hp.sum)
+                            for hp in part
+                            if isinstance(hp, HistogramDataPoint)
+                        )
                 elif isinstance(payload, Sum | Gauge):
                     if isinstance(payload, Sum) and payload.is_monotonic:
                         monotonic.add(metric.name)
-                    points.extend(
-                        Point(np.attributes or _NO_ATTRIBUTES, float(np.value))
-                        for np in payload.data_points
-                        if isinstance(np, NumberDataPoint)
-                    )
+                    for numbers in giveway.in_slices(payload.data_points):
+                        points.extend(
+                            Point(np.attributes or _NO_ATTRIBUTES, float(np.value))
+                            for np in numbers
+                            if isinstance(np, NumberDataPoint)
+                        )
     frozen = {name: tuple(points) for name, points in metrics.items()}
     return Snapshot(taken_at, resource, MappingProxyType(frozen), frozenset(monotonic), observed_at=observed_at)
