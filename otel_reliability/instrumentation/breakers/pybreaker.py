@@ -29,6 +29,7 @@ from typing import Any
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import get_current_span
 
+from otel_reliability.instrumentation._instrumented import is_wrapped
 from otel_reliability.instrumentation.breakers._registry import (
     REGISTRY,
     BreakerRegistry,
@@ -134,9 +135,9 @@ def instrument(registry: BreakerRegistry = REGISTRY) -> None:
     """Wrap ``CircuitBreaker.__init__`` (adopt every new breaker) and ``CircuitOpenState.before_call`` (count
     refusals) with wrapt; ``uninstrument`` unwraps both."""
     import pybreaker
-    from wrapt import ObjectProxy, wrap_function_wrapper
+    from wrapt import wrap_function_wrapper
 
-    if isinstance(pybreaker.CircuitBreaker.__dict__.get("__init__"), ObjectProxy):
+    if is_wrapped(pybreaker.CircuitBreaker, "__init__"):
         return
     error_cls = pybreaker.CircuitBreakerError
 
