@@ -55,6 +55,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 
 from otel_reliability import changes, config, semconv
+from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -133,11 +134,11 @@ def stuck_in_process(threshold: float | None = None) -> list[tuple[InFlight, flo
 
 # --- instruments -----------------------------------------------------------------------------------------------
 class _Instruments:
-    """The instruments of one ``instrument()`` call; its callbacks go quiet once it is no longer active."""
+    """The instruments of one ``instrument()`` call (the observable callbacks read the current one, see
+    ``_instrumented``)."""
 
-    def __init__(self, settings: config.Settings, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+    def __init__(self, settings: config.Settings, meter: metrics.Meter, tracer_provider: Any = None) -> None:
         self._stuck_threshold = settings.stuck_threshold  # read once: the callbacks run at every collection
-        meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         self.duration = meter.create_histogram(
             semconv.METRIC_OPERATION_DURATION,
@@ -146,26 +147,23 @@ class _Instruments:
         )
         meter.create_observable_gauge(
             semconv.METRIC_OPERATION_IN_FLIGHT,
-            callbacks=[self._observe_in_flight],
+            callbacks=[_instrumented.gate(meter, _Instruments._observe_in_flight)],
             unit="{operation}",
             description="Tracked operations running now.",
         )
         meter.create_observable_gauge(
             semconv.METRIC_OPERATION_STUCK,
-            callbacks=[self._observe_stuck],
+            callbacks=[_instrumented.gate(meter, _Instruments._observe_stuck)],
             unit="{operation}",
             description="Operations in flight longer than OTEL_RELIABILITY_STUCK_THRESHOLD (in process and in "
             "database-backed detectors).",
         )
         meter.create_observable_gauge(
             semconv.METRIC_OPERATION_OLDEST_AGE,
-            callbacks=[self._observe_oldest],
+            callbacks=[_instrumented.gate(meter, _Instruments._observe_oldest)],
             unit=semconv.UNIT_SECONDS,
             description="Age of the oldest operation in flight.",
         )
-
-    def _active(self) -> bool:
-        return _state.instruments is self
 
     def _per_name(self) -> dict[str, tuple[int, int, float]]:
         """{name: (in_flight, stuck, oldest_age)} over in-process operations and database detectors."""
@@ -194,8 +192,6 @@ class _Instruments:
         return out
 
     def _observe(self, index: int) -> Iterable[Observation]:
-        if not self._active():
-            return []
         return [Observation(values[index], {NAME_ATTR: name}) for name, values in self._per_name().items()]
 
     def _observe_in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -208,19 +204,19 @@ class _Instruments:
         return self._observe(2)
 
 
-class _State:
-    instruments: _Instruments | None = None
-    _fallback_tracer: trace.Tracer | None = None
-
-    def tracer(self) -> trace.Tracer:
-        if self.instruments is not None:
-            return self.instruments.tracer
-        if self._fallback_tracer is None:
-            self._fallback_tracer = trace.get_tracer(SCOPE, __version__)
-        return self._fallback_tracer
+_instrumented: Instrumented[_Instruments] = Instrumented()
+_fallback_tracer: trace.Tracer | None = None
 
 
-_state = _State()
+def _tracer() -> trace.Tracer:
+    """The instrumentor's tracer, else the global one (spans without the instrumentor, metrics only with it)."""
+    global _fallback_tracer
+    instruments = _instrumented.state
+    if instruments is not None:
+        return instruments.tracer
+    if _fallback_tracer is None:
+        _fallback_tracer = trace.get_tracer(SCOPE, __version__)
+    return _fallback_tracer
 
 
 _instruments: tuple[str, ...] = ()
@@ -237,10 +233,11 @@ class OperationsInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         settings = kwargs.get("settings") or config.settings()
-        _state.instruments = _Instruments(settings, kwargs.get("meter_provider"), kwargs.get("tracer_provider"))
+        meter = metrics.get_meter(SCOPE, __version__, meter_provider=kwargs.get("meter_provider"))
+        _instrumented.start(_Instruments(settings, meter, kwargs.get("tracer_provider")), meter)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        _state.instruments = None
+        _instrumented.stop()
 
 
 # --- track_operation -------------------------------------------------------------------------------------------
@@ -281,7 +278,7 @@ class track_operation:
         attributes: dict[str, str] = {NAME_ATTR: self.name}
         if self.key is not None:
             attributes[KEY_ATTR] = self.key
-        span = _state.tracer().start_span(self.name, attributes=attributes)
+        span = _tracer().start_span(self.name, attributes=attributes)
         ctx_token = otel_context.attach(trace.set_span_in_context(span))
         token = REGISTRY.enter(InFlight(self.name, self.key, started, self.threshold))
         return _Active(token, started, span, ctx_token)
@@ -290,7 +287,7 @@ class track_operation:
         REGISTRY.exit(active.registry_token)
         elapsed = _clock() - active.started
         span = active.span
-        instruments = _state.instruments
+        instruments = _instrumented.state
         if exc is None:
             if instruments is not None:
                 instruments.duration.record(elapsed, {NAME_ATTR: self.name})

@@ -57,6 +57,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -68,6 +69,7 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from otel_reliability import changes, config
+from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.instrumentation.breakers import _metrics
 from otel_reliability.instrumentation.breakers._registry import (
     OUTCOMES,
@@ -172,8 +174,8 @@ def unregister_breaker(name: str) -> int:
     return len(found)
 
 
-def _is_active() -> bool:
-    return BreakersInstrumentor._active
+_instrumented: Instrumented[list[str]] = Instrumented()
+"""While instrumented: the adapter modules that instrumented their library."""
 
 
 _instruments: tuple[str, ...] = ()
@@ -186,19 +188,15 @@ checks for its own module instead."""
 class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Entry point ``reliability_breakers``: pybreaker, circuitbreaker and purgatory, when installed."""
 
-    _active = False
-    _active_libraries: list[str] = []
-
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
         meter = metrics.get_meter("otel_reliability.breakers", __version__, meter_provider=kwargs.get("meter_provider"))
+        libraries = _instrumented.start([], meter)
         # Creating the instruments again on the same meter returns the existing ones (with their callbacks), so
-        # the callbacks ask whether we are instrumented now rather than capturing an instrumentation.
-        BreakersInstrumentor._active = True
-        _metrics.create_instruments(meter, REGISTRY, _is_active)
-        self._active_libraries = []
+        # the callbacks ask whether we are instrumented now, on their meter, rather than capturing an instrumentation.
+        _metrics.create_instruments(meter, REGISTRY, functools.partial(_instrumented.active_on, meter))
         for module_name, library in _LIBRARIES:
             if importlib.util.find_spec(library) is None:
                 continue
@@ -207,7 +205,7 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             except Exception:  # a library version we do not understand must not break the application
                 _logger.warning("otel-reliability: could not instrument %s breakers", library, exc_info=True)
                 continue
-            self._active_libraries.append(module_name)
+            libraries.append(module_name)
         if importlib.util.find_spec("fastapi") is not None:
             from otel_reliability.instrumentation.breakers import http
 
@@ -215,10 +213,9 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         changes.mark_changed()
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        BreakersInstrumentor._active = False  # the instruments created so far report nothing from now on
-        for module_name in self._active_libraries:
+        # The instruments created so far report nothing from now on.
+        for module_name in _instrumented.stop() or []:
             importlib.import_module(module_name).uninstrument(REGISTRY)
-        self._active_libraries = []
         if importlib.util.find_spec("fastapi") is not None:
             from otel_reliability.instrumentation.breakers import http
 
