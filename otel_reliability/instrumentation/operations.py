@@ -19,8 +19,9 @@ set-up: ``OperationsInstrumentor().instrument(meter_provider=..., tracer_provide
 What it measures, all with the attribute ``operation.name``:
 
 - ``operation.in_flight`` ({operation}): operations running now;
-- ``operation.stuck`` ({operation}): those running longer than ``OTEL_RELIABILITY_STUCK_THRESHOLD`` seconds,
-  plus the stuck rows counted by the database-backed detectors (``register_stuck_detector``);
+- ``operation.stuck`` ({operation}): those running longer than ``OTEL_RELIABILITY_STUCK_THRESHOLD`` seconds
+  (the stuck rows of the database-backed detectors, ``register_stuck_detector``, are added to the same gauges by
+  their own entry point, ``reliability_stuck``: see ``_operation_gauges``);
 - ``operation.oldest_age`` (s): the age of the oldest one running;
 - ``operation.duration`` (s, histogram): how long finished operations took, with ``error.type`` on failure;
 - a span named after the operation, with ``operation.name`` and ``operation.key``.
@@ -44,23 +45,23 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 
 from otel_reliability import changes, config, semconv
+from otel_reliability.instrumentation import _operation_gauges
 from otel_reliability.instrumentation._instrumented import Instrumented
+from otel_reliability.instrumentation._operation_gauges import SCOPE, Row
 from otel_reliability.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SCOPE = "otel_reliability.operations"
 NAME_ATTR = semconv.ATTR_OPERATION_NAME
 KEY_ATTR = semconv.ATTR_OPERATION_KEY
 
@@ -134,8 +135,8 @@ def stuck_in_process(threshold: float | None = None) -> list[tuple[InFlight, flo
 
 # --- instruments -----------------------------------------------------------------------------------------------
 class _Instruments:
-    """The instruments of one ``instrument()`` call (the observable callbacks read the current one, see
-    ``_instrumented``)."""
+    """The instruments of one ``instrument()`` call, and the in-process rows of the ``operation.*`` gauges (their
+    callbacks read the current one, see ``_operation_gauges``)."""
 
     def __init__(self, settings: config.Settings, meter: metrics.Meter, tracer_provider: Any = None) -> None:
         self._stuck_threshold = settings.stuck_threshold  # read once: the callbacks run at every collection
@@ -145,30 +146,10 @@ class _Instruments:
             unit=semconv.UNIT_SECONDS,
             description="Duration of finished tracked operations.",
         )
-        meter.create_observable_gauge(
-            semconv.METRIC_OPERATION_IN_FLIGHT,
-            callbacks=[_instrumented.gate(meter, _Instruments._observe_in_flight)],
-            unit="{operation}",
-            description="Tracked operations running now.",
-        )
-        meter.create_observable_gauge(
-            semconv.METRIC_OPERATION_STUCK,
-            callbacks=[_instrumented.gate(meter, _Instruments._observe_stuck)],
-            unit="{operation}",
-            description="Operations in flight longer than OTEL_RELIABILITY_STUCK_THRESHOLD (in process and in "
-            "database-backed detectors).",
-        )
-        meter.create_observable_gauge(
-            semconv.METRIC_OPERATION_OLDEST_AGE,
-            callbacks=[_instrumented.gate(meter, _Instruments._observe_oldest)],
-            unit=semconv.UNIT_SECONDS,
-            description="Age of the oldest operation in flight.",
-        )
+        _operation_gauges.create(meter)
 
-    def _per_name(self) -> dict[str, tuple[int, int, float]]:
-        """{name: (in_flight, stuck, oldest_age)} over in-process operations and database detectors."""
-        from otel_reliability.instrumentation import stuck
-
+    def rows(self) -> list[Row]:
+        """One row per operation name seen in this process (0 for a name with nothing running now)."""
         threshold = self._stuck_threshold
         now = _clock()
         out: dict[str, tuple[int, int, float]] = {name: (0, 0, 0.0) for name in REGISTRY.known_names()}
@@ -182,29 +163,11 @@ class _Instruments:
             out[op.name] = (count + 1, stuck_count + (1 if is_stuck else 0), max(oldest, op.age(now)))
         if soonest < math.inf:
             changes.expires_at(time.monotonic() + max(0.0, soonest) + 0.001)
-        for reading in stuck.readings():
-            count, stuck_count, oldest = out.get(reading.name, (0, 0, 0.0))
-            out[reading.name] = (
-                count + reading.in_progress,
-                stuck_count + reading.stuck,
-                max(oldest, reading.oldest_age),
-            )
-        return out
-
-    def _observe(self, index: int) -> Iterable[Observation]:
-        return [Observation(values[index], {NAME_ATTR: name}) for name, values in self._per_name().items()]
-
-    def _observe_in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._observe(0)
-
-    def _observe_stuck(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._observe(1)
-
-    def _observe_oldest(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._observe(2)
+        return [Row(name, *values) for name, values in out.items()]
 
 
-_instrumented: Instrumented[_Instruments] = Instrumented()
+_instrumented = _operation_gauges.add_source(Instrumented[_Instruments]())
+"""While instrumented: the duration histogram, the tracer, and this process's rows of the ``operation.*`` gauges."""
 _fallback_tracer: trace.Tracer | None = None
 
 
