@@ -346,7 +346,12 @@ def build(uid: str, title: str, description: str, panels: list[PanelBuilder]) ->
     )
     for i, p in enumerate(panels, start=1):
         board = board.with_panel(p.id(i))
-    return board.build()
+    built = board.build()
+    for panel in built.panels or []:
+        pos = panel.grid_pos
+        if pos is not None and pos.x + pos.w > 24:  # the SDK wraps only after a row is full: keep rows at 24
+            raise ValueError(f"{uid}: panel {panel.title!r} ends at column {pos.x + pos.w} (> 24)")
+    return built
 
 
 def services_table() -> table.Panel:
