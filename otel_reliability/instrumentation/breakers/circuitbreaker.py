@@ -120,7 +120,7 @@ def instrument(registry: BreakerRegistry = REGISTRY) -> None:
         adopt(instance, registry)
 
     def exit_(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        exc_type, exc = _exit_args(*args, **kwargs)
+        exc_type, exc = (args[0], args[1]) if len(args) == 3 else _exit_args(*args, **kwargs)  # `with`: positional
         before = canonical_state(instance.state)
         result = wrapped(*args, **kwargs)
         tracked = registry.lookup(instance) or adopt(instance, registry)

@@ -193,12 +193,12 @@ def instrument(registry: BreakerRegistry = REGISTRY) -> None:
             tracked.record_success()
         annotate_span(tracked.name, before)
 
+    # The breaker is looked up only when refused: a call that enters is counted (and tracked) by the exit.
     def enter(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        tracked = _enter(registry, instance)
         try:
             return wrapped(*args, **kwargs)
         except opened_error as exc:
-            rejected(tracked, exc)
+            rejected(_enter(registry, instance), exc)
             raise
 
     def exit_(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -211,11 +211,10 @@ def instrument(registry: BreakerRegistry = REGISTRY) -> None:
             finished(tracked, before)
 
     async def aenter(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        tracked = _enter(registry, instance)
         try:
             return await wrapped(*args, **kwargs)
         except opened_error as exc:
-            rejected(tracked, exc)
+            rejected(_enter(registry, instance), exc)
             raise
 
     async def aexit(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
