@@ -32,7 +32,7 @@ from otel_reliability.instrumentation.breakers import BreakersInstrumentor, regi
 from otel_reliability.instrumentation.breakers import circuitbreaker as circuitbreaker_adapter
 from otel_reliability.instrumentation.breakers import purgatory as purgatory_adapter
 from otel_reliability.instrumentation.breakers import pybreaker as pybreaker_adapter
-from otel_reliability.instrumentation.breakers._registry import REGISTRY
+from otel_reliability.instrumentation.breakers._registry import BREAKERS
 from otel_reliability.readings import Readings
 
 
@@ -54,7 +54,7 @@ def ok() -> str:
 
 @pytest.fixture
 def readings() -> Iterator[Readings]:
-    REGISTRY.clear()
+    BREAKERS.clear()
     monitored = dict(circuitbreaker.CircuitBreakerMonitor.circuit_breakers)
     reader = Readings(background=False, cache_seconds=0.0)
     provider = MeterProvider(metric_readers=[reader])
@@ -65,7 +65,7 @@ def readings() -> Iterator[Readings]:
         yield reader
     finally:
         instrumentor.uninstrument()
-        REGISTRY.clear()
+        BREAKERS.clear()
         # circuitbreaker's monitor holds every decorated breaker for the life of the process: forget this test's.
         circuitbreaker.CircuitBreakerMonitor.circuit_breakers.clear()
         circuitbreaker.CircuitBreakerMonitor.circuit_breakers.update(monitored)
@@ -494,11 +494,11 @@ def test_uninstrument_restores_the_libraries_and_silences_the_instruments(readin
     attempt(cb.call, boom)
     factory = purgatory.SyncCircuitBreakerFactory(default_threshold=1)
     assert attempt(factory("after-p")(boom)) == "Boom"
-    assert REGISTRY.lookup(cb) is None and not REGISTRY.tracked("purgatory")
+    assert BREAKERS.lookup(cb) is None and not BREAKERS.tracked("purgatory")
     reinstrument(readings)
     assert all(is_wrapped(cls, name) for cls, name in _patched_methods())
     for library in (pybreaker_adapter, circuitbreaker_adapter, purgatory_adapter):
-        library.instrument(REGISTRY)  # again: wraps nothing twice
+        library.instrument(BREAKERS)  # again: wraps nothing twice
     assert all(not hasattr(method.__wrapped__, "__wrapped__") for method in _patched_methods().values())
 
 

@@ -116,19 +116,19 @@ class _Registry:
             return set(self.names)
 
 
-REGISTRY = _Registry()
+RUNNING_OPERATIONS = _Registry()
 
 
 def in_flight() -> list[InFlight]:
     """The operations running now (a copy)."""
-    return REGISTRY.current()
+    return RUNNING_OPERATIONS.current()
 
 
 def stuck_in_process(threshold: float | None = None) -> list[tuple[InFlight, float]]:
     """In-process operations older than their threshold, with their age, oldest first."""
     default = config.settings().stuck_threshold if threshold is None else threshold
     now = _clock()
-    found = [(op, op.age(now)) for op in REGISTRY.current() if op.is_stuck(now, default)]
+    found = [(op, op.age(now)) for op in RUNNING_OPERATIONS.current() if op.is_stuck(now, default)]
     found.sort(key=lambda pair: -pair[1])
     return found
 
@@ -152,9 +152,9 @@ class _Instruments:
         """One row per operation name seen in this process (0 for a name with nothing running now)."""
         threshold = self._stuck_threshold
         now = _clock()
-        out: dict[str, tuple[int, int, float]] = {name: (0, 0, 0.0) for name in REGISTRY.known_names()}
+        out: dict[str, tuple[int, int, float]] = {name: (0, 0, 0.0) for name in RUNNING_OPERATIONS.known_names()}
         soonest = math.inf  # seconds until the next operation turns stuck: health must not miss that moment
-        for op in REGISTRY.current():
+        for op in RUNNING_OPERATIONS.current():
             count, stuck_count, oldest = out.get(op.name, (0, 0, 0.0))
             is_stuck = op.is_stuck(now, threshold)
             if not is_stuck:
@@ -243,11 +243,11 @@ class track_operation:
             attributes[KEY_ATTR] = self.key
         span = _tracer().start_span(self.name, attributes=attributes)
         ctx_token = otel_context.attach(trace.set_span_in_context(span))
-        token = REGISTRY.enter(InFlight(self.name, self.key, started, self.threshold))
+        token = RUNNING_OPERATIONS.enter(InFlight(self.name, self.key, started, self.threshold))
         return _Active(token, started, span, ctx_token)
 
     def _finish(self, active: _Active, exc: BaseException | None) -> None:
-        REGISTRY.exit(active.registry_token)
+        RUNNING_OPERATIONS.exit(active.registry_token)
         elapsed = _clock() - active.started
         span = active.span
         instruments = _instrumented.state

@@ -72,8 +72,8 @@ from otel_reliability import changes, config
 from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.instrumentation.breakers import _metrics
 from otel_reliability.instrumentation.breakers._registry import (
+    BREAKERS,
     OUTCOMES,
-    REGISTRY,
     STATES,
     TrackedBreaker,
     canonical_state,
@@ -122,7 +122,7 @@ class BreakerHandle:
         self._tracked.record_transition(canonical)
 
     def unregister(self) -> None:
-        REGISTRY.untrack(self._tracked)
+        BREAKERS.untrack(self._tracked)
 
 
 _adopt_lock = threading.Lock()
@@ -147,8 +147,8 @@ def register_breaker(name: str, breaker: Any) -> BreakerHandle:
                 breaker_cls = importlib.import_module(library).CircuitBreaker
                 if isinstance(breaker, breaker_cls):
                     adapter_module = importlib.import_module(module_name)
-                    return BreakerHandle(adapter_module.adopt(breaker, REGISTRY, name=name))
-        existing = REGISTRY.lookup(breaker)
+                    return BreakerHandle(adapter_module.adopt(breaker, BREAKERS, name=name))
+        existing = BREAKERS.lookup(breaker)
         if existing is not None:
             existing.explicit_name = name
             return BreakerHandle(existing)
@@ -162,15 +162,15 @@ def register_breaker(name: str, breaker: Any) -> BreakerHandle:
         # A plain function or lambda may be the only reference to itself: held strongly. A bound method is
         # held through its object, anything else weakly.
         strong = not is_object and not hasattr(breaker, "__self__")
-        tracked = REGISTRY.track(breaker, adapter, name=name, strong=strong, counts_calls=False, initial_state=None)
+        tracked = BREAKERS.track(breaker, adapter, name=name, strong=strong, counts_calls=False, initial_state=None)
         return BreakerHandle(tracked)
 
 
 def unregister_breaker(name: str) -> int:
     """Forget every breaker registered under ``name``; returns how many there were."""
-    found = REGISTRY.by_name(name)
+    found = BREAKERS.by_name(name)
     for tracked in found:
-        REGISTRY.untrack(tracked)
+        BREAKERS.untrack(tracked)
     return len(found)
 
 
@@ -196,12 +196,12 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         libraries = _instrumented.start([], meter)
         # Creating the instruments again on the same meter returns the existing ones (with their callbacks), so
         # the callbacks ask whether we are instrumented now, on their meter, rather than capturing an instrumentation.
-        _metrics.create_instruments(meter, REGISTRY, functools.partial(_instrumented.active_on, meter))
+        _metrics.create_instruments(meter, BREAKERS, functools.partial(_instrumented.active_on, meter))
         for module_name, library in _LIBRARIES:
             if importlib.util.find_spec(library) is None:
                 continue
             try:
-                importlib.import_module(module_name).instrument(REGISTRY)
+                importlib.import_module(module_name).instrument(BREAKERS)
             except Exception:  # a library version we do not understand must not break the application
                 _logger.warning("otel-reliability: could not instrument %s breakers", library, exc_info=True)
                 continue
@@ -215,7 +215,7 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         # The instruments created so far report nothing from now on.
         for module_name in _instrumented.stop() or []:
-            importlib.import_module(module_name).uninstrument(REGISTRY)
+            importlib.import_module(module_name).uninstrument(BREAKERS)
         if importlib.util.find_spec("fastapi") is not None:
             from otel_reliability.instrumentation.breakers import http
 

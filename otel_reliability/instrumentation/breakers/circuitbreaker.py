@@ -26,7 +26,7 @@ from typing import Any
 
 from otel_reliability.instrumentation._instrumented import is_wrapped
 from otel_reliability.instrumentation.breakers._registry import (
-    REGISTRY,
+    BREAKERS,
     BreakerRegistry,
     Reading,
     TrackedBreaker,
@@ -84,7 +84,7 @@ def _restore_fallback(breaker: Any) -> None:
         unwrap(breaker, "_fallback_function")
 
 
-def adopt(breaker: Any, registry: BreakerRegistry = REGISTRY, name: str | None = None) -> TrackedBreaker:
+def adopt(breaker: Any, registry: BreakerRegistry = BREAKERS, name: str | None = None) -> TrackedBreaker:
     """Know one circuitbreaker breaker and count the rejections its fallback serves."""
     tracked = registry.track(
         breaker,
@@ -105,7 +105,7 @@ _synced: list[Any] = []
 """The monitor sync this module added to the registry's ``before_collect`` (removed again by ``uninstrument``)."""
 
 
-def instrument(registry: BreakerRegistry = REGISTRY) -> None:
+def instrument(registry: BreakerRegistry = BREAKERS) -> None:
     """Wrap ``CircuitBreaker.__init__`` (adopt every new breaker), ``CircuitBreaker.__exit__`` (count every call
     that ran) and ``CircuitBreakerError.__init__`` (count refusals) with wrapt; ``uninstrument`` unwraps them."""
     import circuitbreaker
@@ -152,7 +152,7 @@ def instrument(registry: BreakerRegistry = REGISTRY) -> None:
     _synced.append(sync_monitor)
 
 
-def uninstrument(registry: BreakerRegistry = REGISTRY) -> None:
+def uninstrument(registry: BreakerRegistry = BREAKERS) -> None:
     import circuitbreaker
     from opentelemetry.instrumentation.utils import unwrap
 

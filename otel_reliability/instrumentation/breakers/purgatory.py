@@ -27,7 +27,7 @@ from typing import Any
 
 from otel_reliability.instrumentation._instrumented import is_wrapped
 from otel_reliability.instrumentation.breakers._registry import (
-    REGISTRY,
+    BREAKERS,
     BreakerRegistry,
     Reading,
     TrackedBreaker,
@@ -156,7 +156,7 @@ def _patched() -> list[tuple[Any, str]]:
     ]
 
 
-def instrument(registry: BreakerRegistry = REGISTRY) -> None:
+def instrument(registry: BreakerRegistry = BREAKERS) -> None:
     """Wrap the factories' ``__init__`` (listen to every new factory), the states' ``handle_exception`` (mark a
     failure) and the per-call breaker's enter/exit, sync and async (count calls and refusals), with wrapt;
     ``uninstrument`` unwraps them."""
@@ -232,7 +232,7 @@ def instrument(registry: BreakerRegistry = REGISTRY) -> None:
         wrap_function_wrapper(owner, name, wrapper)
 
 
-def adopt_factory(factory: Any, registry: BreakerRegistry = REGISTRY) -> None:
+def adopt_factory(factory: Any, registry: BreakerRegistry = BREAKERS) -> None:
     """Listen to one factory (created before instrumentation, or from ``__init__``), once."""
     if getattr(factory, _HOOK, None) is not None:
         return
@@ -245,7 +245,7 @@ def adopt_factory(factory: Any, registry: BreakerRegistry = REGISTRY) -> None:
     weakref.finalize(factory, _factories_by_bus.pop, bus_id, None)
 
 
-def uninstrument(registry: BreakerRegistry = REGISTRY) -> None:
+def uninstrument(registry: BreakerRegistry = BREAKERS) -> None:
     from opentelemetry.instrumentation.utils import unwrap
 
     for owner, name in _patched():
