@@ -19,6 +19,8 @@ from typing import Any
 # The distro's defaults when no traces are exported, set before the SDK reads them.
 os.environ.setdefault("OTEL_METRICS_EXEMPLAR_FILTER", "always_off")
 
+import circuitbreaker
+import purgatory
 import pybreaker
 import sqlalchemy as sa
 from opentelemetry import trace
@@ -76,6 +78,24 @@ def pybreaker_pair(number: int) -> tuple[float, float]:
     with instrumented(BreakersInstrumentor()):
         breaker = pybreaker.CircuitBreaker(name="instrumented")
         b = best(lambda: breaker.call(_ok), number)
+    return a, b
+
+
+def circuitbreaker_pair(number: int) -> tuple[float, float]:
+    plain = circuitbreaker.CircuitBreaker(name="plain", failure_threshold=5)(_ok)
+    a = best(plain, number)
+    with instrumented(BreakersInstrumentor()):
+        guarded = circuitbreaker.CircuitBreaker(name="instrumented", failure_threshold=5)(_ok)
+        b = best(guarded, number)
+    return a, b
+
+
+def purgatory_pair(number: int) -> tuple[float, float]:
+    plain = purgatory.SyncCircuitBreakerFactory(default_threshold=5)("plain")(_ok)
+    a = best(plain, number)
+    with instrumented(BreakersInstrumentor()):
+        guarded = purgatory.SyncCircuitBreakerFactory(default_threshold=5)("instrumented")(_ok)
+        b = best(guarded, number)
     return a, b
 
 
@@ -141,6 +161,8 @@ def per_call(rounds: int, quick: bool, pg_url: str | None) -> list[str]:
     n = 200 if quick else 1
     cases: list[tuple[str, Callable[[], tuple[float, float]], str]] = [
         ("pybreaker call (success)", lambda: pybreaker_pair(20_000 // n), "<= 1.3x (0.1.0: 1.76x)"),
+        ("circuitbreaker call (success)", lambda: circuitbreaker_pair(20_000 // n), ""),
+        ("purgatory call (success, in-memory)", lambda: purgatory_pair(5_000 // n), ""),
         ("pool checkout-execute-checkin, SQLite memory", lambda: pool_pair("sqlite://", 5_000 // n), ""),
         ("track_operation enter/exit vs a bare context manager", lambda: track_operation_pair(20_000 // n), ""),
         ("run_in_transaction (no conflict) vs session.begin(), SQLite file",

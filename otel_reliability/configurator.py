@@ -117,7 +117,7 @@ def configure_sdk(**kwargs: Any) -> Readings:
         cache_seconds=settings.health_cache,
     )
     install(reader.bind(provider))
-    from otel_reliability.errors import install_spike_detector
+    from otel_reliability.request_errors import install_spike_detector
 
     install_spike_detector(reader, settings)  # any HTTP framework's request metrics, FastAPI or not
     from otel_reliability import host

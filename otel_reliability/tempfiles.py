@@ -35,13 +35,13 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_reliability import semconv
+from otel_reliability.instrumentation._instrumented import Instrumented
 
 _logger = logging.getLogger(__name__)
 
 _open: dict[int, Path] = {}
 _ids = itertools.count(1)
 _lock = threading.Lock()
-_leaked_counter: Any = None
 
 
 @contextlib.contextmanager
@@ -67,7 +67,7 @@ def _remove(path: Path) -> None:
     except FileNotFoundError:
         pass  # already gone (moved or deleted by the caller): nothing leaked
     except OSError as exc:
-        counter = _leaked_counter
+        counter = _instrumented.state
         if counter is not None:
             counter.add(1)
         _logger.warning(
@@ -84,11 +84,11 @@ def open_files() -> list[Path]:
         return list(_open.values())
 
 
-def _observe_open(options: CallbackOptions) -> Iterable[Observation]:
+def _observe_open(leaked: Any, options: CallbackOptions) -> Iterable[Observation]:
     return [Observation(len(open_files()))]
 
 
-def _observe_size(options: CallbackOptions) -> Iterable[Observation]:
+def _observe_size(leaked: Any, options: CallbackOptions) -> Iterable[Observation]:
     total = 0
     for path in open_files():
         with contextlib.suppress(OSError):
@@ -96,37 +96,30 @@ def _observe_size(options: CallbackOptions) -> Iterable[Observation]:
     return [Observation(total)]
 
 
-_bound: Meter | None = None
+_instrumented: Instrumented[Any] = Instrumented()
+"""While instrumented (``TempFilesInstrumentor``): the ``temp_file.leaked`` counter."""
 
 
 def bind_meter(meter: Meter | None) -> None:
     """Create the temp-file instruments on ``meter`` (``TempFilesInstrumentor`` calls this); None unbinds."""
-    global _leaked_counter, _bound
-    _bound = meter
     if meter is None:
-        _leaked_counter = None
+        _instrumented.stop()
         return
-    _leaked_counter = meter.create_counter(
-        "temp_file.leaked", unit="{file}", description="Temporary files whose removal failed (left on disk)."
+    _instrumented.start(
+        meter.create_counter(
+            "temp_file.leaked", unit="{file}", description="Temporary files whose removal failed (left on disk)."
+        ),
+        meter,
     )
     meter.create_observable_gauge(
         "temp_file.open",
-        callbacks=[_gated(meter, _observe_open)],
+        callbacks=[_instrumented.gate(meter, _observe_open)],
         unit="{file}",
         description="Temporary files that exist now.",
     )
     meter.create_observable_gauge(
         "temp_file.size",
-        callbacks=[_gated(meter, _observe_size)],
+        callbacks=[_instrumented.gate(meter, _observe_size)],
         unit=semconv.UNIT_BYTES,
         description="Bytes held by the temporary files that exist now.",
     )
-
-
-def _gated(meter: Meter, observe: Any) -> Any:
-    """A callback that reports only while ``meter`` is the bound one (observable gauges cannot be removed)."""
-
-    def callback(options: CallbackOptions) -> Iterable[Observation]:
-        return observe(options) if _bound is meter else []
-
-    return callback

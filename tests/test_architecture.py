@@ -6,7 +6,7 @@ level, inside a function (a lazy import is still a dependency a reader must foll
 ``pkg``. Strings handed to ``importlib`` (the view list in health/builtin.py, the root package's lazy public
 names) are not imports and are not counted: those are the top floor choosing what to load.
 
-The floors, top-down: the root package (the public facade), distro/configurator, cli, health and host, errors,
+The floors, top-down: the root package (the public facade), distro/configurator, cli, health and host, request_errors,
 readings, instrumentation and db, and at the bottom changes, semconv, config and version.
 """
 
@@ -147,7 +147,7 @@ def test_the_bottom_floor_imports_nothing_of_the_package(module):
 
 def test_instrumentors_never_import_a_floor_above_them():
     """Instrumentors create instruments; views, the CLI, the host merge and the Readings read them."""
-    above = ("health", "cli", "host", "readings", "errors", "configurator", "distro", "shutdown", "export_logs")
+    above = ("health", "cli", "host", "readings", "request_errors", "configurator", "distro", "shutdown", "export_logs")
     assert _edges(("instrumentation",), above) == []
 
 

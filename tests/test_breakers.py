@@ -27,8 +27,12 @@ from starlette.testclient import TestClient
 from otel_reliability import config
 from otel_reliability.health.model import CheckContext, Status
 from otel_reliability.health.views import breakers as view
+from otel_reliability.instrumentation._instrumented import is_wrapped
 from otel_reliability.instrumentation.breakers import BreakersInstrumentor, register_breaker, unregister_breaker
-from otel_reliability.instrumentation.breakers._registry import REGISTRY
+from otel_reliability.instrumentation.breakers import circuitbreaker as circuitbreaker_adapter
+from otel_reliability.instrumentation.breakers import purgatory as purgatory_adapter
+from otel_reliability.instrumentation.breakers import pybreaker as pybreaker_adapter
+from otel_reliability.instrumentation.breakers._registry import BREAKERS
 from otel_reliability.readings import Readings
 
 
@@ -50,7 +54,7 @@ def ok() -> str:
 
 @pytest.fixture
 def readings() -> Iterator[Readings]:
-    REGISTRY.clear()
+    BREAKERS.clear()
     monitored = dict(circuitbreaker.CircuitBreakerMonitor.circuit_breakers)
     reader = Readings(background=False, cache_seconds=0.0)
     provider = MeterProvider(metric_readers=[reader])
@@ -61,7 +65,7 @@ def readings() -> Iterator[Readings]:
         yield reader
     finally:
         instrumentor.uninstrument()
-        REGISTRY.clear()
+        BREAKERS.clear()
         # circuitbreaker's monitor holds every decorated breaker for the life of the process: forget this test's.
         circuitbreaker.CircuitBreakerMonitor.circuit_breakers.clear()
         circuitbreaker.CircuitBreakerMonitor.circuit_breakers.update(monitored)
@@ -449,12 +453,67 @@ def test_prometheus_names_are_exactly_the_contract_names(readings: Readings) -> 
     del breaker
 
 
+def _patched_methods() -> dict[tuple[type, str], Any]:
+    """Every library method the breaker instrumentor wraps, as the class holds it now."""
+    from purgatory.domain import model
+    from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
+    from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
+
+    places = [
+        (pybreaker.CircuitBreaker, "__init__"),
+        (pybreaker.CircuitOpenState, "before_call"),
+        (circuitbreaker.CircuitBreaker, "__init__"),
+        (circuitbreaker.CircuitBreaker, "__exit__"),
+        (circuitbreaker.CircuitBreakerError, "__init__"),
+        (purgatory.SyncCircuitBreakerFactory, "__init__"),
+        (purgatory.AsyncCircuitBreakerFactory, "__init__"),
+        (model.ClosedState, "handle_exception"),
+        (model.HalfOpenedState, "handle_exception"),
+        (model.OpenedState, "handle_exception"),
+        (SyncCircuitBreaker, "__enter__"),
+        (SyncCircuitBreaker, "__exit__"),
+        (AsyncCircuitBreaker, "__aenter__"),
+        (AsyncCircuitBreaker, "__aexit__"),
+    ]
+    return {(cls, name): cls.__dict__[name] for cls, name in places}
+
+
 def test_uninstrument_restores_the_libraries_and_silences_the_instruments(readings: Readings) -> None:
+    wrapped = _patched_methods()
+    assert all(is_wrapped(cls, name) for cls, name in wrapped)
     breaker = pybreaker.CircuitBreaker(name="before")
     BreakersInstrumentor().uninstrument()
+    restored = _patched_methods()
+    # Each class holds the very function it held before instrumentation: the one the wrapper wrapped.
+    assert [place for place in restored if is_wrapped(*place)] == []
+    assert all(restored[place] is method.__wrapped__ for place, method in wrapped.items())
     assert not breaker.listeners
-    assert "_otel_reliability_original_init" not in pybreaker.CircuitBreaker.__dict__
     assert not readings.snapshot(max_age=0).points("circuit_breaker.state")
+    # Nothing is counted any more: a circuitbreaker call and a purgatory call after uninstrument leave no trace.
+    cb = circuitbreaker.CircuitBreaker(name="after", failure_threshold=1)
+    attempt(cb.call, boom)
+    factory = purgatory.SyncCircuitBreakerFactory(default_threshold=1)
+    assert attempt(factory("after-p")(boom)) == "Boom"
+    assert BREAKERS.lookup(cb) is None and not BREAKERS.tracked("purgatory")
+    reinstrument(readings)
+    assert all(is_wrapped(cls, name) for cls, name in _patched_methods())
+    for library in (pybreaker_adapter, circuitbreaker_adapter, purgatory_adapter):
+        library.instrument(BREAKERS)  # again: wraps nothing twice
+    assert all(not hasattr(method.__wrapped__, "__wrapped__") for method in _patched_methods().values())
+
+
+def test_a_circuitbreaker_fallback_is_counted_and_restored(readings: Readings) -> None:
+    def fallback() -> str:
+        return "cached"
+
+    breaker = circuitbreaker.CircuitBreaker(name="with-fallback", failure_threshold=1, fallback_function=fallback)
+    guarded = breaker(boom)
+    assert attempt(guarded) == "Boom"
+    assert guarded() == "cached"  # refused, served by the fallback: rejected
+    assert entry(readings, "with-fallback")["calls"] == {"success": 0, "failure": 1, "rejected": 1}
+    assert is_wrapped(breaker, "_fallback_function")
+    BreakersInstrumentor().uninstrument()
+    assert breaker._fallback_function is fallback
     reinstrument(readings)
 
 

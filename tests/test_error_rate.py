@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
 
-from otel_reliability import config, errors
+from otel_reliability import config, request_errors
 from otel_reliability.health.model import CheckContext, Status
 from otel_reliability.health.views import error_rate
 from otel_reliability.readings import Readings
@@ -134,7 +134,7 @@ def test_unmatched_requests_share_one_bucket_and_health_paths_are_not_counted(h:
     h.request(500, route="/api/healthy-looking-route", n=1)  # not under /api/health/: counted
     _, body = h.view()
     assert body["total_requests"] == 43
-    assert {r["route"] for r in body["top_routes"]} == {errors.UNMATCHED, "/api/healthy-looking-route"}
+    assert {r["route"] for r in body["top_routes"]} == {request_errors.UNMATCHED, "/api/healthy-looking-route"}
     assert body["top_routes"][0] == {"route": "(unmatched)", "errors": 2, "client_errors": 40, "requests": 42}
 
 
@@ -169,7 +169,7 @@ def error_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_spike_logs_once_per_episode(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="otel_reliability")
-    detector = errors.SpikeDetector(h.settings)  # threshold 10 in 60 s
+    detector = request_errors.SpikeDetector(h.settings)  # threshold 10 in 60 s
     h.readings.add_listener(detector)
     h.at(0)
     h.request(500, n=9)
@@ -198,6 +198,6 @@ def test_spike_logs_once_per_episode(h: Harness, caplog: pytest.LogCaptureFixtur
 
 
 def test_spike_detector_installs_once_per_readings(h: Harness) -> None:
-    first = errors.install_spike_detector(h.readings, h.settings)
-    assert errors.install_spike_detector(h.readings, h.settings) is first
+    first = request_errors.install_spike_detector(h.readings, h.settings)
+    assert request_errors.install_spike_detector(h.readings, h.settings) is first
     assert h.readings._listeners.count(first) == 1

@@ -222,7 +222,7 @@ def test_cleanup_rejects_unknown_or_bad_parameters(env: Env, query: dict[str, st
 
 
 def test_registry_is_kept_without_the_instrumentor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(operations._state, "instruments", None)
+    monkeypatch.setattr(operations._instrumented, "state", None)
     with track_operation("t-uninstrumented", key=7):
         assert [op.key for op in operations.in_flight() if op.name == "t-uninstrumented"] == ["7"]
     assert not [op for op in operations.in_flight() if op.name == "t-uninstrumented"]

@@ -104,3 +104,31 @@ def test_stuck_operations_endpoints(app_factory: Any, tmp_path: Path) -> None:
     wait_until(lambda: get_json(admin, headers=auth)[1]["stuck_count"] == 0, timeout=10, what="release")
     assert _prometheus_stuck(app.metrics_port) == 0
     assert ADMIN not in app.log() and HEALTH not in app.log()
+
+
+def test_disabling_reliability_operations_keeps_the_database_stuck_detector(app_factory: Any, tmp_path: Path) -> None:
+    """The detector's series come from reliability_stuck: switching off reliability_operations (in-process
+    operations) leaves them, in Prometheus and in health."""
+    app = app_factory(
+        "app:app",
+        app_dir=APP_DIR,
+        env={
+            "OPS_APP_DB": str(tmp_path / "jobs.db"),
+            "OTEL_RELIABILITY_STUCK_THRESHOLD": "1",
+            "OTEL_RELIABILITY_STUCK_CHECK_INTERVAL": "1",
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "reliability_operations,reliability_breakers,reliability_pool,"
+            "reliability_process",
+        },
+    )
+    assert http("POST", f"{app.url}/ops/start?key=video-42")[0] == 200
+
+    def series() -> dict[str, float]:
+        return {
+            labels["operation_name"]: value for labels, value in scrape(app.metrics_port).get("operation_stuck", [])
+        }
+
+    found = wait_until(lambda: series().get("episode-processing") == 2 and series(), timeout=15, what="detector")
+    assert "render" not in found  # the in-process operation is reliability_operations' and that is off
+    _, health = get_json(f"{app.url}/api/health")
+    assert health["checks"]["operations"]["status"] == "degraded"
+    http("POST", f"{app.url}/ops/release")

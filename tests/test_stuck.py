@@ -18,7 +18,7 @@ from otel_reliability import config
 from otel_reliability.health.model import CheckContext
 from otel_reliability.health.views import operations as view
 from otel_reliability.instrumentation import stuck
-from otel_reliability.instrumentation.operations import OperationsInstrumentor
+from otel_reliability.instrumentation.operations import OperationsInstrumentor, track_operation
 from otel_reliability.readings import Readings
 from tests.support import Postgres, wait_until
 
@@ -191,7 +191,7 @@ def test_stuck_rows_are_the_operation_stuck_gauge_and_the_admin_count(
 ) -> None:
     monkeypatch.setattr(config, "_current", config.load({}))
     readings = Readings(background=False)
-    instrumentor = OperationsInstrumentor()
+    instrumentor = stuck.StuckInstrumentor()  # its own entry point: reliability_operations is not needed
     instrumentor.instrument(meter_provider=MeterProvider(metric_readers=[readings]))
     try:
         case = make_case("postgresql", False)
@@ -216,6 +216,37 @@ def test_stuck_rows_are_the_operation_stuck_gauge_and_the_admin_count(
         assert readings.snapshot(max_age=0.0).value("operation.stuck", {"operation.name": name}) == 0
     finally:
         instrumentor.uninstrument()
+
+
+@pytest.mark.parametrize("enabled", [("stuck",), ("operations",), ("stuck", "operations")])
+def test_each_entry_point_publishes_its_own_rows_into_the_shared_gauges(
+    make_case: Callable[[str, bool], Case], enabled: tuple[str, ...]
+) -> None:
+    """reliability_stuck and reliability_operations each add their rows to the same operation.* series; one
+    disabled leaves the other's (a detector and an in-process operation of the same name are added up)."""
+    readings = Readings(background=False)
+    provider = MeterProvider(metric_readers=[readings])
+    instrumentors = {"stuck": stuck.StuckInstrumentor(), "operations": OperationsInstrumentor()}
+    for name in enabled:
+        instrumentors[name].instrument(meter_provider=provider, settings=config.load({}))
+    try:
+        case = make_case("sqlite", False)
+        name = case.table.name
+        case.register().check()  # 3 rows in progress, 2 of them stuck
+        with track_operation(name, threshold=0.0), track_operation("t-in-process-only"):
+            snap = readings.snapshot(max_age=0.0)
+            in_flight = snap.value("operation.in_flight", {"operation.name": name})
+            stuck_count = snap.value("operation.stuck", {"operation.name": name})
+            in_process_only = snap.value("operation.in_flight", {"operation.name": "t-in-process-only"})
+    finally:
+        for instrumentor in instrumentors.values():
+            instrumentor.uninstrument()
+    expected = {
+        ("stuck",): (3, 2, None),
+        ("operations",): (1, 1, 1),
+        ("stuck", "operations"): (4, 3, 1),
+    }[enabled]
+    assert (in_flight, stuck_count, in_process_only) == expected
 
 
 def test_registration_rejects_an_async_engine_and_a_non_datetime_column() -> None:

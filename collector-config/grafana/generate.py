@@ -11,7 +11,9 @@ in thousands of lines of JSON:
 - only metric names of shared/CONTRACT.md (plus Prometheus's ``up`` and ``target_info``), identical on the
   collector path and the direct path.
 
-Plain dictionaries and the standard library only, deterministic output (sorted keys, fixed ids).
+Built with Grafana's typed builders (``grafana-foundation-sdk``, the ``dashboards`` extra: only generating needs
+it, Grafana provisions the committed JSON); deterministic output (sorted keys, fixed ids). Metric and label names
+are the Prometheus forms of otel_reliability/semconv.py (tests/test_architecture.py checks every one).
 
     python collector-config/grafana/generate.py          # write the JSON files
     python collector-config/grafana/generate.py --check  # exit 1 if the committed files differ
@@ -22,17 +24,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard, gauge, prometheus, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import prometheus as prom_models
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 TAG = "otel-reliability"
-DS = {"type": "prometheus", "uid": "${datasource}"}
+DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 SEL = 'job=~"$job", instance=~"$instance"'
 """Label matchers that every selector carries."""
-
-Panel = dict[str, Any]
-
 
 # --- PromQL helpers ----------------------------------------------------------------------------------------
 
@@ -102,217 +110,251 @@ prefork server :9464 has one series per worker (``service_instance_id``), and th
 OPEN_BREAKERS = f"max by (job, instance, circuit_breaker_name) ({breaker_state('open')}) == 1"
 """Breakers open in any worker of an instance: counted once per breaker, for one process and for N workers."""
 
-BREAKER_STATE_MAPPINGS = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": "closed", "color": "green", "index": 0},
-            "1": {"text": "half open", "color": "yellow", "index": 1},
-            "2": {"text": "open", "color": "red", "index": 2},
-        },
-    }
-]
-
 
 # --- panel builders ----------------------------------------------------------------------------------------
 
 
-def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict[str, Any]:
-    t: dict[str, Any] = {"datasource": DS, "expr": expr, "refId": ref, "legendFormat": legend or "__auto"}
+def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().datasource(DS).expr(expr).ref_id(ref).legend_format(legend or "__auto")
     if instant:
-        t.update({"instant": True, "range": False, "format": "table"})
-    return t
+        query = query.instant().format(prom_models.PromQueryFormat.TABLE)
+    return query
 
 
-def thresholds(*steps: tuple[float | None, str]) -> dict[str, Any]:
-    return {"mode": "absolute", "steps": [{"color": c, "value": v} for v, c in steps]}
+def thresholds(*steps: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
+    return (
+        dashboard.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps([dm.Threshold(value=v, color=c) for v, c in steps])
+    )
 
 
-GREEN = thresholds((None, "green"))
+GREEN = ((None, "green"),)
+
+BREAKER_STATE_MAPPINGS: list[dm.ValueMapping] = [
+    dm.ValueMap(
+        options={
+            "0": dm.ValueMappingResult(text="closed", color="green", index=0),
+            "1": dm.ValueMappingResult(text="half open", color="yellow", index=1),
+            "2": dm.ValueMappingResult(text="open", color="red", index=2),
+        }
+    )
+]
+
+AnyPanel = TypeVar("AnyPanel", timeseries.Panel, stat.Panel, gauge.Panel, statetimeline.Panel, table.Panel)
+PanelBuilder = timeseries.Panel | stat.Panel | gauge.Panel | statetimeline.Panel | table.Panel
 
 
-def panel(
-    kind: str,
+def common(
+    p: AnyPanel,
     title: str,
-    targets: list[dict[str, Any]],
+    targets: list[prometheus.Dataquery],
     unit: str,
     *,
     description: str = "",
     w: int = 12,
     h: int = 8,
-    steps: dict[str, Any] | None = None,
-    mappings: list[dict[str, Any]] | None = None,
+    steps: tuple[tuple[float | None, str], ...] = GREEN,
     minimum: float | None = None,
     maximum: float | None = None,
-    options: dict[str, Any] | None = None,
-    custom: dict[str, Any] | None = None,
-) -> Panel:
-    defaults: dict[str, Any] = {"unit": unit, "thresholds": steps or GREEN, "mappings": mappings or []}
+    color: dm.FieldColorModeId = dm.FieldColorModeId.PALETTE_CLASSIC,
+    mappings: list[dm.ValueMapping] | None = None,
+) -> AnyPanel:
+    """What every panel carries: title, data source, targets, unit, thresholds, colour mode, size."""
+    p = (
+        p.title(title)
+        .description(description)
+        .datasource(DS)
+        .targets(list(targets))
+        .unit(unit)
+        .thresholds(thresholds(*steps))
+        .mappings(mappings or [])
+        .color_scheme(dashboard.FieldColor().mode(color))
+        .span(w)
+        .height(h)
+    )
     if minimum is not None:
-        defaults["min"] = minimum
+        p = p.min(minimum)
     if maximum is not None:
-        defaults["max"] = maximum
-    if kind in ("stat", "gauge") or kind == "state-timeline":
-        defaults["color"] = {"mode": "thresholds"}
-    else:
-        defaults["color"] = {"mode": "palette-classic"}
-    if custom:
-        defaults["custom"] = custom
-    base_options: dict[str, Any] = {
-        "timeseries": {
-            "legend": {
-                "displayMode": "table",
-                "placement": "bottom",
-                "showLegend": True,
-                "calcs": ["lastNotNull", "max"],
-            },
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-        "stat": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "background",
-            "graphMode": "area",
-            "justifyMode": "auto",
-            "orientation": "auto",
-            "textMode": "auto",
-        },
-        "gauge": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "showThresholdLabels": False,
-            "showThresholdMarkers": True,
-        },
-        "state-timeline": {
-            "mergeValues": True,
-            "showValue": "auto",
-            "alignValue": "left",
-            "rowHeight": 0.9,
-            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-        },
-        "table": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
-    }[kind]
-    return {
-        "type": kind,
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {**base_options, **(options or {})},
-        "gridPos": {"w": w, "h": h},
-    }
+        p = p.max(maximum)
+    return p
 
 
-def timeseries(title: str, targets: list[dict[str, Any]], unit: str, **kw: Any) -> Panel:
-    custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never", "spanNulls": False}
-    custom.update(kw.pop("custom", {}) or {})
-    return panel("timeseries", title, targets, unit, custom=custom, **kw)
+def timeseries_panel(
+    title: str,
+    targets: list[prometheus.Dataquery],
+    unit: str,
+    *,
+    bars: bool = False,
+    threshold_line: bool = False,
+    **kw: Any,
+) -> timeseries.Panel:
+    p = (
+        timeseries.Panel()
+        .draw_style(cm.GraphDrawStyle.BARS if bars else cm.GraphDrawStyle.LINE)
+        .line_width(1)
+        .fill_opacity(60 if bars else 10)
+        .show_points(cm.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .legend(
+            common_builders.VizLegendOptions()
+            .display_mode(cm.LegendDisplayMode.TABLE)
+            .placement(cm.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["lastNotNull", "max"])
+        )
+        .tooltip(common_builders.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING))
+    )
+    if threshold_line:
+        p = p.thresholds_style(common_builders.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.LINE))
+    return common(p, title, targets, unit, **kw)
 
 
-def stat(title: str, expr: str, unit: str, **kw: Any) -> Panel:
-    return panel("stat", title, [target(expr)], unit, w=kw.pop("w", 4), h=kw.pop("h", 5), **kw)
+def reduce_last() -> common_builders.ReduceDataOptions:
+    return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
 
 
-def table(title: str, expr: str, unit: str, **kw: Any) -> Panel:
-    return panel("table", title, [target(expr, instant=True)], unit, **kw)
+def stat_panel(title: str, expr: str, unit: str, *, w: int = 4, h: int = 5, **kw: Any) -> stat.Panel:
+    p = (
+        stat.Panel()
+        .reduce_options(reduce_last())
+        .color_mode(cm.BigValueColorMode.BACKGROUND)
+        .graph_mode(cm.BigValueGraphMode.AREA)
+        .justify_mode(cm.BigValueJustifyMode.AUTO)
+        .orientation(cm.VizOrientation.AUTO)
+        .text_mode(cm.BigValueTextMode.AUTO)
+    )
+    return common(p, title, [target(expr)], unit, w=w, h=h, color=dm.FieldColorModeId.THRESHOLDS, **kw)
+
+
+def gauge_panel(title: str, targets: list[prometheus.Dataquery], unit: str, **kw: Any) -> gauge.Panel:
+    p = gauge.Panel().reduce_options(reduce_last()).show_threshold_labels(False).show_threshold_markers(True)
+    return common(p, title, targets, unit, color=dm.FieldColorModeId.THRESHOLDS, **kw)
+
+
+def breaker_timeline(title: str, legend: str, h: int, **kw: Any) -> statetimeline.Panel:
+    """0 closed / 1 half open / 2 open per breaker, from BREAKER_STATE_NUMBER."""
+    p = (
+        statetimeline.Panel()
+        .merge_values(True)
+        .show_value(cm.VisibilityMode.AUTO)
+        .align_value(cm.TimelineValueAlignment.LEFT)
+        .row_height(0.9)
+        .legend(
+            common_builders.VizLegendOptions()
+            .display_mode(cm.LegendDisplayMode.LIST)
+            .placement(cm.LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+        .fill_opacity(80)
+        .line_width(0)
+    )
+    return common(
+        p,
+        title,
+        [target(BREAKER_STATE_NUMBER, legend)],
+        "none",
+        w=24,
+        h=h,
+        steps=((None, "green"), (1, "yellow"), (2, "red")),
+        color=dm.FieldColorModeId.THRESHOLDS,
+        mappings=BREAKER_STATE_MAPPINGS,
+        **kw,
+    )
+
+
+def table_panel(title: str, targets: list[prometheus.Dataquery], unit: str, **kw: Any) -> table.Panel:
+    p = (
+        table.Panel()
+        .show_header(True)
+        .cell_height(cm.TableCellHeight.SM)
+        .footer(common_builders.TableFooterOptions().show(False))
+    )
+    return common(p, title, targets, unit, **kw)
+
+
+def instant_table(title: str, expr: str, unit: str, **kw: Any) -> table.Panel:
+    return table_panel(title, [target(expr, instant=True)], unit, **kw)
 
 
 # --- dashboards --------------------------------------------------------------------------------------------
 
 
-def variables() -> list[dict[str, Any]]:
-    def query_var(name: str, label: str, query: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "label": label,
-            "type": "query",
-            "datasource": DS,
-            "query": {"query": query, "refId": f"PrometheusVariableQueryEditor-VariableQuery-{name}"},
-            "definition": query,
-            "refresh": 2,
-            "includeAll": True,
-            "multi": True,
-            "allValue": ".*",
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "sort": 1,
-            "regex": "",
-            "hide": 0,
-            "options": [],
-        }
+def query_variable(name: str, label: str, query: str) -> dashboard.QueryVariable:
+    return (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .datasource(DS)
+        .query({"query": query, "refId": f"PrometheusVariableQueryEditor-VariableQuery-{name}"})
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .include_all(True)
+        .multi(True)
+        .all_value(".*")
+        .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .regex("")
+        .hide(dm.VariableHide.DONT_HIDE)
+        .options([])
+    )
 
+
+def variables() -> list[Builder[dm.VariableModel]]:
     return [
-        {
-            "name": "datasource",
-            "label": "Data source",
-            "type": "datasource",
-            "query": "prometheus",
-            "current": {},
-            "hide": 0,
-            "includeAll": False,
-            "multi": False,
-            "options": [],
-            "refresh": 1,
-            "regex": "",
-        },
+        dashboard.DatasourceVariable("datasource")
+        .label("Data source")
+        .type("prometheus")
+        .hide(dm.VariableHide.DONT_HIDE)
+        .multi(False)
+        .include_all(False),
         # job = service.name (collector path) or the scrape job (direct path); instance = service.instance.id
         # (collector path) or host:port (direct path).
-        query_var("job", "Service (job)", "label_values(target_info, job)"),
-        query_var("instance", "Instance", 'label_values(target_info{job=~"$job"}, instance)'),
+        query_variable("job", "Service (job)", "label_values(target_info, job)"),
+        query_variable("instance", "Instance", 'label_values(target_info{job=~"$job"}, instance)'),
     ]
 
 
-def layout(panels: list[Panel]) -> list[Panel]:
-    """Assign ids and positions: left to right, wrapping at 24 columns."""
-    x = y = row_h = 0
-    out = []
+def build(uid: str, title: str, description: str, panels: list[PanelBuilder]) -> dm.Dashboard:
+    """A dashboard with the shared variables, links and time settings; panels laid out left to right, wrapping at
+    24 columns (the SDK's layout), with ids in order."""
+    board = (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags([TAG])
+        .editable()
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .version(1)
+        .time("now-3h", "now")
+        .timezone("browser")
+        .fiscal_year_start_month(0)
+        .live_now(False)
+        .week_start("")
+        .link(
+            dashboard.DashboardLink("otel-reliability")
+            .type(dm.DashboardLinkType.DASHBOARDS)
+            .tags([TAG])
+            .as_dropdown(True)
+            .include_vars(True)
+            .keep_time(True)
+            .icon("external link")
+            .target_blank(False)
+            .tooltip("")
+            .url("")
+        )
+        .variables(variables())
+    )
     for i, p in enumerate(panels, start=1):
-        w, h = p["gridPos"]["w"], p["gridPos"]["h"]
-        if x + w > 24:
-            x, y, row_h = 0, y + row_h, 0
-        p = {**p, "id": i, "gridPos": {"x": x, "y": y, "w": w, "h": h}}
-        x += w
-        row_h = max(row_h, h)
-        out.append(p)
-    return out
+        board = board.with_panel(p.id(i))
+    built = board.build()
+    for panel in built.panels or []:
+        pos = panel.grid_pos
+        if pos is not None and pos.x + pos.w > 24:  # the SDK wraps only after a row is full: keep rows at 24
+            raise ValueError(f"{uid}: panel {panel.title!r} ends at column {pos.x + pos.w} (> 24)")
+    return built
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[Panel]) -> dict[str, Any]:
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": [TAG],
-        "editable": True,
-        "graphTooltip": 1,
-        "refresh": "30s",
-        "schemaVersion": 39,
-        "version": 1,
-        "time": {"from": "now-3h", "to": "now"},
-        "timepicker": {},
-        "timezone": "browser",
-        "fiscalYearStartMonth": 0,
-        "liveNow": False,
-        "weekStart": "",
-        "annotations": {"list": []},
-        "links": [
-            {
-                "type": "dashboards",
-                "tags": [TAG],
-                "asDropdown": True,
-                "title": "otel-reliability",
-                "includeVars": True,
-                "keepTime": True,
-                "icon": "external link",
-                "targetBlank": False,
-                "tooltip": "",
-                "url": "",
-            }
-        ],
-        "templating": {"list": variables()},
-        "panels": layout(panels),
-    }
-
-
-def services_table() -> Panel:
+def services_table() -> table.Panel:
     """One row per service (job) with the checklist's numbers: the overview across a fleet of many services.
 
     Instant queries by job, merged on the job column. ``instances`` counts target_info, present on the direct
@@ -330,8 +372,11 @@ def services_table() -> Panel:
          f"max by (job, instance) ({sel('process_memory_limit_bytes')}))", "percentunit"),
     ]  # fmt: skip
     refs = "ABCDEF"
-    p = panel(
-        "table",
+    organize = {
+        "excludeByName": {"Time": True},
+        "renameByName": {"job": "Service", **{f"Value #{r}": t for (t, _, _), r in zip(columns, refs, strict=True)}},
+    }
+    p = table_panel(
         "Services",
         [target(expr, title, ref, instant=True) for (title, expr, _), ref in zip(columns, refs, strict=True)],
         "none",
@@ -340,99 +385,79 @@ def services_table() -> Panel:
         "`otel-reliability check --prometheus`.",
         w=24,
         h=7,
+    ).transformations(
+        [
+            dm.DataTransformerConfig(id_val="merge", options={}),
+            dm.DataTransformerConfig(id_val="organize", options=organize),
+        ]
     )
-    p["transformations"] = [
-        {"id": "merge", "options": {}},
-        {
-            "id": "organize",
-            "options": {
-                "excludeByName": {"Time": True},
-                "renameByName": {
-                    "job": "Service",
-                    **{f"Value #{r}": t for (t, _, _), r in zip(columns, refs, strict=True)},
-                },
-            },
-        },
-    ]
-    p["fieldConfig"]["overrides"] = [
-        {"matcher": {"id": "byName", "options": title}, "properties": [{"id": "unit", "value": unit}]}
-        for title, _, unit in columns
-        if unit != "none"
-    ]
+    for title, _, unit in columns:
+        if unit != "none":
+            p = p.override_by_name(title, [dm.DynamicConfigValue(id_val="unit", value=unit)])
     return p
 
 
-def overview() -> dict[str, Any]:
+def overview() -> dm.Dashboard:
     open_breakers = f"count({OPEN_BREAKERS}) or vector(0)"
-    return dashboard(
+    return build(
         "otel-rel-overview",
         "otel-reliability / Overview",
         "The morning checklist at a glance: open breakers, error ratio, pool utilization, stuck operations, "
         "memory, for the services picked in $job (one row each in the Services table). Anything red has an "
         "alert in alerts.yml and a detail dashboard.",
         [
-            stat(
+            stat_panel(
                 "Open circuit breakers",
                 open_breakers,
                 "none",
-                steps=thresholds((None, "green"), (1, "red")),
+                steps=((None, "green"), (1, "red")),
                 description="Breakers in state open now. Action: see the Circuit breakers dashboard.",
             ),
-            stat(
+            stat_panel(
                 "HTTP error ratio (5m)",
                 f"sum({http_errors_rate('job', '5m')}) / sum({rate(HTTP_COUNT, window='5m')})",
                 "percentunit",
-                steps=thresholds((None, "green"), (0.01, "red")),
+                steps=((None, "green"), (0.01, "red")),
                 description="5xx responses and raised requests over all requests, last 5 minutes. Red above 1 %.",
             ),
-            stat(
+            stat_panel(
                 "Max pool utilization",
                 f"max({pool_utilization('job, instance, db_client_connection_pool_name')})",
                 "percentunit",
-                steps=thresholds((None, "green"), (0.8, "orange"), (0.95, "red")),
+                steps=((None, "green"), (0.8, "orange"), (0.95, "red")),
                 description="Busiest connection pool: used / max connections. Orange above 80 %.",
             ),
-            stat(
+            stat_panel(
                 "Pool timeouts (1h)",
                 f"sum(increase({sel('db_client_connection_timeouts_total')}[1h])) or vector(0)",
                 "none",
-                steps=thresholds((None, "green"), (1, "red")),
+                steps=((None, "green"), (1, "red")),
                 description="Connection checkouts that timed out in the last hour.",
             ),
-            stat(
+            stat_panel(
                 "Stuck operations",
                 f"sum({sel('operation_stuck')}) or vector(0)",
                 "none",
-                steps=thresholds((None, "green"), (1, "red")),
+                steps=((None, "green"), (1, "red")),
                 description="In flight longer than the stuck threshold. Action: the stuck-operations endpoint.",
             ),
-            stat(
+            stat_panel(
                 "Max memory vs limit",
                 f"max(max by (job, instance) ({sel('process_memory_usage_bytes')}) / "
                 f"max by (job, instance) ({sel('process_memory_limit_bytes')}))",
                 "percentunit",
-                steps=thresholds((None, "green"), (0.8, "orange"), (0.9, "red")),
+                steps=((None, "green"), (0.8, "orange"), (0.9, "red")),
             ),
             services_table(),
-            panel(
-                "state-timeline",
-                "Circuit breakers",
-                [target(BREAKER_STATE_NUMBER, "{{job}} {{circuit_breaker_name}} {{instance}}")],
-                "none",
-                w=24,
-                h=7,
-                mappings=BREAKER_STATE_MAPPINGS,
-                steps=thresholds((None, "green"), (1, "yellow"), (2, "red")),
-                custom={"fillOpacity": 80, "lineWidth": 0},
-            ),
-            timeseries(
+            breaker_timeline("Circuit breakers", "{{job}} {{circuit_breaker_name}} {{instance}}", h=7),
+            timeseries_panel(
                 "HTTP error ratio by service",
                 [target(http_error_ratio("job"), "{{job}}")],
                 "percentunit",
                 minimum=0,
                 w=12,
             ),
-            timeseries(
+            timeseries_panel(
                 "Pool utilization",
                 [
                     target(
@@ -445,7 +470,7 @@ def overview() -> dict[str, Any]:
                 maximum=1,
                 w=12,
             ),
-            table(
+            instant_table(
                 "Reporting instances",
                 f"{sel('up')} or max by (job, instance) ({sel('target_info')})",
                 "none",
@@ -453,7 +478,7 @@ def overview() -> dict[str, Any]:
                 "sent metrics recently (it disappears after the collector's metric_expiration when it stops). "
                 "Remote-written by the gateways: each instance whose target_info arrived within the store's lookback "
                 "(5 minutes in Prometheus).",
-                steps=thresholds((None, "red"), (1, "green")),
+                steps=((None, "red"), (1, "green")),
                 w=24,
                 h=6,
             ),
@@ -461,27 +486,21 @@ def overview() -> dict[str, Any]:
     )
 
 
-def breakers() -> dict[str, Any]:
+def breakers() -> dm.Dashboard:
     by = "job, instance, circuit_breaker_name"
-    return dashboard(
+    return build(
         "otel-rel-breakers",
         "otel-reliability / Circuit breakers",
         "State, calls and transitions of every registered circuit breaker.",
         [
-            panel(
-                "state-timeline",
+            breaker_timeline(
                 "State per breaker",
-                [target(BREAKER_STATE_NUMBER, "{{circuit_breaker_name}} {{instance}}")],
-                "none",
-                w=24,
+                "{{circuit_breaker_name}} {{instance}}",
                 h=9,
-                mappings=BREAKER_STATE_MAPPINGS,
-                steps=thresholds((None, "green"), (1, "yellow"), (2, "red")),
-                custom={"fillOpacity": 80, "lineWidth": 0},
                 description="closed / half open / open over time. Short open periods show because one series "
                 "per state is reported at every collection.",
             ),
-            timeseries(
+            timeseries_panel(
                 "Calls by outcome",
                 [
                     target(
@@ -492,7 +511,7 @@ def breakers() -> dict[str, Any]:
                 "ops",
                 description="success, failure, rejected (refused while open).",
             ),
-            timeseries(
+            timeseries_panel(
                 "Rejected calls",
                 [
                     target(
@@ -502,7 +521,7 @@ def breakers() -> dict[str, Any]:
                 ],
                 "ops",
             ),
-            timeseries(
+            timeseries_panel(
                 "Transitions",
                 [
                     target(
@@ -512,10 +531,10 @@ def breakers() -> dict[str, Any]:
                     )
                 ],
                 "none",
-                custom={"drawStyle": "bars", "fillOpacity": 60},
+                bars=True,
                 description="State changes, by the state entered. Many opens in a short time: flapping.",
             ),
-            timeseries(
+            timeseries_panel(
                 "Consecutive failures",
                 [
                     target(
@@ -525,7 +544,7 @@ def breakers() -> dict[str, Any]:
                 ],
                 "none",
             ),
-            table(
+            instant_table(
                 "Current state",
                 f"max by ({by}, circuit_breaker_state) ({sel('circuit_breaker_state')}) == 1",
                 "none",
@@ -536,7 +555,7 @@ def breakers() -> dict[str, Any]:
     )
 
 
-def http() -> dict[str, Any]:
+def http() -> dm.Dashboard:
     errors_by_route = (
         "topk(10, sum by (job, http_route, http_request_method, http_response_status_code, error_type) (\n"
         f"  increase({sel(HTTP_COUNT, STATUS_5XX)}[$__range])\n"
@@ -544,17 +563,17 @@ def http() -> dict[str, Any]:
         f"  increase({sel(HTTP_COUNT, RAISED_NOT_5XX)}[$__range])\n"
         ") > 0)"
     )
-    return dashboard(
+    return build(
         "otel-rel-http",
         "otel-reliability / HTTP",
         "Request rate, error ratio and latency from the standard http.server.request.duration histogram.",
         [
-            timeseries(
+            timeseries_panel(
                 "Request rate by route",
                 [target(f"sum by (job, http_route) ({rate(HTTP_COUNT)})", "{{job}} {{http_route}}")],
                 "reqps",
             ),
-            timeseries(
+            timeseries_panel(
                 "Request rate by status",
                 [
                     target(
@@ -564,16 +583,16 @@ def http() -> dict[str, Any]:
                 ],
                 "reqps",
             ),
-            timeseries(
+            timeseries_panel(
                 "Error ratio",
                 [target(http_error_ratio("job"), "{{job}}")],
                 "percentunit",
                 minimum=0,
-                steps=thresholds((None, "green"), (0.01, "red")),
-                custom={"thresholdsStyle": {"mode": "line"}},
+                steps=((None, "green"), (0.01, "red")),
+                threshold_line=True,
                 description="5xx responses and raised requests over all requests; the alert fires above 1 %.",
             ),
-            timeseries(
+            timeseries_panel(
                 "Latency p50 / p99",
                 [
                     target(quantile(0.5, "http_server_request_duration_seconds", "job"), "p50 {{job}}", "A"),
@@ -581,7 +600,7 @@ def http() -> dict[str, Any]:
                 ],
                 "s",
             ),
-            timeseries(
+            timeseries_panel(
                 "p99 latency by route",
                 [
                     target(
@@ -591,7 +610,7 @@ def http() -> dict[str, Any]:
                 ],
                 "s",
             ),
-            table(
+            instant_table(
                 "Top failing routes (time range)",
                 errors_by_route,
                 "none",
@@ -601,25 +620,25 @@ def http() -> dict[str, Any]:
     )
 
 
-def pools() -> dict[str, Any]:
+def pools() -> dm.Dashboard:
     by = "job, instance, db_client_connection_pool_name"
     legend = "{{db_client_connection_pool_name}} {{instance}}"
-    return dashboard(
+    return build(
         "otel-rel-db-pools",
         "otel-reliability / Database pools",
         "Connection pools (OpenTelemetry db.client.connection.* conventions), transaction retries, the "
         "statement timeout and the slowest database operations (db.client.operation.duration).",
         [
-            timeseries(
+            timeseries_panel(
                 "Utilization (used / max)",
                 [target(pool_utilization(by), legend)],
                 "percentunit",
                 minimum=0,
                 maximum=1,
-                steps=thresholds((None, "green"), (0.8, "red")),
-                custom={"thresholdsStyle": {"mode": "line"}},
+                steps=((None, "green"), (0.8, "red")),
+                threshold_line=True,
             ),
-            timeseries(
+            timeseries_panel(
                 "Connections",
                 [
                     target(
@@ -640,13 +659,13 @@ def pools() -> dict[str, Any]:
                 ],
                 "none",
             ),
-            timeseries(
+            timeseries_panel(
                 "Pending requests",
                 [target(f"sum by ({by}) ({sel('db_client_connection_pending_requests')})", legend)],
                 "none",
                 description="Checkouts waiting for a free connection.",
             ),
-            timeseries(
+            timeseries_panel(
                 "Timeouts",
                 [
                     target(
@@ -655,9 +674,9 @@ def pools() -> dict[str, Any]:
                     )
                 ],
                 "none",
-                custom={"drawStyle": "bars", "fillOpacity": 60},
+                bars=True,
             ),
-            timeseries(
+            timeseries_panel(
                 "Wait time p50 / p99",
                 [
                     target(quantile(0.5, "db_client_connection_wait_time_seconds", by), "p50 " + legend, "A"),
@@ -665,7 +684,7 @@ def pools() -> dict[str, Any]:
                 ],
                 "s",
             ),
-            timeseries(
+            timeseries_panel(
                 "Use time p99 / create time p99",
                 [
                     target(quantile(0.99, "db_client_connection_use_time_seconds", by), "use " + legend, "A"),
@@ -673,7 +692,7 @@ def pools() -> dict[str, Any]:
                 ],
                 "s",
             ),
-            timeseries(
+            timeseries_panel(
                 "Transaction retries",
                 [
                     target(
@@ -683,23 +702,23 @@ def pools() -> dict[str, Any]:
                 ],
                 "ops",
             ),
-            stat(
+            stat_panel(
                 "Statement timeout",
                 f"min({sel('db_client_statement_timeout_seconds')})",
                 "s",
                 w=6,
                 h=8,
-                steps=thresholds((None, "red"), (1, "green")),
+                steps=((None, "red"), (1, "green")),
                 description="Smallest statement_timeout over the selected pools; 0 = none. Expected 300 s.",
             ),
-            table(
+            instant_table(
                 "Statement timeout per pool",
                 f"max by ({by}) ({sel('db_client_statement_timeout_seconds')})",
                 "s",
                 w=6,
                 h=8,
             ),
-            timeseries(
+            timeseries_panel(
                 "Slowest operations (p99)",
                 [
                     target(
@@ -717,21 +736,21 @@ def pools() -> dict[str, Any]:
     )
 
 
-def process() -> dict[str, Any]:
+def process() -> dm.Dashboard:
     by = "job, instance"
-    return dashboard(
+    return build(
         "otel-rel-process",
         "otel-reliability / Process",
         "CPU, memory against the limit, file descriptors and threads of each process.",
         [
-            timeseries(
+            timeseries_panel(
                 "CPU utilization",
                 [target(f"max by ({by}) ({sel('process_cpu_utilization')})", "{{instance}}")],
                 "percentunit",
                 minimum=0,
                 description="Fraction of the CPUs the process may use (1 = all of them).",
             ),
-            timeseries(
+            timeseries_panel(
                 "Memory vs limit",
                 [
                     target(f"max by ({by}) ({sel('process_memory_usage_bytes')})", "rss {{instance}}", "A"),
@@ -740,8 +759,7 @@ def process() -> dict[str, Any]:
                 "bytes",
                 minimum=0,
             ),
-            panel(
-                "gauge",
+            gauge_panel(
                 "Memory used of limit",
                 [
                     target(
@@ -754,41 +772,43 @@ def process() -> dict[str, Any]:
                 minimum=0,
                 maximum=1,
                 w=8,
-                steps=thresholds((None, "green"), (0.8, "orange"), (0.9, "red")),
+                steps=((None, "green"), (0.8, "orange"), (0.9, "red")),
             ),
-            timeseries(
+            timeseries_panel(
                 "Open file descriptors",
                 [target(f"max by ({by}) ({sel('process_unix_file_descriptor_count')})", "{{instance}}")],
                 "none",
                 w=8,
             ),
-            timeseries(
+            timeseries_panel(
                 "Threads", [target(f"max by ({by}) ({sel('process_thread_count')})", "{{instance}}")], "none", w=8
             ),
         ],
     )
 
 
-def operations() -> dict[str, Any]:
+def operations() -> dm.Dashboard:
     by = "job, instance, operation_name"
     legend = "{{operation_name}} {{instance}}"
-    return dashboard(
+    return build(
         "otel-rel-operations",
         "otel-reliability / Operations",
         "Long-running operations: in flight, stuck (longer than the stuck threshold) and the oldest one's age.",
         [
-            timeseries("In flight", [target(f"sum by ({by}) ({sel('operation_in_flight')})", legend)], "none", w=8),
-            timeseries(
+            timeseries_panel(
+                "In flight", [target(f"sum by ({by}) ({sel('operation_in_flight')})", legend)], "none", w=8
+            ),
+            timeseries_panel(
                 "Stuck",
                 [target(f"sum by ({by}) ({sel('operation_stuck')})", legend)],
                 "none",
                 w=8,
-                steps=thresholds((None, "green"), (1, "red")),
+                steps=((None, "green"), (1, "red")),
             ),
-            timeseries(
+            timeseries_panel(
                 "Oldest in flight", [target(f"max by ({by}) ({sel('operation_oldest_age_seconds')})", legend)], "s", w=8
             ),
-            table(
+            instant_table(
                 "Stuck now",
                 f"sum by ({by}) ({sel('operation_stuck')}) > 0",
                 "none",
@@ -810,8 +830,8 @@ DASHBOARDS = {
 }
 
 
-def render(build: Any) -> str:
-    return json.dumps(build(), indent=2, sort_keys=True) + "\n"
+def render(make: Callable[[], dm.Dashboard]) -> str:
+    return json.dumps(make(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -819,9 +839,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if a committed dashboard differs")
     args = parser.parse_args(argv)
     stale = []
-    for name, build in DASHBOARDS.items():
+    for name, make in DASHBOARDS.items():
         path = DASHBOARD_DIR / name
-        text = render(build)
+        text = render(make)
         if args.check:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 stale.append(name)

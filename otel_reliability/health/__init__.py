@@ -1,7 +1,7 @@
 """Health views computed from the Readings, and the routes that serve them (``health.fastapi``)."""
 
 from otel_reliability.health.model import (
-    REGISTRY,
+    HEALTH_ENDPOINTS,
     AdminAction,
     CheckContext,
     HealthRegistry,
@@ -10,4 +10,4 @@ from otel_reliability.health.model import (
     ViewResult,
 )
 
-__all__ = ["REGISTRY", "AdminAction", "CheckContext", "HealthRegistry", "HealthView", "Status", "ViewResult"]
+__all__ = ["HEALTH_ENDPOINTS", "AdminAction", "CheckContext", "HealthRegistry", "HealthView", "Status", "ViewResult"]

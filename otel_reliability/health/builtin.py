@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import threading
 
-from otel_reliability.health.model import REGISTRY, HealthRegistry
+from otel_reliability.health.model import HEALTH_ENDPOINTS, HealthRegistry
 
 # Each module has ``register(registry: HealthRegistry) -> None``; order is the order in /api/health.
 VIEW_MODULES: tuple[str, ...] = (
@@ -21,7 +21,7 @@ _done = False
 _lock = threading.Lock()
 
 
-def register_all(registry: HealthRegistry = REGISTRY) -> None:
+def register_all(registry: HealthRegistry = HEALTH_ENDPOINTS) -> None:
     global _done
     with _lock:
         if _done:

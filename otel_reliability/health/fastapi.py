@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from otel_reliability import config, host
 from otel_reliability.health.model import (
-    REGISTRY,
+    HEALTH_ENDPOINTS,
     AdminAction,
     CheckContext,
     HealthRegistry,
@@ -115,7 +115,7 @@ def _health_json(status: Status, results: dict[str, ViewResult], views: list[Hea
 
 def build_routes(
     settings: config.Settings,
-    registry: HealthRegistry = REGISTRY,
+    registry: HealthRegistry = HEALTH_ENDPOINTS,
     context: Callable[[], CheckContext] = _context,
 ) -> list[BaseRoute]:
     """The Starlette routes for the configured paths and the views and actions of ``registry``."""
@@ -206,13 +206,13 @@ def _admin_endpoint(
     return endpoint
 
 
-def mount(app: Any, settings: config.Settings | None = None, registry: HealthRegistry = REGISTRY) -> bool:
+def mount(app: Any, settings: config.Settings | None = None, registry: HealthRegistry = HEALTH_ENDPOINTS) -> bool:
     """Add the health and admin routes to a FastAPI/Starlette app once. Returns False if already mounted."""
     if getattr(app, _MOUNTED_FLAG, False):
         return False
     from otel_reliability.health import builtin
 
-    if registry is REGISTRY:
+    if registry is HEALTH_ENDPOINTS:
         builtin.register_all()
     settings = settings or config.settings()
     setattr(app, _MOUNTED_FLAG, True)

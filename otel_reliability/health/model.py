@@ -129,7 +129,7 @@ class HealthRegistry:
             return list(self._actions.values())
 
 
-REGISTRY = HealthRegistry()
+HEALTH_ENDPOINTS = HealthRegistry()
 
 # Views run here, not on the event loop: a slow view never blocks other requests, and a hung one only costs
 # a thread of this small pool.

@@ -19,8 +19,9 @@ set-up: ``OperationsInstrumentor().instrument(meter_provider=..., tracer_provide
 What it measures, all with the attribute ``operation.name``:
 
 - ``operation.in_flight`` ({operation}): operations running now;
-- ``operation.stuck`` ({operation}): those running longer than ``OTEL_RELIABILITY_STUCK_THRESHOLD`` seconds,
-  plus the stuck rows counted by the database-backed detectors (``register_stuck_detector``);
+- ``operation.stuck`` ({operation}): those running longer than ``OTEL_RELIABILITY_STUCK_THRESHOLD`` seconds
+  (the stuck rows of the database-backed detectors, ``register_stuck_detector``, are added to the same gauges by
+  their own entry point, ``reliability_stuck``: see ``_operation_gauges``);
 - ``operation.oldest_age`` (s): the age of the oldest one running;
 - ``operation.duration`` (s, histogram): how long finished operations took, with ``error.type`` on failure;
 - a span named after the operation, with ``operation.name`` and ``operation.key``.
@@ -44,22 +45,23 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 
 from otel_reliability import changes, config, semconv
+from otel_reliability.instrumentation import _operation_gauges
+from otel_reliability.instrumentation._instrumented import Instrumented
+from otel_reliability.instrumentation._operation_gauges import SCOPE, Row
 from otel_reliability.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SCOPE = "otel_reliability.operations"
 NAME_ATTR = semconv.ATTR_OPERATION_NAME
 KEY_ATTR = semconv.ATTR_OPERATION_KEY
 
@@ -114,68 +116,45 @@ class _Registry:
             return set(self.names)
 
 
-REGISTRY = _Registry()
+RUNNING_OPERATIONS = _Registry()
 
 
 def in_flight() -> list[InFlight]:
     """The operations running now (a copy)."""
-    return REGISTRY.current()
+    return RUNNING_OPERATIONS.current()
 
 
 def stuck_in_process(threshold: float | None = None) -> list[tuple[InFlight, float]]:
     """In-process operations older than their threshold, with their age, oldest first."""
     default = config.settings().stuck_threshold if threshold is None else threshold
     now = _clock()
-    found = [(op, op.age(now)) for op in REGISTRY.current() if op.is_stuck(now, default)]
+    found = [(op, op.age(now)) for op in RUNNING_OPERATIONS.current() if op.is_stuck(now, default)]
     found.sort(key=lambda pair: -pair[1])
     return found
 
 
 # --- instruments -----------------------------------------------------------------------------------------------
 class _Instruments:
-    """The instruments of one ``instrument()`` call; its callbacks go quiet once it is no longer active."""
+    """The instruments of one ``instrument()`` call, and the in-process rows of the ``operation.*`` gauges (their
+    callbacks read the current one, see ``_operation_gauges``)."""
 
-    def __init__(self, settings: config.Settings, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+    def __init__(self, settings: config.Settings, meter: metrics.Meter, tracer_provider: Any = None) -> None:
         self._stuck_threshold = settings.stuck_threshold  # read once: the callbacks run at every collection
-        meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         self.duration = meter.create_histogram(
             semconv.METRIC_OPERATION_DURATION,
             unit=semconv.UNIT_SECONDS,
             description="Duration of finished tracked operations.",
         )
-        meter.create_observable_gauge(
-            semconv.METRIC_OPERATION_IN_FLIGHT,
-            callbacks=[self._observe_in_flight],
-            unit="{operation}",
-            description="Tracked operations running now.",
-        )
-        meter.create_observable_gauge(
-            semconv.METRIC_OPERATION_STUCK,
-            callbacks=[self._observe_stuck],
-            unit="{operation}",
-            description="Operations in flight longer than OTEL_RELIABILITY_STUCK_THRESHOLD (in process and in "
-            "database-backed detectors).",
-        )
-        meter.create_observable_gauge(
-            semconv.METRIC_OPERATION_OLDEST_AGE,
-            callbacks=[self._observe_oldest],
-            unit=semconv.UNIT_SECONDS,
-            description="Age of the oldest operation in flight.",
-        )
+        _operation_gauges.create(meter)
 
-    def _active(self) -> bool:
-        return _state.instruments is self
-
-    def _per_name(self) -> dict[str, tuple[int, int, float]]:
-        """{name: (in_flight, stuck, oldest_age)} over in-process operations and database detectors."""
-        from otel_reliability.instrumentation import stuck
-
+    def rows(self) -> list[Row]:
+        """One row per operation name seen in this process (0 for a name with nothing running now)."""
         threshold = self._stuck_threshold
         now = _clock()
-        out: dict[str, tuple[int, int, float]] = {name: (0, 0, 0.0) for name in REGISTRY.known_names()}
+        out: dict[str, tuple[int, int, float]] = {name: (0, 0, 0.0) for name in RUNNING_OPERATIONS.known_names()}
         soonest = math.inf  # seconds until the next operation turns stuck: health must not miss that moment
-        for op in REGISTRY.current():
+        for op in RUNNING_OPERATIONS.current():
             count, stuck_count, oldest = out.get(op.name, (0, 0, 0.0))
             is_stuck = op.is_stuck(now, threshold)
             if not is_stuck:
@@ -184,43 +163,23 @@ class _Instruments:
             out[op.name] = (count + 1, stuck_count + (1 if is_stuck else 0), max(oldest, op.age(now)))
         if soonest < math.inf:
             changes.expires_at(time.monotonic() + max(0.0, soonest) + 0.001)
-        for reading in stuck.readings():
-            count, stuck_count, oldest = out.get(reading.name, (0, 0, 0.0))
-            out[reading.name] = (
-                count + reading.in_progress,
-                stuck_count + reading.stuck,
-                max(oldest, reading.oldest_age),
-            )
-        return out
-
-    def _observe(self, index: int) -> Iterable[Observation]:
-        if not self._active():
-            return []
-        return [Observation(values[index], {NAME_ATTR: name}) for name, values in self._per_name().items()]
-
-    def _observe_in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._observe(0)
-
-    def _observe_stuck(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._observe(1)
-
-    def _observe_oldest(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._observe(2)
+        return [Row(name, *values) for name, values in out.items()]
 
 
-class _State:
-    instruments: _Instruments | None = None
-    _fallback_tracer: trace.Tracer | None = None
-
-    def tracer(self) -> trace.Tracer:
-        if self.instruments is not None:
-            return self.instruments.tracer
-        if self._fallback_tracer is None:
-            self._fallback_tracer = trace.get_tracer(SCOPE, __version__)
-        return self._fallback_tracer
+_instrumented = _operation_gauges.add_source(Instrumented[_Instruments]())
+"""While instrumented: the duration histogram, the tracer, and this process's rows of the ``operation.*`` gauges."""
+_fallback_tracer: trace.Tracer | None = None
 
 
-_state = _State()
+def _tracer() -> trace.Tracer:
+    """The instrumentor's tracer, else the global one (spans without the instrumentor, metrics only with it)."""
+    global _fallback_tracer
+    instruments = _instrumented.state
+    if instruments is not None:
+        return instruments.tracer
+    if _fallback_tracer is None:
+        _fallback_tracer = trace.get_tracer(SCOPE, __version__)
+    return _fallback_tracer
 
 
 _instruments: tuple[str, ...] = ()
@@ -237,10 +196,11 @@ class OperationsInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         settings = kwargs.get("settings") or config.settings()
-        _state.instruments = _Instruments(settings, kwargs.get("meter_provider"), kwargs.get("tracer_provider"))
+        meter = metrics.get_meter(SCOPE, __version__, meter_provider=kwargs.get("meter_provider"))
+        _instrumented.start(_Instruments(settings, meter, kwargs.get("tracer_provider")), meter)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        _state.instruments = None
+        _instrumented.stop()
 
 
 # --- track_operation -------------------------------------------------------------------------------------------
@@ -281,16 +241,16 @@ class track_operation:
         attributes: dict[str, str] = {NAME_ATTR: self.name}
         if self.key is not None:
             attributes[KEY_ATTR] = self.key
-        span = _state.tracer().start_span(self.name, attributes=attributes)
+        span = _tracer().start_span(self.name, attributes=attributes)
         ctx_token = otel_context.attach(trace.set_span_in_context(span))
-        token = REGISTRY.enter(InFlight(self.name, self.key, started, self.threshold))
+        token = RUNNING_OPERATIONS.enter(InFlight(self.name, self.key, started, self.threshold))
         return _Active(token, started, span, ctx_token)
 
     def _finish(self, active: _Active, exc: BaseException | None) -> None:
-        REGISTRY.exit(active.registry_token)
+        RUNNING_OPERATIONS.exit(active.registry_token)
         elapsed = _clock() - active.started
         span = active.span
-        instruments = _state.instruments
+        instruments = _instrumented.state
         if exc is None:
             if instruments is not None:
                 instruments.duration.record(elapsed, {NAME_ATTR: self.name})

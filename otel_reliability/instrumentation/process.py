@@ -57,9 +57,8 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, MutableMapping
+from collections.abc import Callable, Collection, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +69,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_reliability import semconv
 from otel_reliability.instrumentation import cgroup
+from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -222,10 +222,6 @@ class ProcessSampler:
 class ProcessInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Entry point ``reliability_process``. Accepts ``meter_provider=`` and ``sampler=`` (tests)."""
 
-    _sampler: ProcessSampler | None = None
-    _active = False
-    _providers: weakref.WeakSet[Any] = weakref.WeakSet()
-
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
@@ -241,14 +237,10 @@ class ProcessInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 ", ".join(sorted(skipped)),
                 UPSTREAM_EXCLUDED_VARIABLE,
             )
-        self._sampler = kwargs.get("sampler") or ProcessSampler()
-        self._active = True
-        provider = kwargs.get("meter_provider")
-        target = provider if provider is not None else metrics.get_meter_provider()
-        if target in self._providers:
-            return  # the instruments exist on that provider; their callbacks read self._active again
-        self._providers.add(target)
-        meter = metrics.get_meter("otel_reliability.process", __version__, meter_provider=provider)
+        meter = metrics.get_meter("otel_reliability.process", __version__, meter_provider=kwargs.get("meter_provider"))
+        _instrumented.start(kwargs.get("sampler") or ProcessSampler(), meter)
+        # Instrumented again on the same provider: the SDK returns the instruments made the first time, with their
+        # callbacks, which read the current sampler through _instrumented.
         gauges: tuple[tuple[str, str, str, Callable[[ProcessSampler], float]], ...] = (
             (CPU_UTILIZATION, "", "CPU time used as a fraction of the CPUs this process may use (cgroup "
              "quota and affinity aware), since the previous reading.", ProcessSampler.cpu_utilization),
@@ -261,22 +253,27 @@ class ProcessInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for name, unit, description, read in gauges:
             if name in skipped:
                 continue
-            meter.create_observable_gauge(name, callbacks=[self._callback(read)], unit=unit, description=description)
-
-    def _callback(self, read: Callable[[ProcessSampler], float]) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def observe(options: CallbackOptions) -> Iterable[Observation]:
-            sampler = self._sampler
-            if not self._active or sampler is None:
-                return []
-            try:
-                return [Observation(read(sampler))]
-            except (psutil.Error, OSError):
-                _logger.debug("otel-reliability: reading %s failed", read.__name__, exc_info=True)
-                return []
-
-        return observe
+            meter.create_observable_gauge(
+                name, callbacks=[_instrumented.gate(meter, _observer(read))], unit=unit, description=description
+            )
 
     def _uninstrument(self, **kwargs: Any) -> None:
         # The SDK cannot remove an instrument; its callbacks report nothing while uninstrumented.
-        self._active = False
-        self._sampler = None
+        _instrumented.stop()
+
+
+_instrumented: Instrumented[ProcessSampler] = Instrumented()
+"""While instrumented: the sampler the gauges read."""
+
+
+def _observer(
+    read: Callable[[ProcessSampler], float],
+) -> Callable[[ProcessSampler, CallbackOptions], list[Observation]]:
+    def observe(sampler: ProcessSampler, options: CallbackOptions) -> list[Observation]:
+        try:
+            return [Observation(read(sampler))]
+        except (psutil.Error, OSError):
+            _logger.debug("otel-reliability: reading %s failed", read.__name__, exc_info=True)
+            return []
+
+    return observe

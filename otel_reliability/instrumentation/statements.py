@@ -65,6 +65,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_reliability import semconv
 from otel_reliability.instrumentation import sql
+from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ class _Telemetry:
     duration: Any
 
 
-_telemetry: _Telemetry | None = None
+_instrumented: Instrumented[_Telemetry] = Instrumented()
+"""While instrumented: the tracer and the duration histogram the statement hooks record into."""
 _collections: set[str] = set()
 _collections_lock = threading.Lock()
 
@@ -138,7 +140,6 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _telemetry
         self._listeners, self._wrapped = [], []
         if importlib.util.find_spec("sqlalchemy") is None:  # opentelemetry-instrument skips the dependency check
             return
@@ -156,7 +157,7 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             "Duration of database client operations.",
             explicit_bucket_boundaries_advisory=list(BUCKETS),
         )
-        _telemetry = _Telemetry(None if drops_every_span(tracer_provider) else tracer, duration)
+        _instrumented.start(_Telemetry(None if drops_every_span(tracer_provider) else tracer, duration), meter)
         _describe.cache_clear()
         with _collections_lock:
             _collections.clear()
@@ -171,7 +172,6 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped.append((Engine, "raw_connection"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _telemetry
         if not getattr(self, "_listeners", None):
             return
         from sqlalchemy import event
@@ -182,7 +182,7 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for cls, attr in self._wrapped:
             unwrap(cls, attr)
         self._listeners, self._wrapped = [], []
-        _telemetry = None
+        _instrumented.stop()
 
 
 def drops_every_span(tracer_provider: Any) -> bool:
@@ -293,7 +293,7 @@ def _guarded(hook: _F) -> _F:
 def _before_cursor_execute(
     conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> None:
-    tel = _telemetry
+    tel = _instrumented.state
     if tel is None or context is None or not is_instrumentation_enabled():
         return
     info = _engine_info(conn.engine)
@@ -316,7 +316,7 @@ def _after_cursor_execute(
     conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> None:
     state = context.__dict__.pop(_STATE, None) if context is not None else None
-    tel = _telemetry
+    tel = _instrumented.state
     if state is None or tel is None:
         return
     span, attrs, start = state
@@ -328,7 +328,7 @@ def _after_cursor_execute(
 def _handle_error(exception_context: Any) -> None:
     context = exception_context.execution_context
     state = context.__dict__.pop(_STATE, None) if context is not None else None
-    tel = _telemetry
+    tel = _instrumented.state
     if state is None or tel is None:
         return
     span, attrs, start = state
@@ -361,7 +361,7 @@ def _take_wait(conn: Any) -> float | None:
 
 
 def _wrap_raw_connection(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    tel = _telemetry
+    tel = _instrumented.state
     if tel is None or tel.tracer is None or not is_instrumentation_enabled():  # no span would carry the wait
         return wrapped(*args, **kwargs)
     start = time.perf_counter()

@@ -36,6 +36,11 @@ both are compared as naive UTC.
 the stuck rows are selected ``FOR UPDATE`` and updated by key with the same conditions re-checked, in the
 same transaction), and returns exactly the rows it changed. With ``dry_run`` it only selects them.
 
+The gauges are published by this module's own entry point, ``reliability_stuck`` (``StuckInstrumentor``), into the
+``operation.*`` gauges that ``reliability_operations`` shares (``_operation_gauges``): disabling
+``reliability_operations`` leaves the detectors' series, and ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=
+reliability_stuck`` removes them (the detectors still run and the admin endpoint still lists and cleans up).
+
 The background query is ours, not the app's: it runs under ``suppress_instrumentation()``, so it is neither a
 statement span nor a ``db.client.operation.duration`` point. ``cleanup`` is not suppressed: it changes the app's
 rows on an admin's request, and that request's trace should show it.
@@ -47,12 +52,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from opentelemetry import metrics
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
 from otel_reliability import changes, config
+from otel_reliability.instrumentation import _operation_gauges
+from otel_reliability.instrumentation._instrumented import Instrumented
+from otel_reliability.instrumentation._operation_gauges import SCOPE, Row
+from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
 
@@ -349,3 +361,35 @@ def _after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
+
+
+# --- the instrumentor ----------------------------------------------------------------------------------------------
+class _DatabaseRows:
+    """The detectors' cached readings as rows of the ``operation.*`` gauges (no query runs at collection)."""
+
+    def rows(self) -> list[Row]:
+        return [Row(r.name, r.in_progress, r.stuck, r.oldest_age) for r in readings()]
+
+
+_instrumented = _operation_gauges.add_source(Instrumented[_DatabaseRows]())
+
+_instruments = ("sqlalchemy >= 1.4",)
+"""The detectors query through SQLAlchemy (the contrib convention: instrument() skips it when absent)."""
+
+
+class StuckInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Entry point ``reliability_stuck``: the database stuck detectors' rows in the ``operation.*`` gauges.
+    Accepts ``meter_provider=``."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        meter = metrics.get_meter(SCOPE, __version__, meter_provider=kwargs.get("meter_provider"))
+        _instrumented.start(_DatabaseRows(), meter)
+        _operation_gauges.create(meter)
+        changes.mark_changed()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        _instrumented.stop()
+        changes.mark_changed()

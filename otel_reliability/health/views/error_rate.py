@@ -1,7 +1,7 @@
 """``GET /api/health/error-rate``: the HTTP error rate over the last OTEL_RELIABILITY_ERROR_WINDOW seconds.
 
 Computed from the Readings' window over the standard ``http.server.request.duration`` counts (see
-otel_reliability/errors.py for what counts as an error), so the numbers equal what Prometheus computes
+otel_reliability/request_errors.py for what counts as an error), so the numbers equal what Prometheus computes
 with ``increase(http_server_request_duration_seconds_count[5m])`` by status, and stay exact at any rate.
 
 Body: error_count, client_error_count, success_count, total_requests, error_rate_percent, window_seconds,
@@ -20,7 +20,7 @@ Readings: the health routes are mounted where there is an HTTP server to watch, 
 
 from __future__ import annotations
 
-from otel_reliability import errors
+from otel_reliability import request_errors
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
 
 TOP_ROUTES = 5
@@ -28,15 +28,15 @@ TOP_ROUTES = 5
 
 def compute(ctx: CheckContext) -> ViewResult:
     settings = ctx.settings
-    window = ctx.readings.window(settings.error_window, (errors.HTTP_SERVER_DURATION,))
-    counts = errors.count(window, settings)
+    window = ctx.readings.window(settings.error_window, (request_errors.HTTP_SERVER_DURATION,))
+    counts = request_errors.count(window, settings)
     rate = round(counts.error_rate_percent, 2)
     enough = counts.total >= settings.error_min_requests
     degraded = enough and counts.error_rate_percent > settings.error_rate_threshold
     if degraded:
         reason = (
             f"{rate}% of {counts.total} requests failed in the last {settings.error_window}s "
-            f"(threshold {settings.error_rate_threshold:g}%); top: {errors.describe_routes(counts)}"
+            f"(threshold {settings.error_rate_threshold:g}%); top: {request_errors.describe_routes(counts)}"
         )
     elif not enough:
         reason = f"{counts.total} requests in the window, fewer than {settings.error_min_requests}: not judged"

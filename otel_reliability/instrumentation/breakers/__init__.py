@@ -57,6 +57,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -68,10 +69,11 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from otel_reliability import changes, config
+from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.instrumentation.breakers import _metrics
 from otel_reliability.instrumentation.breakers._registry import (
+    BREAKERS,
     OUTCOMES,
-    REGISTRY,
     STATES,
     TrackedBreaker,
     canonical_state,
@@ -120,7 +122,7 @@ class BreakerHandle:
         self._tracked.record_transition(canonical)
 
     def unregister(self) -> None:
-        REGISTRY.untrack(self._tracked)
+        BREAKERS.untrack(self._tracked)
 
 
 _adopt_lock = threading.Lock()
@@ -145,8 +147,8 @@ def register_breaker(name: str, breaker: Any) -> BreakerHandle:
                 breaker_cls = importlib.import_module(library).CircuitBreaker
                 if isinstance(breaker, breaker_cls):
                     adapter_module = importlib.import_module(module_name)
-                    return BreakerHandle(adapter_module.adopt(breaker, REGISTRY, name=name))
-        existing = REGISTRY.lookup(breaker)
+                    return BreakerHandle(adapter_module.adopt(breaker, BREAKERS, name=name))
+        existing = BREAKERS.lookup(breaker)
         if existing is not None:
             existing.explicit_name = name
             return BreakerHandle(existing)
@@ -160,20 +162,20 @@ def register_breaker(name: str, breaker: Any) -> BreakerHandle:
         # A plain function or lambda may be the only reference to itself: held strongly. A bound method is
         # held through its object, anything else weakly.
         strong = not is_object and not hasattr(breaker, "__self__")
-        tracked = REGISTRY.track(breaker, adapter, name=name, strong=strong, counts_calls=False, initial_state=None)
+        tracked = BREAKERS.track(breaker, adapter, name=name, strong=strong, counts_calls=False, initial_state=None)
         return BreakerHandle(tracked)
 
 
 def unregister_breaker(name: str) -> int:
     """Forget every breaker registered under ``name``; returns how many there were."""
-    found = REGISTRY.by_name(name)
+    found = BREAKERS.by_name(name)
     for tracked in found:
-        REGISTRY.untrack(tracked)
+        BREAKERS.untrack(tracked)
     return len(found)
 
 
-def _is_active() -> bool:
-    return BreakersInstrumentor._active
+_instrumented: Instrumented[list[str]] = Instrumented()
+"""While instrumented: the adapter modules that instrumented their library."""
 
 
 _instruments: tuple[str, ...] = ()
@@ -186,28 +188,24 @@ checks for its own module instead."""
 class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Entry point ``reliability_breakers``: pybreaker, circuitbreaker and purgatory, when installed."""
 
-    _active = False
-    _active_libraries: list[str] = []
-
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
         meter = metrics.get_meter("otel_reliability.breakers", __version__, meter_provider=kwargs.get("meter_provider"))
+        libraries = _instrumented.start([], meter)
         # Creating the instruments again on the same meter returns the existing ones (with their callbacks), so
-        # the callbacks ask whether we are instrumented now rather than capturing an instrumentation.
-        BreakersInstrumentor._active = True
-        _metrics.create_instruments(meter, REGISTRY, _is_active)
-        self._active_libraries = []
+        # the callbacks ask whether we are instrumented now, on their meter, rather than capturing an instrumentation.
+        _metrics.create_instruments(meter, BREAKERS, functools.partial(_instrumented.active_on, meter))
         for module_name, library in _LIBRARIES:
             if importlib.util.find_spec(library) is None:
                 continue
             try:
-                importlib.import_module(module_name).instrument(REGISTRY)
+                importlib.import_module(module_name).instrument(BREAKERS)
             except Exception:  # a library version we do not understand must not break the application
                 _logger.warning("otel-reliability: could not instrument %s breakers", library, exc_info=True)
                 continue
-            self._active_libraries.append(module_name)
+            libraries.append(module_name)
         if importlib.util.find_spec("fastapi") is not None:
             from otel_reliability.instrumentation.breakers import http
 
@@ -215,10 +213,9 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         changes.mark_changed()
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        BreakersInstrumentor._active = False  # the instruments created so far report nothing from now on
-        for module_name in self._active_libraries:
-            importlib.import_module(module_name).uninstrument(REGISTRY)
-        self._active_libraries = []
+        # The instruments created so far report nothing from now on.
+        for module_name in _instrumented.stop() or []:
+            importlib.import_module(module_name).uninstrument(BREAKERS)
         if importlib.util.find_spec("fastapi") is not None:
             from otel_reliability.instrumentation.breakers import http
 

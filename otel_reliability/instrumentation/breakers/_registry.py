@@ -57,6 +57,7 @@ __all__ = [
     "ATTR_OUTCOME",
     "ATTR_PREVIOUS_STATE",
     "ATTR_STATE",
+    "BREAKERS",
     "CLOSED",
     "EVENT_REJECTED",
     "EVENT_STATE_CHANGE",
@@ -64,7 +65,6 @@ __all__ = [
     "HALF_OPEN",
     "OPEN",
     "OUTCOMES",
-    "REGISTRY",
     "REJECTED",
     "STATES",
     "SUCCESS",
@@ -240,4 +240,4 @@ class BreakerRegistry:
         return entries
 
 
-REGISTRY = BreakerRegistry()
+BREAKERS = BreakerRegistry()

@@ -21,12 +21,12 @@ How, and why this way:
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
+from otel_reliability.instrumentation._instrumented import is_wrapped
 from otel_reliability.instrumentation.breakers._registry import (
-    REGISTRY,
+    BREAKERS,
     BreakerRegistry,
     Reading,
     TrackedBreaker,
@@ -36,8 +36,6 @@ from otel_reliability.instrumentation.breakers._registry import (
 )
 
 LIBRARY = "circuitbreaker"
-_ORIGINALS = "_otel_reliability_originals"
-_COUNTED = "_otel_reliability_counted_fallback"
 
 
 class CircuitbreakerAdapter:
@@ -66,26 +64,27 @@ ADAPTER = CircuitbreakerAdapter()
 
 
 def _count_fallback(breaker: Any, tracked: TrackedBreaker) -> None:
-    fallback = breaker.__dict__.get("_fallback_function")
-    if fallback is None or getattr(fallback, _COUNTED, False):
+    """Wrap this breaker's fallback (an instance attribute): a refused call it serves counts as rejected."""
+    from wrapt import wrap_function_wrapper
+
+    if breaker.__dict__.get("_fallback_function") is None or is_wrapped(breaker, "_fallback_function"):
         return
 
-    @functools.wraps(fallback)
-    def counted(*args: Any, **kwargs: Any) -> Any:
+    def counted(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         tracked.record_rejected(None)
-        return fallback(*args, **kwargs)
+        return wrapped(*args, **kwargs)
 
-    setattr(counted, _COUNTED, True)
-    breaker._fallback_function = counted
+    wrap_function_wrapper(breaker, "_fallback_function", counted)
 
 
 def _restore_fallback(breaker: Any) -> None:
-    fallback = breaker.__dict__.get("_fallback_function")
-    if fallback is not None and getattr(fallback, _COUNTED, False):
-        breaker._fallback_function = fallback.__wrapped__
+    from opentelemetry.instrumentation.utils import unwrap
+
+    if is_wrapped(breaker, "_fallback_function"):
+        unwrap(breaker, "_fallback_function")
 
 
-def adopt(breaker: Any, registry: BreakerRegistry = REGISTRY, name: str | None = None) -> TrackedBreaker:
+def adopt(breaker: Any, registry: BreakerRegistry = BREAKERS, name: str | None = None) -> TrackedBreaker:
     """Know one circuitbreaker breaker and count the rejections its fallback serves."""
     tracked = registry.track(
         breaker,
@@ -98,66 +97,72 @@ def adopt(breaker: Any, registry: BreakerRegistry = REGISTRY, name: str | None =
     return tracked
 
 
-def instrument(registry: BreakerRegistry = REGISTRY) -> None:
+def _exit_args(exc_type: Any, exc_value: Any, _traceback: Any = None) -> tuple[Any, Any]:
+    return exc_type, exc_value
+
+
+_synced: list[Any] = []
+"""The monitor sync this module added to the registry's ``before_collect`` (removed again by ``uninstrument``)."""
+
+
+def instrument(registry: BreakerRegistry = BREAKERS) -> None:
+    """Wrap ``CircuitBreaker.__init__`` (adopt every new breaker), ``CircuitBreaker.__exit__`` (count every call
+    that ran) and ``CircuitBreakerError.__init__`` (count refusals) with wrapt; ``uninstrument`` unwraps them."""
     import circuitbreaker
+    from wrapt import wrap_function_wrapper
 
     cls = circuitbreaker.CircuitBreaker
-    error_cls = circuitbreaker.CircuitBreakerError
-    if _ORIGINALS in cls.__dict__:
+    if is_wrapped(cls, "__init__"):
         return
-    original_init = cls.__init__
-    original_exit = cls.__exit__
-    original_error_init = error_cls.__init__
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        adopt(self, registry)
+    def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
+        wrapped(*args, **kwargs)
+        adopt(instance, registry)
 
-    def __exit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
-        before = canonical_state(self.state)
-        result = original_exit(self, exc_type, exc, tb)
-        tracked = registry.lookup(self) or adopt(self, registry)
-        if exc_type is not None and exc is not None and self._last_failure is exc:
+    def exit_(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        exc_type, exc = (args[0], args[1]) if len(args) == 3 else _exit_args(*args, **kwargs)  # `with`: positional
+        before = canonical_state(instance.state)
+        result = wrapped(*args, **kwargs)
+        tracked = registry.lookup(instance) or adopt(instance, registry)
+        if exc_type is not None and exc is not None and instance._last_failure is exc:
             tracked.record_failure()
         else:
             tracked.record_success()
         annotate_span(tracked.name, before)
         tracked.observe(before)
-        tracked.observe(canonical_state(self.state))
+        tracked.observe(canonical_state(instance.state))
         return result
 
-    def error_init(self: Any, circuit_breaker: Any, *args: Any, **kwargs: Any) -> None:
-        original_error_init(self, circuit_breaker, *args, **kwargs)
-        if isinstance(circuit_breaker, cls):
-            tracked = registry.lookup(circuit_breaker) or adopt(circuit_breaker, registry)
-            tracked.record_rejected(self)
+    def error_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
+        wrapped(*args, **kwargs)
+        breaker = args[0] if args else kwargs.get("circuit_breaker")
+        if isinstance(breaker, cls):
+            tracked = registry.lookup(breaker) or adopt(breaker, registry)
+            tracked.record_rejected(instance)
 
     def sync_monitor() -> None:
         for breaker in list(circuitbreaker.CircuitBreakerMonitor.get_circuits()):
             if registry.lookup(breaker) is None:
                 adopt(breaker, registry)
 
-    setattr(cls, _ORIGINALS, (original_init, original_exit, original_error_init, sync_monitor))
-    cls.__init__ = __init__  # type: ignore[method-assign]
-    cls.__exit__ = __exit__  # type: ignore[method-assign]
-    error_cls.__init__ = error_init  # type: ignore[method-assign]
+    wrap_function_wrapper(cls, "__init__", init)
+    wrap_function_wrapper(cls, "__exit__", exit_)
+    wrap_function_wrapper(circuitbreaker.CircuitBreakerError, "__init__", error_init)
     registry.before_collect.append(sync_monitor)
+    _synced.append(sync_monitor)
 
 
-def uninstrument(registry: BreakerRegistry = REGISTRY) -> None:
+def uninstrument(registry: BreakerRegistry = BREAKERS) -> None:
     import circuitbreaker
+    from opentelemetry.instrumentation.utils import unwrap
 
-    cls = circuitbreaker.CircuitBreaker
-    originals = cls.__dict__.get(_ORIGINALS)
-    if originals is None:
-        return
-    original_init, original_exit, original_error_init, sync_monitor = originals
-    cls.__init__ = original_init  # type: ignore[method-assign]
-    cls.__exit__ = original_exit  # type: ignore[method-assign]
-    circuitbreaker.CircuitBreakerError.__init__ = original_error_init  # type: ignore[method-assign]
-    delattr(cls, _ORIGINALS)
-    if sync_monitor in registry.before_collect:
-        registry.before_collect.remove(sync_monitor)
+    unwrap(circuitbreaker.CircuitBreaker, "__init__")
+    unwrap(circuitbreaker.CircuitBreaker, "__exit__")
+    unwrap(circuitbreaker.CircuitBreakerError, "__init__")
+    while _synced:
+        sync_monitor = _synced.pop()
+        if sync_monitor in registry.before_collect:
+            registry.before_collect.remove(sync_monitor)
     for tracked in registry.tracked(LIBRARY):
         breaker = tracked.breaker
         if breaker is not None:

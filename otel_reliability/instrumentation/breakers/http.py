@@ -31,6 +31,7 @@ from typing import Any
 from opentelemetry.instrumentation.utils import unwrap
 
 from otel_reliability import config
+from otel_reliability.instrumentation._instrumented import is_wrapped
 from otel_reliability.instrumentation.breakers._registry import tagged
 
 _GENERIC = (Exception, BaseException, object)
@@ -107,9 +108,9 @@ def install(settings: config.Settings) -> None:
     if not settings.breaker_http_mapping:
         return
     from fastapi import applications
-    from wrapt import ObjectProxy, wrap_function_wrapper
+    from wrapt import wrap_function_wrapper
 
-    if isinstance(applications.FastAPI.__dict__.get("build_middleware_stack"), ObjectProxy):
+    if is_wrapped(applications.FastAPI, "build_middleware_stack"):
         return
     classes = error_classes()
 

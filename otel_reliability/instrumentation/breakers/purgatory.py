@@ -25,8 +25,9 @@ import time
 import weakref
 from typing import Any
 
+from otel_reliability.instrumentation._instrumented import is_wrapped
 from otel_reliability.instrumentation.breakers._registry import (
-    REGISTRY,
+    BREAKERS,
     BreakerRegistry,
     Reading,
     TrackedBreaker,
@@ -35,7 +36,6 @@ from otel_reliability.instrumentation.breakers._registry import (
 )
 
 LIBRARY = "purgatory"
-_ORIGINALS = "_otel_reliability_originals"
 # Set by the state machine when it takes an exception as a failure; per thread and per task, so concurrent
 # calls through one shared in-memory context never see each other's outcome.
 _failed: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_reliability_purgatory_failed", default=False)
@@ -131,54 +131,58 @@ def _make_hook(registry: BreakerRegistry, factory: Any) -> Any:
     return hook
 
 
-def _enter(registry: BreakerRegistry, breaker: Any, error_cls: type) -> TrackedBreaker | None:
+def _enter(registry: BreakerRegistry, breaker: Any) -> TrackedBreaker | None:
     factory = _factory_of(breaker)
     return None if factory is None else _track(registry, factory, breaker.context)
 
 
-def instrument(registry: BreakerRegistry = REGISTRY) -> None:
+def _patched() -> list[tuple[Any, str]]:
+    """Every (class, method) this module wraps."""
     import purgatory
     from purgatory.domain import model
     from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
     from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
 
-    if _ORIGINALS in model.Context.__dict__:
+    return [
+        (purgatory.SyncCircuitBreakerFactory, "__init__"),
+        (purgatory.AsyncCircuitBreakerFactory, "__init__"),
+        (model.ClosedState, "handle_exception"),
+        (model.HalfOpenedState, "handle_exception"),
+        (model.OpenedState, "handle_exception"),
+        (SyncCircuitBreaker, "__enter__"),
+        (SyncCircuitBreaker, "__exit__"),
+        (AsyncCircuitBreaker, "__aenter__"),
+        (AsyncCircuitBreaker, "__aexit__"),
+    ]
+
+
+def instrument(registry: BreakerRegistry = BREAKERS) -> None:
+    """Wrap the factories' ``__init__`` (listen to every new factory), the states' ``handle_exception`` (mark a
+    failure) and the per-call breaker's enter/exit, sync and async (count calls and refusals), with wrapt;
+    ``uninstrument`` unwraps them."""
+    from purgatory.domain import model
+    from wrapt import wrap_function_wrapper
+
+    patched = _patched()
+    if is_wrapped(*patched[0]):
         return
     opened_error = model.OpenedState
-    originals: dict[tuple[Any, str], Any] = {}
 
-    def patch(owner: Any, name: str, replacement: Any) -> None:
-        originals[(owner, name)] = owner.__dict__[name]
-        setattr(owner, name, replacement)
-
-    def wrap_factory_init(factory_cls: Any) -> None:
-        original = factory_cls.__init__
-
-        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-            original(self, *args, **kwargs)
-            adopt_factory(self, registry)
-
-        patch(factory_cls, "__init__", __init__)
-
-    wrap_factory_init(purgatory.SyncCircuitBreakerFactory)
-    wrap_factory_init(purgatory.AsyncCircuitBreakerFactory)
+    def factory_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
+        wrapped(*args, **kwargs)
+        adopt_factory(instance, registry)
 
     # A failure, as the state machine decides it (after purgatory's exclude list has been applied).
-    for state_cls in (model.ClosedState, model.HalfOpenedState, model.OpenedState):
-        original_handle = state_cls.handle_exception
+    def handle_exception(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        _failed.set(True)
+        return wrapped(*args, **kwargs)
 
-        def handle_exception(self: Any, context: Any, exc: BaseException, _original: Any = original_handle) -> None:
-            _failed.set(True)
-            return _original(self, context, exc)  # type: ignore[no-any-return]
-
-        patch(state_cls, "handle_exception", handle_exception)
-
-    def rejected(tracked: TrackedBreaker | None, exc: BaseException, breaker: Any) -> None:
+    def rejected(tracked: TrackedBreaker | None, exc: BaseException) -> None:
         if tracked is not None:
             tracked.extra["opened_at"] = getattr(exc, "opened_at", tracked.extra.get("opened_at"))
             tracked.record_rejected(exc)
 
-    def finished(tracked: TrackedBreaker | None, breaker: Any, before: str | None) -> None:
+    def finished(tracked: TrackedBreaker | None, before: str | None) -> None:
         failed = _failed.get()
         _failed.set(False)
         if tracked is None:
@@ -189,52 +193,46 @@ def instrument(registry: BreakerRegistry = REGISTRY) -> None:
             tracked.record_success()
         annotate_span(tracked.name, before)
 
-    sync_enter, sync_exit = SyncCircuitBreaker.__enter__, SyncCircuitBreaker.__exit__
-
-    def __enter__(self: Any) -> Any:
-        tracked = _enter(registry, self, opened_error)
+    # The breaker is looked up only when refused: a call that enters is counted (and tracked) by the exit.
+    def enter(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         try:
-            return sync_enter(self)
+            return wrapped(*args, **kwargs)
         except opened_error as exc:
-            rejected(tracked, exc, self)
+            rejected(_enter(registry, instance), exc)
             raise
 
-    def __exit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
-        tracked = _enter(registry, self, opened_error)
-        before = canonical_state(self.context.state)
+    def exit_(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        tracked = _enter(registry, instance)
+        before = canonical_state(instance.context.state)
         _failed.set(False)
         try:
-            sync_exit(self, exc_type, exc, tb)
+            return wrapped(*args, **kwargs)
         finally:
-            finished(tracked, self, before)
+            finished(tracked, before)
 
-    async_enter, async_exit = AsyncCircuitBreaker.__aenter__, AsyncCircuitBreaker.__aexit__
-
-    async def __aenter__(self: Any) -> Any:
-        tracked = _enter(registry, self, opened_error)
+    async def aenter(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         try:
-            return await async_enter(self)
+            return await wrapped(*args, **kwargs)
         except opened_error as exc:
-            rejected(tracked, exc, self)
+            rejected(_enter(registry, instance), exc)
             raise
 
-    async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
-        tracked = _enter(registry, self, opened_error)
-        before = canonical_state(self.context.state)
+    async def aexit(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        tracked = _enter(registry, instance)
+        before = canonical_state(instance.context.state)
         _failed.set(False)
         try:
-            await async_exit(self, exc_type, exc, tb)
+            return await wrapped(*args, **kwargs)
         finally:
-            finished(tracked, self, before)
+            finished(tracked, before)
 
-    patch(SyncCircuitBreaker, "__enter__", __enter__)
-    patch(SyncCircuitBreaker, "__exit__", __exit__)
-    patch(AsyncCircuitBreaker, "__aenter__", __aenter__)
-    patch(AsyncCircuitBreaker, "__aexit__", __aexit__)
-    setattr(model.Context, _ORIGINALS, originals)
+    wrappers = [factory_init, factory_init, handle_exception, handle_exception, handle_exception]
+    wrappers += [enter, exit_, aenter, aexit]
+    for (owner, name), wrapper in zip(patched, wrappers, strict=True):
+        wrap_function_wrapper(owner, name, wrapper)
 
 
-def adopt_factory(factory: Any, registry: BreakerRegistry = REGISTRY) -> None:
+def adopt_factory(factory: Any, registry: BreakerRegistry = BREAKERS) -> None:
     """Listen to one factory (created before instrumentation, or from ``__init__``), once."""
     if getattr(factory, _HOOK, None) is not None:
         return
@@ -247,15 +245,11 @@ def adopt_factory(factory: Any, registry: BreakerRegistry = REGISTRY) -> None:
     weakref.finalize(factory, _factories_by_bus.pop, bus_id, None)
 
 
-def uninstrument(registry: BreakerRegistry = REGISTRY) -> None:
-    from purgatory.domain import model
+def uninstrument(registry: BreakerRegistry = BREAKERS) -> None:
+    from opentelemetry.instrumentation.utils import unwrap
 
-    originals = model.Context.__dict__.get(_ORIGINALS)
-    if originals is None:
-        return
-    for (owner, name), original in originals.items():
-        setattr(owner, name, original)
-    delattr(model.Context, _ORIGINALS)
+    for owner, name in _patched():
+        unwrap(owner, name)
     for factory in list(_factories):
         hook = getattr(factory, _HOOK, None)
         if hook is not None:

@@ -29,8 +29,9 @@ from typing import Any
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import get_current_span
 
+from otel_reliability.instrumentation._instrumented import is_wrapped
 from otel_reliability.instrumentation.breakers._registry import (
-    REGISTRY,
+    BREAKERS,
     BreakerRegistry,
     Reading,
     TrackedBreaker,
@@ -111,7 +112,7 @@ def _listener_class() -> type:
 _listener_cls: type | None = None
 
 
-def adopt(breaker: Any, registry: BreakerRegistry = REGISTRY, name: str | None = None) -> TrackedBreaker:
+def adopt(breaker: Any, registry: BreakerRegistry = BREAKERS, name: str | None = None) -> TrackedBreaker:
     """Know one pybreaker breaker (created before instrumentation, or from ``__init__``): register it and
     attach the counting listener once."""
     global _listener_cls
@@ -130,13 +131,13 @@ def adopt(breaker: Any, registry: BreakerRegistry = REGISTRY, name: str | None =
     return tracked
 
 
-def instrument(registry: BreakerRegistry = REGISTRY) -> None:
+def instrument(registry: BreakerRegistry = BREAKERS) -> None:
     """Wrap ``CircuitBreaker.__init__`` (adopt every new breaker) and ``CircuitOpenState.before_call`` (count
     refusals) with wrapt; ``uninstrument`` unwraps both."""
     import pybreaker
-    from wrapt import ObjectProxy, wrap_function_wrapper
+    from wrapt import wrap_function_wrapper
 
-    if isinstance(pybreaker.CircuitBreaker.__dict__.get("__init__"), ObjectProxy):
+    if is_wrapped(pybreaker.CircuitBreaker, "__init__"):
         return
     error_cls = pybreaker.CircuitBreakerError
 
@@ -161,7 +162,7 @@ def instrument(registry: BreakerRegistry = REGISTRY) -> None:
     wrap_function_wrapper(pybreaker, "CircuitOpenState.before_call", before_call)
 
 
-def uninstrument(registry: BreakerRegistry = REGISTRY) -> None:
+def uninstrument(registry: BreakerRegistry = BREAKERS) -> None:
     import pybreaker
 
     unwrap(pybreaker.CircuitBreaker, "__init__")

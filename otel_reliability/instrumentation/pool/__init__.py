@@ -68,7 +68,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from opentelemetry import metrics
@@ -147,7 +147,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         meter = metrics.get_meter("otel_reliability.pool", __version__, meter_provider=kwargs.get("meter_provider"))
         hist = {"explicit_bucket_boundaries_advisory": list(_DURATION_BUCKETS)}
-        _tracking.current = _Instruments(
+        instruments = _Instruments(
             timeouts=meter.create_counter(
                 semconv.METRIC_DB_CLIENT_CONNECTION_TIMEOUTS,
                 "{timeout}",
@@ -183,33 +183,38 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             ),
             pool_timeout=sqlalchemy.exc.TimeoutError,
         )
+        _tracking.instrumented.start(instruments, meter)
+
+        def gated(observe: Callable[[CallbackOptions], Iterable[Observation]]) -> Any:
+            return [_tracking.instrumented.gate(meter, lambda _instruments, options: observe(options))]
+
         meter.create_observable_up_down_counter(
             semconv.METRIC_DB_CLIENT_CONNECTION_COUNT,
-            [_observe_count],
+            gated(_observe_count),
             "{connection}",
             "Connections in the pool, by state.",
         )
         meter.create_observable_up_down_counter(
             semconv.METRIC_DB_CLIENT_CONNECTION_MAX,
-            [_observe_max],
+            gated(_observe_max),
             "{connection}",
             "Most connections the pool will open.",
         )
         meter.create_observable_up_down_counter(
             semconv.METRIC_DB_CLIENT_CONNECTION_IDLE_MAX,
-            [_observe_idle_max],
+            gated(_observe_idle_max),
             "{connection}",
             "Most idle connections kept.",
         )
         meter.create_observable_up_down_counter(
             semconv.METRIC_DB_CLIENT_CONNECTION_PENDING_REQUESTS,
-            [_observe_pending],
+            gated(_observe_pending),
             "{request}",
             "Callers waiting for a connection now.",
         )
         meter.create_observable_gauge(
             semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIMEOUT,
-            [_observe_timeout],
+            gated(_observe_timeout),
             semconv.UNIT_SECONDS,
             "How long a checkout waits before it fails.",
         )
@@ -249,7 +254,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped, self._listeners = [], []
         statement_timeout.clear()
         changes.mark_changed()
-        _tracking.current = None
+        _tracking.instrumented.stop()
         with _lock:
             pools = list(_pools)
             _pools.clear()
@@ -272,7 +277,7 @@ def _classes_defining(base: type, attr: str) -> Iterator[type]:
 
 # --- hooks (every one of them cheap: they run on each checkout) --------------------------------------------------
 def _wrap_connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    inst = _tracking.current
+    inst = _tracking.instrumented.state
     if inst is None:
         return wrapped(*args, **kwargs)
     state = _track(instance)
@@ -318,7 +323,7 @@ def _record_state(record: Any) -> _PoolState | None:
 
 
 def _on_connect(dbapi_connection: Any, record: Any) -> None:
-    inst = _tracking.current
+    inst = _tracking.instrumented.state
     state = _record_state(record)
     if inst is None or state is None:
         return
@@ -340,7 +345,7 @@ def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
 
 def _on_error(context: Any) -> None:
     """A connection that could not be opened (no Connection yet) or was found lost: counted per pool."""
-    inst = _tracking.current
+    inst = _tracking.instrumented.state
     if inst is None or not (context.connection is None or context.is_disconnect):
         return  # a failing statement (syntax, constraint, ...) is the app's error, not the pool's
     engine = context.engine
@@ -361,7 +366,7 @@ def _on_checkin(dbapi_connection: Any, record: Any) -> None:
     if state is None:
         return
     started = state.checked_out_at.pop(record, None)
-    inst = _tracking.current
+    inst = _tracking.instrumented.state
     if started is not None and inst is not None:
         inst.use_time.record(time.perf_counter() - started, state.attrs())
 
@@ -373,7 +378,7 @@ def _on_detach(dbapi_connection: Any, record: Any) -> None:
 
 
 def _on_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:
-    inst = _tracking.current
+    inst = _tracking.instrumented.state
     state = _record_state(record)
     if inst is not None and state is not None:
         inst.invalidations.add(1, state.attrs())

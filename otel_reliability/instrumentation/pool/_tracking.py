@@ -1,8 +1,8 @@
 """Which pools exist and what SQLAlchemy does not count for them: pending callers, checkout times, names.
 
-Every pool is tracked weakly (a dropped engine disappears from the metrics at the next collection). ``current``
-holds the instruments of the active ``PoolInstrumentor`` (None while not instrumented): the hooks and the
-first use of a pool report into it.
+Every pool is tracked weakly (a dropped engine disappears from the metrics at the next collection).
+``instrumented.state`` holds the instruments of the active ``PoolInstrumentor`` (None while not instrumented):
+the hooks and the first use of a pool report into it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_reliability import changes, semconv
+from otel_reliability.instrumentation._instrumented import Instrumented
 
 _logger = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ class _Instruments:
     pool_timeout: type[BaseException]  # sqlalchemy.exc.TimeoutError, bound once instead of imported per checkout
 
 
-current: _Instruments | None = None
+instrumented: Instrumented[_Instruments] = Instrumented()
+"""While instrumented: the synchronous instruments the checkout hooks record into."""
 
 
 _STATE_ATTR = "_otel_reliability_pool_state"
@@ -58,7 +60,7 @@ class _PoolState:
         if self._attrs is None:
             pool = self.pool_ref()
             self._attrs = {POOL_NAME: pool_name(pool) if pool is not None else "unknown"}
-            inst = current
+            inst = instrumented.state
             if inst is not None:
                 # Counters start at 0 for each pool: Prometheus' increase() cannot see the increment that
                 # creates a series, so the first timeout would otherwise never reach an alert.

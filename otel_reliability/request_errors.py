@@ -30,7 +30,7 @@ from otel_reliability import semconv
 from otel_reliability.config import Settings
 from otel_reliability.readings import Point, Readings, Snapshot
 
-_logger = logging.getLogger("otel_reliability.errors")
+_logger = logging.getLogger("otel_reliability.errors")  # the name log configurations already filter on
 
 HTTP_SERVER_DURATION = semconv.METRIC_HTTP_SERVER_REQUEST_DURATION
 ROUTE = semconv.ATTR_HTTP_ROUTE

@@ -1,0 +1,74 @@
+"""The instrumentor idiom, in one place: what is active while instrumented, and what is patched.
+
+- ``Instrumented``: what an instrumentor's ``instrument()`` set up (its instruments, sampler, telemetry), held
+  until ``uninstrument()``. OpenTelemetry cannot remove an instrument, and creating one again on the same meter
+  returns the first one with its callbacks; so every callback and hook asks ``state`` (None: report nothing) or
+  is made with ``gate``. One way for every instrumentor, instead of a class flag, an identity check, a closure
+  over a module global or a global reset each.
+- Patches are wrapt's ``wrap_function_wrapper``, undone by ``opentelemetry.instrumentation.utils.unwrap`` (the
+  contrib convention); ``is_wrapped`` tells whether a class already holds our wrapper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+T = TypeVar("T")
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
+
+try:  # wrapt 2: FunctionWrapper derives from BaseObjectProxy, not from the ObjectProxy it exports
+    from wrapt import BaseObjectProxy as _Proxy  # type: ignore[attr-defined]
+except ImportError:  # wrapt 1
+    from wrapt import ObjectProxy as _Proxy
+
+
+def is_wrapped(owner: Any, attr: str) -> bool:
+    """Whether ``owner`` itself (not a base class) holds a wrapt wrapper as ``attr``: instrumenting twice must
+    not wrap twice, and ``unwrap`` restores exactly one layer."""
+    return isinstance(vars(owner).get(attr), _Proxy)
+
+
+class Instrumented(Generic[T]):
+    """``state``: what the current ``instrument()`` set up, or None while not instrumented; ``meter``: the meter
+    it created its instruments on.
+
+    ``state`` is a plain attribute: a hot path reads it once (``tel = X.state``) and does nothing when it is None.
+    """
+
+    __slots__ = ("meter", "state")
+
+    def __init__(self) -> None:
+        self.state: T | None = None
+        self.meter: Meter | None = None
+
+    def start(self, state: T, meter: Meter | None = None) -> T:
+        """Called by ``_instrument``: ``state`` is what is active from now on, on ``meter``."""
+        self.state, self.meter = state, meter
+        return state
+
+    def stop(self) -> T | None:
+        """Called by ``_uninstrument``: nothing is active any more; returns what was."""
+        state, self.state, self.meter = self.state, None, None
+        return state
+
+    def active_on(self, meter: Meter) -> bool:
+        """Whether instrumented now, on ``meter`` (the SDK returns the same meter for the same provider and scope:
+        a callback created on another provider, by an earlier ``instrument()``, must stay quiet)."""
+        return self.state is not None and self.meter is meter
+
+    def gate(self, meter: Meter, observe: Callable[[T, CallbackOptions], Iterable[Observation]]) -> Callback:
+        """An observable callback for an instrument created on ``meter``: ``observe(state, options)`` with the
+        *current* state while instrumented on ``meter``, nothing otherwise. (Creating an instrument again on the
+        same meter keeps the first one's callbacks, so a callback must never hold on to the state of the
+        ``instrument()`` that created it.)"""
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            state = self.state
+            if state is None or self.meter is not meter:
+                return []
+            return observe(state, options)
+
+        return callback
