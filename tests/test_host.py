@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
+from otel_reliability import tally
 from otel_reliability.host import merge, store
 from otel_reliability.host.master import HostAggregator
 from otel_reliability.host.worker import HostReadings, Publisher
@@ -22,6 +23,7 @@ from otel_reliability.readings import Readings, Snapshot
 
 DURATION = "http.server.request.duration"
 IN_FLIGHT = "operation.in_flight"
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
 
 class Worker:
@@ -34,7 +36,7 @@ class Worker:
         )
         self.readings.bind(provider)
         meter = provider.get_meter("t")
-        self.requests = meter.create_histogram(DURATION, unit="s")
+        self.requests = meter.create_histogram(DURATION, unit="s", explicit_bucket_boundaries_advisory=BUCKETS)
         self.in_flight = meter.create_up_down_counter(IN_FLIGHT)
 
     def fail(self, n: int) -> None:
@@ -113,6 +115,34 @@ def test_a_dead_workers_counts_stay_and_its_gauges_go(host: HostAggregator) -> N
     assert scraped(host, DURATION) == before  # counters never go backwards
     reader._others_at = float("-inf")
     assert errors(reader.snapshot()) == 9
+
+
+def test_a_dead_workers_requests_after_its_last_publication_come_from_its_tally(host: HostAggregator) -> None:
+    """A worker killed 0.5 s after publishing: the requests it completed since are in its tally table (the HTTP
+    layer's shared-memory copy of the histogram), which health and :9464 read for it, before and after folding."""
+    directory = store.Directory(host.path)
+    gone, me = Worker("gone"), Worker("me")
+    gone.fail(2)  # the HTTP layer counts each request in its table and in the SDK
+    name = publish_as_dead(directory, gone)
+    table = tally.Table(
+        host.path / f"{name[: -len('.json')]}.{DURATION}{tally.SUFFIX}", name=DURATION, bounds=BUCKETS, meta={}
+    )
+    slot = table.slot({"http.response.status_code": 500})
+    assert slot is not None
+    for _ in range(7):  # 2 published, 5 completed after the last publication: only the table has those
+        table.add(slot, 0.01)
+    alive = Worker("alive")
+    alive.in_flight.add(1)
+    Publisher(directory, alive.readings).publish()  # :9464 takes the resource from a live worker
+    reader = HostReadings(directory, me.readings, own_file="w-me.json")
+    assert errors(reader.snapshot()) == 7
+    assert sum(scraped(host, DURATION).values()) == 7
+
+    host.tick()  # folded: retired.json holds the table's counts; the worker's file and its table are removed
+    assert not list(host.path.glob(f"*{tally.SUFFIX}"))
+    assert sum(scraped(host, DURATION).values()) == 7
+    reader._others_at = float("-inf")
+    assert errors(reader.snapshot()) == 7
 
 
 def test_a_window_starts_at_the_masters_history_whoever_answers(host: HostAggregator) -> None:

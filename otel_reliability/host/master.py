@@ -27,6 +27,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
+from otel_reliability import tally
 from otel_reliability.host import merge, store
 
 _logger = logging.getLogger(__name__)
@@ -95,9 +96,9 @@ class HostAggregator:
         entries, _ = self.directory.listing()
         dead = []
         for entry in entries:
-            published = self.directory.read(entry.name, entry)
-            if published is not None and not store.alive(published.pid, published.start):
-                dead.append(published)
+            found = self.directory.worker(entry)
+            if found is not None and not found[1]:
+                dead.append(found[0])
         expired = [n for n, t in self._folded.items() if at - t > FOLDED_MEMORY]
         for name in expired:
             del self._folded[name]
@@ -112,8 +113,9 @@ class HostAggregator:
             {"pid": 0, "written": at, "metrics": self._retired.published(), "folded": self._folded},
         )
         for published in dead:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path / published.name)
+            for path in [self.path / published.name, *tally.files_of(self.path, published.name[: -len(".json")])]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         self.directory.forget({e.name for e in entries} - {p.name for p in dead} | {store.RETIRED_FILE})
 
     def _write_history(self, at: float) -> None:
@@ -133,10 +135,10 @@ class HostAggregator:
         resource: dict[str, Any] = {}
         entries, _ = self.directory.listing()
         for entry in entries:
-            published = self.directory.read(entry.name, entry)
-            if published is None or published.name in self._folded:
+            found = self.directory.worker(entry)
+            if found is None or found[0].name in self._folded:
                 continue
-            live = store.alive(published.pid, published.start)
+            published, live = found
             raw.add(published.metrics, live=live and live_gauges, instance=published.instance)
             if live and not resource:
                 resource = {k: v for k, v in published.resource.items() if k != merge.INSTANCE_ID}

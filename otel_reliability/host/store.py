@@ -4,6 +4,8 @@ Layout (created by the master or supervisor, mode 0700, removed when that proces
 
     host.json                 {"master": pid, "started": t}          written once by the master
     w-<pid>-<token>.json      one worker's cumulative readings         rewritten atomically (<= every 0.5 s)
+    w-<pid>-<token>.<metric>.tally   the worker's request histogram, updated in place per request (tally.py):
+                              what a dead worker's file is completed with (``Directory.final``)
     retired.json              the summed monotonic series of workers that are gone (folded by the master)
     history-<t_ms>.json       the host's merged cumulative values at t (the base of every window)
 
@@ -18,8 +20,10 @@ and must not overwrite the dead worker's last file, whose counts still belong to
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
+import logging
 import os
 import tempfile
 import time
@@ -28,7 +32,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from otel_reliability import tally
 from otel_reliability.readings import Point, Snapshot
+from otel_reliability.readings.model import attrs_key
+
+_logger = logging.getLogger(__name__)
 
 HOST_FILE = "host.json"
 RETIRED_FILE = "retired.json"
@@ -136,6 +144,7 @@ class Directory:
         self.path = Path(path)
         self._cache: dict[str, tuple[tuple[int, int], Published]] = {}
         self._history_cache: dict[str, tuple[float, dict[tuple[str, frozenset[tuple[str, Any]]], Any]]] = {}
+        self._final: dict[str, tuple[float, Published]] = {}
         self._host: dict[str, Any] | None = None
 
     def host(self) -> dict[str, Any]:
@@ -187,6 +196,43 @@ class Directory:
         """Drop cached parses of files that no longer exist (recycled workers must not grow memory)."""
         for name in [n for n in self._cache if n not in keep]:
             del self._cache[name]
+        for name in [n for n in self._final if n not in keep]:
+            del self._final[name]
+
+    def worker(self, entry: os.DirEntry[str]) -> tuple[Published, bool] | None:
+        """A worker's file and whether that worker is alive; a dead worker's file completed by its tally
+        tables (``final``). None when the file is gone."""
+        published = self.read(entry.name, entry)
+        if published is None:
+            return None
+        if alive(published.pid, published.start):
+            return published, True
+        return self.final(published), False
+
+    def final(self, published: Published) -> Published:
+        """A dead worker's last file with every series its tally tables hold (tally.py) replaced by the
+        table's values: the requests it completed after its last publication count too. A table is at least
+        its file (the HTTP layer counts there before the SDK records), so nothing goes backwards."""
+        cached = self._final.get(published.name)
+        if cached is not None and cached[0] == published.written:
+            return cached[1]
+        stem = published.name[: -len(".json")]
+        metrics = list(published.metrics)
+        complete = True
+        for path in tally.files_of(self.path, stem):
+            try:
+                header, series = tally.read(path)
+            except FileNotFoundError:  # folded and removed meanwhile: retired.json has it (see the callers)
+                complete = False
+                continue
+            except ValueError:
+                _logger.debug("otel-reliability: %s is not a tally table; skipped", path)
+                continue
+            metrics = _with_table(metrics, header, series)
+        final = dataclasses.replace(published, metrics=metrics)
+        if complete:
+            self._final[published.name] = (published.written, final)
+        return final
 
     def retired(self) -> tuple[Published | None, set[str]]:
         """The retired workers' summed series and the names of the worker files folded into it."""
@@ -215,6 +261,33 @@ class Directory:
                 self._history_cache.clear()
             self._history_cache[name] = (float(raw["at"]), values)
         return self._history_cache[name]
+
+
+def _with_table(
+    metrics: list[dict[str, Any]], header: dict[str, Any], series: list[tuple[dict[str, Any], float, list[float]]]
+) -> list[dict[str, Any]]:
+    """``metrics`` (a published file's) with the histogram of one tally table taken from the table."""
+    name, scope, bounds = header["name"], header.get("scope") or ["", None, None], header["bounds"]
+    # By name: one HTTP layer records it per process (a scope's schema URL may read "" in one and null in the other).
+    index = next((i for i, m in enumerate(metrics) if m["n"] == name and m["k"] == "hist"), None)
+    if index is None:
+        entry: dict[str, Any] = {"n": name, "s": scope, "d": header.get("description", ""), "u": header.get("unit", ""),
+                                 "k": "hist", "m": True, "p": []}  # fmt: skip
+        metrics = [*metrics, entry]
+        index = len(metrics) - 1
+    entry = metrics[index]
+    points = {attrs_key(p["a"]): p for p in entry["p"]}
+    for attributes, total, buckets in series:
+        key = attrs_key(attributes)
+        old = points.get(key)
+        count = int(sum(buckets))
+        if old is not None and (old.get("e") != bounds or old["v"] > count):
+            continue  # a view changed the buckets (cannot be replaced), or not a later state: keep the file's
+        points[key] = {"a": attributes, "v": count, "t": total, "b": [int(b) for b in buckets], "e": bounds,
+                       "mn": old.get("mn") if old else None, "mx": old.get("mx") if old else None}  # fmt: skip
+    metrics = list(metrics)
+    metrics[index] = {**entry, "p": list(points.values())}
+    return metrics
 
 
 def history_name(at: float) -> str:

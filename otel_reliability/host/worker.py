@@ -3,7 +3,9 @@
 The publisher collects this worker's Readings every ``PUBLISH_INTERVAL`` seconds on a background thread and
 writes them to its file in the shared directory (one atomic rename): nothing on the request path. It also
 publishes once more at exit, so a worker recycled by ``--max-requests`` or scaled down with TTOU hands over
-its last requests; a worker killed with SIGKILL loses at most what it counted since its last publication.
+its last requests. A worker killed with SIGKILL loses at most what it counted since its last publication,
+except its HTTP requests: the HTTP layer counts those in place in its tally table (otel_reliability/tally.py),
+and a dead worker's file is read completed by that table (``store.Directory.worker``).
 
 ``HostReadings`` is what the health views read in a worker: the same ``snapshot()`` / ``window()`` /
 ``is_fresh()`` calls as ``Readings``, answered for the host. This worker's own part is its fresh Snapshot (a
@@ -234,9 +236,9 @@ class HostReadings:
             for entry in entries:
                 if entry.name == self.own_file:
                     continue
-                published = self.directory.read(entry.name, entry)
-                if published is not None:
-                    parsed.append((published, store.alive(published.pid, published.start)))
+                found = self.directory.worker(entry)
+                if found is not None:
+                    parsed.append(found)
             retired, folded = self.directory.retired()
             self.directory.forget({p.name for p, _ in parsed} | {store.RETIRED_FILE})
             key = (
