@@ -35,7 +35,7 @@ class Worker:
             metric_readers=[self.readings], resource=Resource({"service.name": "svc", merge.INSTANCE_ID: instance})
         )
         self.readings.bind(provider)
-        meter = provider.get_meter("t")
+        meter = self.meter = provider.get_meter("t")
         self.requests = meter.create_histogram(DURATION, unit="s", explicit_bucket_boundaries_advisory=BUCKETS)
         self.in_flight = meter.create_up_down_counter(IN_FLIGHT)
 
@@ -100,6 +100,7 @@ def test_a_dead_workers_counts_stay_and_its_gauges_go(host: HostAggregator) -> N
     publish_as_dead(directory, gone)
     reader = HostReadings(directory, me.readings, own_file="w-me.json")
 
+    host.combine()  # what every worker reads: the master's combination (the dead worker not folded yet)
     snap = reader.snapshot()
     assert errors(snap) == 3 + 5 + 1  # the dead worker's counts are the host's
     assert snap.total(IN_FLIGHT) == 2  # its gauge is not
@@ -135,6 +136,7 @@ def test_a_dead_workers_requests_after_its_last_publication_come_from_its_tally(
     alive.in_flight.add(1)
     Publisher(directory, alive.readings).publish()  # :9464 takes the resource from a live worker
     reader = HostReadings(directory, me.readings, own_file="w-me.json")
+    host.combine()
     assert errors(reader.snapshot()) == 7
     assert sum(scraped(host, DURATION).values()) == 7
 
@@ -155,6 +157,7 @@ def test_a_window_starts_at_the_masters_history_whoever_answers(host: HostAggreg
     time.sleep(0.3)
     alive.fail(6)
     publisher.publish()
+    host.combine()
     reader = HostReadings(directory, me.readings, own_file="w-me.json")
     assert errors(reader.window(0.2, [DURATION])) == 6  # base: the history entry, taken before the window
     assert errors(reader.window(300, [DURATION])) == 10  # the host is younger than 300 s: everything
@@ -179,3 +182,32 @@ def test_workers_combine_by_kind() -> None:
     acc.add(snap(dict(zip(names, (1, 9, 10, 1), strict=True)), frozenset({"calls"})), live=False)
     host = acc.snapshot(snap({}), ())
     assert [host.value(n) for n in names] == [2, 5, 0, 10]
+
+
+def test_a_worker_answers_from_the_masters_combination_less_its_own_published_part(host: HostAggregator) -> None:
+    """The master combines every worker once; a worker takes out exactly the version of its own readings the
+    combination holds and puts its fresh readings in: no double count, and a gauge combined by max does not
+    keep this worker's old value."""
+    from otel_reliability import semconv
+
+    directory = store.Directory(host.path)
+    me, other = Worker("me"), Worker("other")
+    failures = {
+        w: w.meter.create_up_down_counter(semconv.METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES) for w in (me, other)
+    }
+    me.fail(3)
+    failures[me].add(5, {"circuit_breaker.name": "b"})
+    other.fail(2)
+    failures[other].add(1, {"circuit_breaker.name": "b"})
+    mine = Publisher(directory, me.readings)
+    mine.publish()
+    Publisher(directory, other.readings).publish()
+    host.combine()
+    me.fail(4)  # after the publication the master combined: only this worker's fresh readings have these
+    failures[me].add(-3, {"circuit_breaker.name": "b"})
+    reader = HostReadings(directory, me.readings, own_file=mine.file, versions=mine.versions)
+    snap = reader.snapshot()
+    assert errors(snap) == 3 + 4 + 2
+    assert snap.value(semconv.METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES) == 2  # max(2 fresh, 1), not the old 5
+    assert snap.workers == 2
+    assert reader.workers() == 2

@@ -81,7 +81,7 @@ def start_worker(reader: Readings) -> bool:
         _logger.warning("otel-reliability: cannot publish to %s; health answers for this worker only", path)
         return False
     tally.open_in(directory.path, publisher.file[: -len(".json")])  # the HTTP layer's crash-safe request counts
-    _host = HostReadings(directory, reader, publisher.file)
+    _host = HostReadings(directory, reader, publisher.file, publisher.versions)
     _publisher = publisher
     publisher.after = _host.warm
     publisher.start_thread()

@@ -7,6 +7,8 @@ Layout (created by the master or supervisor, mode 0700, removed when that proces
     w-<pid>-<token>.<metric>.tally   the worker's request histogram, updated in place per request (tally.py):
                               what a dead worker's file is completed with (``Directory.final``)
     retired.json              the summed monotonic series of workers that are gone (folded by the master)
+    combined.marshal          every worker combined for health by the master (``Combined``), <= every 0.25 s:
+                              what a worker answers from (one file, whatever the number of workers)
     history-<t_ms>.json       the host's merged cumulative values at t (the base of every window)
 
 ``t`` is ``time.monotonic()``: on Linux one clock for every process of the host, so a worker compares its
@@ -24,6 +26,7 @@ import dataclasses
 import functools
 import json
 import logging
+import marshal
 import os
 import tempfile
 import time
@@ -42,15 +45,20 @@ HOST_FILE = "host.json"
 RETIRED_FILE = "retired.json"
 WORKER_PREFIX = "w-"
 HISTORY_PREFIX = "history-"
+COMBINED_FILE = "combined.marshal"
 
 
 def write_atomically(path: Path, payload: Any) -> None:
     """Write ``payload`` as JSON to ``path`` through a temporary file and a rename (atomic on POSIX)."""
+    # dumps, not dump: dump streams through the pure-Python encoder, ten times slower.
+    write_bytes_atomically(path, json.dumps(payload, separators=(",", ":")).encode())
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as out:
-            # dumps, not dump: dump streams through the pure-Python encoder, ten times slower.
-            out.write(json.dumps(payload, separators=(",", ":")))
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -145,6 +153,7 @@ class Directory:
         self._cache: dict[str, tuple[tuple[int, int], Published]] = {}
         self._history_cache: dict[str, tuple[float, dict[tuple[str, frozenset[tuple[str, Any]]], Any]]] = {}
         self._final: dict[str, tuple[float, Published]] = {}
+        self._combined: tuple[tuple[int, int, int], dict[str, Any]] | None = None
         self._host: dict[str, Any] | None = None
 
     def host(self) -> dict[str, Any]:
@@ -234,10 +243,23 @@ class Directory:
             self._final[published.name] = (published.written, final)
         return final
 
-    def retired(self) -> tuple[Published | None, set[str]]:
-        """The retired workers' summed series and the names of the worker files folded into it."""
-        published = self.read(RETIRED_FILE)
-        return published, set(published.folded) if published is not None else set()
+    def combined(self) -> dict[str, Any] | None:
+        """The master's combination of every worker (None before its first), parsed again only when it changed.
+
+        ``marshal``, not JSON: the master and its workers run the same interpreter, the directory is private,
+        and it loads the series with their keys (frozensets) ready, ~10x faster than JSON plus keying.
+        """
+        path = self.path / COMBINED_FILE
+        try:
+            st = path.stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._combined is not None and self._combined[0] == key:
+                return self._combined[1]
+            raw = marshal.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        self._combined = (key, raw)
+        return raw
 
     def history(
         self, names: list[str], start: float
