@@ -129,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--merge-only", action="store_true", help="only the in-process cost of the host snapshot")
+    parser.add_argument("--cold-calls", type=int, default=40, help="calls after 1 s of silence, per endpoint")
     parser.add_argument("--servers-only", action="store_true", help="only the real servers")
     parser.add_argument("--large-only", action="store_true", help="only the servers with 100 breakers per worker")
     args = parser.parse_args()
@@ -153,10 +154,18 @@ def main() -> None:
         variants = []
     variants += [
         ("gunicorn -w 8, 101 breakers each, default cache", "gunicorn", 8, large, args.calls, 0.0, ENDPOINTS),
-        ("gunicorn -w 8, 101 breakers each, after 1 s of silence", "gunicorn", 8, large, 40, 1.0, ENDPOINTS[:3]),
+        (
+            "gunicorn -w 8, 101 breakers each, after 1 s of silence",
+            "gunicorn",
+            8,
+            large,
+            args.cold_calls,
+            1.0,
+            ENDPOINTS[:3],
+        ),
     ]
     for label, server, workers, env, calls, pause, endpoints in variants:
-        env = {**env}  # the product's default health cache
+        env = {"OTEL_RELIABILITY_HEALTH_CACHE": "0.5", **env}  # the product's default (start_app sets 0 for tests)
         for row in run(label, server, workers, env, calls, pause, endpoints):
             print(row, flush=True)
 

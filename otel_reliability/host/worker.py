@@ -36,11 +36,15 @@ from otel_reliability.readings.model import window_between
 _logger = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL = 0.5
-# The other workers' combination is re-read in the background once older than OTHERS_TTL, and on the call
-# itself once older than OTHERS_MAX_AGE: steady health traffic never waits for the parse, and an answer is never
-# more than OTHERS_MAX_AGE + PUBLISH_INTERVAL (1.3 s) behind another worker.
+# The master's combination is re-read in the background once older than OTHERS_TTL, and on the call itself once
+# older than OTHERS_MAX_AGE: steady health traffic never waits for the read, and an answer is never more than
+# PUBLISH_INTERVAL + master.COMBINE_INTERVAL + OTHERS_MAX_AGE (1.45 s) behind another worker.
 OTHERS_TTL = 0.2
-OTHERS_MAX_AGE = 0.5
+OTHERS_MAX_AGE = 0.7
+# This worker's own collection is refreshed by its publisher every PUBLISH_INTERVAL: a positive health cache
+# shorter than OWN_MAX_AGE would make a call after a pause collect on the request path for nothing (a change
+# still makes the next call collect anew, whatever the age).
+OWN_MAX_AGE = PUBLISH_INTERVAL * 1.5
 VERSIONS = 8  # own publications kept (4 s): the one the master's combination holds is among them
 WARM_FOR = 10.0  # seconds after a health call during which the publisher combines ahead
 COUNT_REUSE = 0.5  # seconds an answer's worker count may come from the snapshot its views just read
@@ -149,7 +153,7 @@ class HostReadings:
         if now - self._asked_at < WARM_FOR:
             if now - self._others_at >= OTHERS_TTL:
                 self._other_workers()  # already off the request path: no second thread
-            self._combine(self.own.snapshot())
+            self._combine(self.own.snapshot(self._own_age(None)))
 
     def snapshot(self, max_age: float | None = None) -> merge.HostSnapshot:
         """This worker's fresh snapshot plus every other worker's last publication (the master's combination).
@@ -160,7 +164,11 @@ class HostReadings:
         to ``PUBLISH_INTERVAL`` plus a combination interval old anyway, and a change in this worker shows at once.
         """
         self._asked_at = time.monotonic()
-        return self._combine(self.own.snapshot(max_age))
+        return self._combine(self.own.snapshot(self._own_age(max_age)))
+
+    def _own_age(self, max_age: float | None) -> float:
+        limit = self.own.cache_seconds if max_age is None else max_age
+        return max(limit, OWN_MAX_AGE) if limit > 0 else limit
 
     def _combine(self, own: Snapshot) -> merge.HostSnapshot:
         now = time.monotonic()

@@ -132,6 +132,11 @@ class Readings(MetricReader):
                 return latest
             return self._collect_now()
 
+    @property
+    def cache_seconds(self) -> float:
+        """How long a collection is reused by default (``OTEL_RELIABILITY_HEALTH_CACHE``)."""
+        return self._cache_seconds
+
     def _usable(self, snap: Snapshot, max_age: float) -> bool:
         return (
             snap.generation == changes.generation() and self._clock() - snap.taken_at <= max_age and not changes.due()
