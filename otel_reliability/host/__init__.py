@@ -69,6 +69,7 @@ def start_worker(reader: Readings) -> bool:
     path = config.HOST_DIR.parse(raw) if raw else None
     if path is None or not enabled():
         return False
+    from otel_reliability.host import store
     from otel_reliability.host.worker import HostReadings, Publisher, wait_for_directory
 
     directory = wait_for_directory(path)
@@ -80,7 +81,7 @@ def start_worker(reader: Readings) -> bool:
     except OSError:
         _logger.warning("otel-reliability: cannot publish to %s; health answers for this worker only", path)
         return False
-    tally.open_in(directory.path, publisher.file[: -len(".json")])  # the HTTP layer's crash-safe request counts
+    tally.open_in(directory.path, store.stem(publisher.file))  # the HTTP layer's crash-safe request counts
     _host = HostReadings(directory, reader, publisher.file, publisher.versions)
     _publisher = publisher
     publisher.after = _host.warm

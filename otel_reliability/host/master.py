@@ -121,7 +121,7 @@ class HostAggregator:
             {"pid": 0, "written": at, "metrics": self._retired.published(), "folded": self._folded},
         )
         for published in dead:
-            for path in [self.path / published.name, *tally.files_of(self.path, published.name[: -len(".json")])]:
+            for path in [self.path / published.name, *tally.files_of(self.path, store.stem(published.name))]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
         self.directory.forget({e.name for e in entries} - {p.name for p in dead} | {store.RETIRED_FILE})

@@ -48,6 +48,11 @@ HISTORY_PREFIX = "history-"
 COMBINED_FILE = "combined.marshal"
 
 
+def stem(worker_file: str) -> str:
+    """``w-<pid>-<token>`` of a worker's file name: what its tally tables are named after."""
+    return worker_file.removesuffix(".json")
+
+
 def write_atomically(path: Path, payload: Any) -> None:
     """Write ``payload`` as JSON to ``path`` through a temporary file and a rename (atomic on POSIX)."""
     # dumps, not dump: dump streams through the pure-Python encoder, ten times slower.
@@ -225,10 +230,9 @@ class Directory:
         cached = self._final.get(published.name)
         if cached is not None and cached[0] == published.written:
             return cached[1]
-        stem = published.name[: -len(".json")]
         metrics = list(published.metrics)
         complete = True
-        for path in tally.files_of(self.path, stem):
+        for path in tally.files_of(self.path, stem(published.name)):
             try:
                 header, series = tally.read(path)
             except FileNotFoundError:  # folded and removed meanwhile: retired.json has it (see the callers)
