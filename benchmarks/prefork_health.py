@@ -151,7 +151,10 @@ def main() -> None:
         ("uvicorn, 1 process, default cache", "uvicorn", 1, {}, args.calls, 0.0, ENDPOINTS),
     ]
     if args.large_only:
-        variants = []
+        variants = [
+            ("uvicorn, 1 process, 101 breakers, after 1 s of silence", "uvicorn", 1, large, args.cold_calls, 1.0,
+             ENDPOINTS[:3]),
+        ]  # fmt: skip
     variants += [
         ("gunicorn -w 8, 101 breakers each, default cache", "gunicorn", 8, large, args.calls, 0.0, ENDPOINTS),
         (

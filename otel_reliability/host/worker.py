@@ -162,20 +162,24 @@ class HostReadings:
         calls of a burst) share it. The master's file is re-read at most every ``OTHERS_TTL`` seconds, in the
         background while the last reading is younger than ``OTHERS_MAX_AGE``; the other workers' parts are up
         to ``PUBLISH_INTERVAL`` plus a combination interval old anyway, and a change in this worker shows at once.
+        While health is being asked (within ``WARM_FOR``) the publisher's thread re-reads it after each
+        publication (``warm``), so a call starts no reading thread of its own to compete with it for the GIL.
         """
-        self._asked_at = time.monotonic()
-        return self._combine(self.own.snapshot(self._own_age(max_age)))
+        now = time.monotonic()
+        warm = now - self._asked_at < WARM_FOR
+        self._asked_at = now
+        return self._combine(self.own.snapshot(self._own_age(max_age)), background=not warm)
 
     def _own_age(self, max_age: float | None) -> float:
         limit = self.own.cache_seconds if max_age is None else max_age
         return max(limit, OWN_MAX_AGE) if limit > 0 else limit
 
-    def _combine(self, own: Snapshot) -> merge.HostSnapshot:
+    def _combine(self, own: Snapshot, background: bool = False) -> merge.HostSnapshot:
         now = time.monotonic()
         age = now - self._others_at
         if age >= OTHERS_MAX_AGE:
             self._other_workers()  # too old to serve (or never read): read now, on this call
-        elif age >= OTHERS_TTL:
+        elif age >= OTHERS_TTL and background:
             self._refresh_in_background()  # serve what we have; the next call gets the new combination
         others, per_worker = self._others
         cached = self._merged
