@@ -67,11 +67,15 @@ def lean() -> Any:
 def lean_prefork() -> Any:
     """The lean layer in a prefork worker: each request also counted in its crash-safe tally (a shared file
     mapping, otel_reliability/tally.py). Its series get their slots on the first call, made here."""
+    import atexit
+    import shutil
     import tempfile
 
     from otel_reliability import tally
 
-    tally.open_in(tempfile.mkdtemp(prefix="bench-tally-"), "w-bench")
+    directory = tempfile.mkdtemp(prefix="bench-tally-")
+    atexit.register(shutil.rmtree, directory, True)
+    tally.open_in(directory, "w-bench")
     try:
         app = lean()
         asyncio.run(_calls(app, 1))
