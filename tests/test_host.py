@@ -177,9 +177,8 @@ def test_workers_combine_by_kind() -> None:
 
     acc = merge.Accumulator()
     names = ("circuit_breaker.state", "circuit_breaker.failure_threshold", "db.client.statement_timeout", "calls")
-    acc.add(snap(dict(zip(names, (1, 5, 300, 7), strict=True)), frozenset({"calls"})), live=True)
-    acc.add(snap(dict(zip(names, (1, 5, 0, 2), strict=True)), frozenset({"calls"})), live=True)
-    acc.add(snap(dict(zip(names, (1, 9, 10, 1), strict=True)), frozenset({"calls"})), live=False)
+    for values, live in (((1, 5, 300, 7), True), ((1, 5, 0, 2), True), ((1, 9, 10, 1), False)):
+        acc.add(merge.rows_of(snap(dict(zip(names, values, strict=True)))), {"calls"}, live)
     host = acc.snapshot(snap({}), ())
     assert [host.value(n) for n in names] == [2, 5, 0, 10]
 

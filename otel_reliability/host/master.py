@@ -149,15 +149,14 @@ class HostAggregator:
         acc = merge.Accumulator()
         workers, per_worker = [], []
         for published, live in parts:
-            acc.add(published.snapshot, live, published.keyed, source=published.name)
+            acc.add(published.rows, published.monotonic, live, source=published.name)
             workers.append((published.name, published.written, live))
             if live:
-                metrics = published.snapshot.metrics.items()
-                mine = {n: [(dict(p.attributes), p.value, p.total) for p in points]
-                        for n, points in metrics if n.startswith(PER_WORKER_PREFIX)}  # fmt: skip
+                mine = {n: [(a, v, t) for _, a, v, t in rows]
+                        for n, rows in published.rows.items() if n.startswith(PER_WORKER_PREFIX)}  # fmt: skip
                 per_worker.append((published.name, published.instance, mine))
         if retired is not None:
-            acc.add(retired.snapshot, False, retired.keyed)
+            acc.add(retired.rows, retired.monotonic, False)
         payload = {"at": at, "workers": workers, "per_worker": per_worker, **acc.dump()}
         store.write_bytes_atomically(self.path / store.COMBINED_FILE, marshal.dumps(payload))
         self._combined_key = key

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -37,7 +38,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_reliability import semconv
-from otel_reliability.host.store import AttrsKey
+from otel_reliability.host.store import AttrsKey, Row
 from otel_reliability.readings import Point, Snapshot
 from otel_reliability.readings.model import attrs_key
 
@@ -84,37 +85,32 @@ class Accumulator:
         self.ranked: dict[str, dict[AttrsKey, dict[str, float]]] = {}
 
     def add(
-        self,
-        snap: Snapshot,
-        live: bool,
-        keyed: Mapping[str, list[tuple[AttrsKey, Point]]] | None = None,
-        source: str | None = None,
+        self, rows: Mapping[str, Iterable[Row]], monotonic: AbstractSet[str], live: bool, source: str | None = None
     ) -> None:
-        """Add one worker's snapshot; only its monotonic series when it is not ``live``. ``keyed``: its points
-        with their attribute keys already computed (a published file's, parsed once)."""
-        for name, points in snap.metrics.items():
-            mono = name in snap.monotonic
+        """Add one worker's series (``rows``: a published file's, or ``rows_of(snapshot)``); only its monotonic
+        ones when it is not ``live``. ``source`` (the worker's file) is kept for gauges combined by max or min."""
+        for name, series_rows in rows.items():
+            mono = name in monotonic
             if not mono and not live:
                 continue
             if mono:
                 self.monotonic.add(name)
             rule = _rule(name)
             series = self.series.setdefault(name, {})
-            pairs = keyed[name] if keyed is not None else [(_key(p.attributes), p) for p in points]
-            for key, p in pairs:
+            for key, attributes, value, total in series_rows:
                 found = series.get(key)
                 if found is None:
-                    series[key] = [p.attributes, p.value, p.total, 1]
+                    series[key] = [attributes, value, total, 1]
                 else:
                     found[3] += 1
                     if mono or rule is None:
-                        found[1] += p.value
-                        if p.total is not None:
-                            found[2] = (found[2] or 0.0) + p.total
+                        found[1] += value
+                        if total is not None:
+                            found[2] = (found[2] or 0.0) + total
                     else:
-                        found[1] = rule(found[1], p.value)
+                        found[1] = rule(found[1], value)
                 if rule is not None and not mono and source is not None:
-                    self.ranked.setdefault(name, {}).setdefault(key, {})[source] = p.value
+                    self.ranked.setdefault(name, {}).setdefault(key, {})[source] = value
 
     def without(self, source: str, own: Snapshot) -> Accumulator:
         """This combination less one worker's part (``own``: exactly what was added for ``source``)."""
@@ -200,6 +196,14 @@ class Accumulator:
 
 def _rule(name: str) -> Any:
     return max if name in MAX_GAUGES else min if name in MIN_GAUGES else None
+
+
+def rows_of(snap: Snapshot) -> dict[str, list[Row]]:
+    """A Snapshot's series in the form ``Accumulator.add`` takes."""
+    return {
+        name: [(_key(p.attributes), dict(p.attributes), p.value, p.total) for p in points]
+        for name, points in snap.metrics.items()
+    }
 
 
 _KEYS: dict[int, tuple[Mapping[str, Any], AttrsKey]] = {}
