@@ -444,7 +444,7 @@ def worker_sigkill(log_dir: Path, seconds: float = 10.0) -> Row:
     row.served, row.failed = served, len(load.bad())
     row.lost = f"{served - counted:.0f} counts ({counted:.0f} on :9464)"
     if counted < served:
-        row.notes.append("what the killed worker counted after its last publication (every 0.5 s) dies with it")
+        row.notes.append("requests the killed worker completed are missing on :9464 (its tally should hold them)")
     row.ok = counted == served
     return row
 
@@ -702,8 +702,9 @@ were told succeeded with what the database or the metrics backend holds.
 - Flapping: the dependency fails and recovers every 0.5 s; pybreaker's transitions are counted by its own
   listener, circuitbreaker's (it has no listeners) by comparing the state it reports around every call.
 - Worker SIGKILL: two gunicorn workers behind the host-wide `:9464` (each worker publishes its readings to the
-  master); one is killed halfway. What it counted since its last publication dies with it (a documented limit of
-  the host-wide endpoint, otel_reliability/host/worker.py), hence the small loss.
+  master every 0.5 s); one is killed halfway. Its requests since its last publication are in its tally (the HTTP
+  layer's memory-mapped copy of the request histogram, otel_reliability/tally.py), which the master reads for a
+  dead worker: nothing completed is lost.
 - Soak: RSS, threads and open files of the server process every 10 s; the first fifth is warm-up; the medians of
   the first and last quarters of the rest are compared.
 """

@@ -32,7 +32,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(label: str, server: str, workers: int, env: dict[str, str], calls: int) -> list[str]:
+def run(
+    label: str, server: str, workers: int, env: dict[str, str], calls: int, pause: float = 0.0, endpoints=ENDPOINTS
+) -> list[str]:
+    """Sequential health calls, ``pause`` seconds of silence before each (0: back to back)."""
     app = start_app("app:app", app_dir=APP_DIR, server=server, workers=workers, env=env, timeout=60)
     try:
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -40,11 +43,12 @@ def run(label: str, server: str, workers: int, env: dict[str, str], calls: int) 
             list(pool.map(lambda _: http("GET", app.url + "/dependency"), range(16)))
         time.sleep(1.5)
         rows = []
-        for path in ENDPOINTS:
-            for _ in range(20):  # warm-up
+        for path in endpoints:
+            for _ in range(20 if not pause else 2):  # warm-up
                 http("GET", app.url + path)
             times = []
             for _ in range(calls):
+                time.sleep(pause)
                 started = time.perf_counter()
                 status, _, _ = http("GET", app.url + path)
                 times.append((time.perf_counter() - started) * 1000)
@@ -60,8 +64,9 @@ def run(label: str, server: str, workers: int, env: dict[str, str], calls: int) 
 
 def merge_cost(workers: int = 8, series: int = 1200, rounds: int = 50) -> list[str]:
     """In-process cost of the host snapshot for a worker of ``workers``, each with ``series`` data points (100
-    breakers are ~1200): when every other worker has published since (files parsed again and combined, at most
-    every 0.2 s per answering worker) and when nothing changed (the combination reused)."""
+    breakers are ~1200): a publication (each worker, every 0.5 s), the master's combination (at most every
+    0.25 s, when a worker published), and a worker's health snapshot when the master combined again since its
+    last read (the first call after a pause), when only this worker collected, and when nothing changed."""
     import tempfile
 
     from opentelemetry.sdk.metrics import MeterProvider
@@ -71,50 +76,52 @@ def merge_cost(workers: int = 8, series: int = 1200, rounds: int = 50) -> list[s
     from otel_reliability.host.worker import HostReadings, Publisher
     from otel_reliability.readings import Readings
 
-    def worker() -> tuple[Readings, Any]:
+    def worker() -> Readings:
         readings = Readings(background=False, cache_seconds=60)
         provider = MeterProvider(metric_readers=[readings])
         readings.bind(provider)
         counter = provider.get_meter("b").create_counter("circuit_breaker.calls")
         for i in range(series):
             counter.add(1, {"circuit_breaker.name": f"b{i // 12}", "n": i % 12})
-        return readings, counter
+        return readings
+
+    timings: dict[str, list[float]] = {k: [] for k in ("publish", "combine", "changed", "own", "cached")}
+
+    def timed(what: str, call: Any) -> None:
+        started = time.perf_counter()
+        call()
+        timings[what].append((time.perf_counter() - started) * 1000)
 
     with tempfile.TemporaryDirectory() as base:
         aggregator = HostAggregator(history_interval=5, retention=360, base=base)
         directory = store.Directory(aggregator.path)
-        publishers = [Publisher(directory, worker()[0]) for _ in range(workers - 1)]
+        publishers = [Publisher(directory, worker()) for _ in range(workers)]
         for i, publisher in enumerate(publishers):
             publisher.file = f"w-{publisher.pid}-{i}.json"
             publisher.publish()
-        own, _ = worker()
-        own.export()
-        reader = HostReadings(directory, own, "w-own.json")
-        changed: list[float] = []
-        own_changed: list[float] = []
-        cached: list[float] = []
+        own = publishers[0]
+        reader = HostReadings(directory, own.readings, own.file, own.versions)
         for _ in range(rounds):
             for publisher in publishers:
-                publisher.publish()
+                timed("publish", publisher.publish)
+            timed("combine", aggregator.combine)
             reader._others_at = float("-inf")  # older than OTHERS_MAX_AGE: read on the call
-            started = time.perf_counter()
-            reader.snapshot()
-            changed.append((time.perf_counter() - started) * 1000)
-            own.export()  # this worker collected (every publication does): combine again with the others
-            started = time.perf_counter()
-            reader.snapshot()
-            own_changed.append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            reader.snapshot()
-            cached.append((time.perf_counter() - started) * 1000)
+            timed("changed", reader.snapshot)
+            own.readings.export()  # this worker collected (every publication does): combine again with the others
+            timed("own", reader.snapshot)
+            timed("cached", reader.snapshot)
         aggregator.close()
     label = f"{workers} workers x {series} points"
+    rows = [
+        ("publish", "a worker's publication (collect, encode, write)"),
+        ("combine", "the master's combination of every worker (one file)"),
+        ("changed", "health snapshot, the master combined since the last read (idle > 0.5 s)"),
+        ("own", "health snapshot, this worker collected, combined again"),
+        ("cached", "health snapshot, nothing changed"),
+    ]
     return [
-        f"| {label}: others' files read on the call (idle > 0.8 s) | {statistics.median(changed):.2f} | "
-        f"{percentile(changed, 0.99):.2f} |",
-        f"| {label}: this worker collected, combined again | {statistics.median(own_changed):.2f} | "
-        f"{percentile(own_changed, 0.99):.2f} |",
-        f"| {label}: nothing changed | {statistics.median(cached):.3f} | {percentile(cached, 0.99):.3f} |",
+        f"| {label}: {text} | {statistics.median(timings[key]):.3f} | {percentile(timings[key], 0.99):.3f} |"
+        for key, text in rows
     ]
 
 
@@ -122,25 +129,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--merge-only", action="store_true", help="only the in-process cost of the host snapshot")
+    parser.add_argument("--cold-calls", type=int, default=40, help="calls after 1 s of silence, per endpoint")
+    parser.add_argument("--servers-only", action="store_true", help="only the real servers")
+    parser.add_argument("--large-only", action="store_true", help="only the servers with 100 breakers per worker")
     args = parser.parse_args()
-    print("| host snapshot | p50 ms | p99 ms |")
-    print("|---|---|---|")
-    for series in (12, 1200):
-        for row in merge_cost(series=series):
-            print(row, flush=True)
+    if not (args.servers_only or args.large_only):
+        print("| host snapshot | p50 ms | p99 ms |")
+        print("|---|---|---|")
+        for series in (12, 1200):
+            for row in merge_cost(series=series):
+                print(row, flush=True)
     if args.merge_only:
         return
     print()
     print("| server | endpoint | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
+    large = {"PREFORK_EXTRA_BREAKERS": "100"}
     variants = [
-        ("gunicorn -w 8, default cache", "gunicorn", 8, {}),
-        ("gunicorn -w 8, cache 0", "gunicorn", 8, {"OTEL_RELIABILITY_HEALTH_CACHE": "0"}),
-        ("uvicorn, 1 process, default cache", "uvicorn", 1, {}),
+        ("gunicorn -w 8, default cache", "gunicorn", 8, {}, args.calls, 0.0, ENDPOINTS),
+        ("gunicorn -w 8, cache 0", "gunicorn", 8, {"OTEL_RELIABILITY_HEALTH_CACHE": "0"}, args.calls, 0.0, ENDPOINTS),
+        ("uvicorn, 1 process, default cache", "uvicorn", 1, {}, args.calls, 0.0, ENDPOINTS),
     ]
-    for label, server, workers, env in variants:
-        env = {"OTEL_RELIABILITY_HEALTH_CACHE": "5", **env}
-        for row in run(label, server, workers, env, args.calls):
+    if args.large_only:
+        variants = [
+            ("uvicorn, 1 process, 101 breakers, after 1 s of silence", "uvicorn", 1, large, args.cold_calls, 1.0,
+             ENDPOINTS[:3]),
+        ]  # fmt: skip
+    variants += [
+        ("gunicorn -w 8, 101 breakers each, default cache", "gunicorn", 8, large, args.calls, 0.0, ENDPOINTS),
+        (
+            "gunicorn -w 8, 101 breakers each, after 1 s of silence",
+            "gunicorn",
+            8,
+            large,
+            args.cold_calls,
+            1.0,
+            ENDPOINTS[:3],
+        ),
+    ]
+    for label, server, workers, env, calls, pause, endpoints in variants:
+        env = {"OTEL_RELIABILITY_HEALTH_CACHE": "0.5", **env}  # the product's default (start_app sets 0 for tests)
+        for row in run(label, server, workers, env, calls, pause, endpoints):
             print(row, flush=True)
 
 

@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
+from otel_reliability import tally
 from otel_reliability.host import merge, store
 from otel_reliability.host.master import HostAggregator
 from otel_reliability.host.worker import HostReadings, Publisher
@@ -22,6 +23,7 @@ from otel_reliability.readings import Readings, Snapshot
 
 DURATION = "http.server.request.duration"
 IN_FLIGHT = "operation.in_flight"
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
 
 class Worker:
@@ -33,8 +35,8 @@ class Worker:
             metric_readers=[self.readings], resource=Resource({"service.name": "svc", merge.INSTANCE_ID: instance})
         )
         self.readings.bind(provider)
-        meter = provider.get_meter("t")
-        self.requests = meter.create_histogram(DURATION, unit="s")
+        meter = self.meter = provider.get_meter("t")
+        self.requests = meter.create_histogram(DURATION, unit="s", explicit_bucket_boundaries_advisory=BUCKETS)
         self.in_flight = meter.create_up_down_counter(IN_FLIGHT)
 
     def fail(self, n: int) -> None:
@@ -98,6 +100,7 @@ def test_a_dead_workers_counts_stay_and_its_gauges_go(host: HostAggregator) -> N
     publish_as_dead(directory, gone)
     reader = HostReadings(directory, me.readings, own_file="w-me.json")
 
+    host.combine()  # what every worker reads: the master's combination (the dead worker not folded yet)
     snap = reader.snapshot()
     assert errors(snap) == 3 + 5 + 1  # the dead worker's counts are the host's
     assert snap.total(IN_FLIGHT) == 2  # its gauge is not
@@ -115,6 +118,35 @@ def test_a_dead_workers_counts_stay_and_its_gauges_go(host: HostAggregator) -> N
     assert errors(reader.snapshot()) == 9
 
 
+def test_a_dead_workers_requests_after_its_last_publication_come_from_its_tally(host: HostAggregator) -> None:
+    """A worker killed 0.5 s after publishing: the requests it completed since are in its tally table (the HTTP
+    layer's shared-memory copy of the histogram), which health and :9464 read for it, before and after folding."""
+    directory = store.Directory(host.path)
+    gone, me = Worker("gone"), Worker("me")
+    gone.fail(2)  # the HTTP layer counts each request in its table and in the SDK
+    name = publish_as_dead(directory, gone)
+    table = tally.Table(
+        host.path / f"{name[: -len('.json')]}.{DURATION}{tally.SUFFIX}", name=DURATION, bounds=BUCKETS, meta={}
+    )
+    slot = table.slot({"http.response.status_code": 500})
+    assert slot is not None
+    for _ in range(7):  # 2 published, 5 completed after the last publication: only the table has those
+        table.add(slot, 0.01)
+    alive = Worker("alive")
+    alive.in_flight.add(1)
+    Publisher(directory, alive.readings).publish()  # :9464 takes the resource from a live worker
+    reader = HostReadings(directory, me.readings, own_file="w-me.json")
+    host.combine()
+    assert errors(reader.snapshot()) == 7
+    assert sum(scraped(host, DURATION).values()) == 7
+
+    host.tick()  # folded: retired.json holds the table's counts; the worker's file and its table are removed
+    assert not list(host.path.glob(f"*{tally.SUFFIX}"))
+    assert sum(scraped(host, DURATION).values()) == 7
+    reader._others_at = float("-inf")
+    assert errors(reader.snapshot()) == 7
+
+
 def test_a_window_starts_at_the_masters_history_whoever_answers(host: HostAggregator) -> None:
     directory = store.Directory(host.path)
     alive, me = Worker("alive"), Worker("me")
@@ -125,6 +157,7 @@ def test_a_window_starts_at_the_masters_history_whoever_answers(host: HostAggreg
     time.sleep(0.3)
     alive.fail(6)
     publisher.publish()
+    host.combine()
     reader = HostReadings(directory, me.readings, own_file="w-me.json")
     assert errors(reader.window(0.2, [DURATION])) == 6  # base: the history entry, taken before the window
     assert errors(reader.window(300, [DURATION])) == 10  # the host is younger than 300 s: everything
@@ -144,8 +177,36 @@ def test_workers_combine_by_kind() -> None:
 
     acc = merge.Accumulator()
     names = ("circuit_breaker.state", "circuit_breaker.failure_threshold", "db.client.statement_timeout", "calls")
-    acc.add(snap(dict(zip(names, (1, 5, 300, 7), strict=True)), frozenset({"calls"})), live=True)
-    acc.add(snap(dict(zip(names, (1, 5, 0, 2), strict=True)), frozenset({"calls"})), live=True)
-    acc.add(snap(dict(zip(names, (1, 9, 10, 1), strict=True)), frozenset({"calls"})), live=False)
+    for values, live in (((1, 5, 300, 7), True), ((1, 5, 0, 2), True), ((1, 9, 10, 1), False)):
+        acc.add(merge.rows_of(snap(dict(zip(names, values, strict=True)))), {"calls"}, live)
     host = acc.snapshot(snap({}), ())
     assert [host.value(n) for n in names] == [2, 5, 0, 10]
+
+
+def test_a_worker_answers_from_the_masters_combination_less_its_own_published_part(host: HostAggregator) -> None:
+    """The master combines every worker once; a worker takes out exactly the version of its own readings the
+    combination holds and puts its fresh readings in: no double count, and a gauge combined by max does not
+    keep this worker's old value."""
+    from otel_reliability import semconv
+
+    directory = store.Directory(host.path)
+    me, other = Worker("me"), Worker("other")
+    failures = {
+        w: w.meter.create_up_down_counter(semconv.METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES) for w in (me, other)
+    }
+    me.fail(3)
+    failures[me].add(5, {"circuit_breaker.name": "b"})
+    other.fail(2)
+    failures[other].add(1, {"circuit_breaker.name": "b"})
+    mine = Publisher(directory, me.readings)
+    mine.publish()
+    Publisher(directory, other.readings).publish()
+    host.combine()
+    me.fail(4)  # after the publication the master combined: only this worker's fresh readings have these
+    failures[me].add(-3, {"circuit_breaker.name": "b"})
+    reader = HostReadings(directory, me.readings, own_file=mine.file, versions=mine.versions)
+    snap = reader.snapshot()
+    assert errors(snap) == 3 + 4 + 2
+    assert snap.value(semconv.METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES) == 2  # max(2 fresh, 1), not the old 5
+    assert snap.workers == 2
+    assert reader.workers() == 2

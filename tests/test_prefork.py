@@ -226,3 +226,45 @@ def test_workers_removed_and_added_at_run_time(app_factory: StartApp) -> None:
     seen = [(b["error_count"], b["workers"], b["service"]["instance_id"][:8]) for b in bodies]
     assert [(b["error_count"], b["workers"]) for b in bodies] == [(n, 3)] * ANSWERS, seen
     assert scraped_failures(app, "500") == n
+
+
+def test_a_worker_killed_under_load_loses_no_completed_request(app_factory: StartApp) -> None:
+    """gunicorn -w 2 under concurrent failing requests; one worker SIGKILLed in the middle of the load (its last
+    publication up to 0.5 s old). Every response a client received counts, in every health answer and on
+    :9464, which never goes backwards; the dead worker's gauges are gone. The HTTP layer's tally (a shared
+    memory copy of the request histogram, otel_reliability/tally.py) is what the master reads for it."""
+    app = app_factory("app:app", app_dir=APP_DIR, server="gunicorn", workers=2)
+    wait_until(lambda: call(app.url + "/api/health/live")[1]["workers"] == 2, timeout=30, what="both workers")
+    before = {lab["service_instance_id"] for lab, _ in scrape(app.metrics_port)["process_memory_usage_bytes"]}
+    received: list[int] = []  # pids of the failing responses received (lists append atomically)
+    stop = time.monotonic() + 3.0
+
+    def client() -> None:
+        while time.monotonic() < stop:
+            try:
+                status, body = get_json(app.url + "/fail")
+            except (OSError, http_client.HTTPException, ValueError):
+                continue  # the killed worker's requests in flight: no response, nothing to count
+            assert status == 500
+            received.append(int(body["pid"]))
+
+    scraped: list[float] = []
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        clients = [pool.submit(client) for _ in range(8)]
+        wait_until(lambda: len(set(received)) == 2, timeout=5, what="both workers serving")
+        time.sleep(0.8)
+        os.kill(received[-1], signal.SIGKILL)
+        while time.monotonic() < stop:
+            scraped.append(scraped_failures(app, "500"))
+            time.sleep(0.05)
+        for future in clients:
+            future.result()
+    killed_count = Counter(received).most_common()
+    assert scraped == sorted(scraped), "the host's counter went backwards"
+    n = len(received)
+    time.sleep(SETTLE)
+    bodies = answers(app, "/api/health/error-rate")
+    assert [b["error_count"] for b in bodies] == [n] * ANSWERS, f"responses received per worker: {killed_count}"
+    assert scraped_failures(app, "500") == n
+    after = {lab["service_instance_id"] for lab, _ in scrape(app.metrics_port)["process_memory_usage_bytes"]}
+    assert len(before - after) == 1 and len(after) == 2, "the killed worker's gauges are gone, its replacement's in"

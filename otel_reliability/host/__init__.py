@@ -6,8 +6,9 @@ How it fits together (details in each module):
 - ``master``: the gunicorn arbiter or the uvicorn supervisor creates a private directory, tells its workers
   where it is (``OTEL_RELIABILITY_HOST_DIR``), folds dead workers' counts, keeps the host's window history
   and serves :9464 for the host;
-- ``worker``: each worker publishes its cumulative readings there every 0.5 s (a background thread; no cost
-  per request) and answers health from every worker's readings (``HostReadings``);
+- ``worker``: each worker publishes its cumulative readings there every 0.5 s (a background thread) and
+  answers health from every worker's readings (``HostReadings``); per request, only the HTTP layer's tally
+  (``otel_reliability.tally``: the request histogram in shared memory, so a SIGKILLed worker loses none);
 - ``merge``: how readings add up (counters summed over every worker that ever ran, gauges of live workers);
 - ``store``: the directory's files, written atomically and read with a parse cache.
 
@@ -22,7 +23,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from otel_reliability import config
+from otel_reliability import config, tally
 from otel_reliability.readings import Readings, readings
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def start_worker(reader: Readings) -> bool:
     path = config.HOST_DIR.parse(raw) if raw else None
     if path is None or not enabled():
         return False
+    from otel_reliability.host import store
     from otel_reliability.host.worker import HostReadings, Publisher, wait_for_directory
 
     directory = wait_for_directory(path)
@@ -79,7 +81,8 @@ def start_worker(reader: Readings) -> bool:
     except OSError:
         _logger.warning("otel-reliability: cannot publish to %s; health answers for this worker only", path)
         return False
-    _host = HostReadings(directory, reader, publisher.file)
+    tally.open_in(directory.path, store.stem(publisher.file))  # the HTTP layer's crash-safe request counts
+    _host = HostReadings(directory, reader, publisher.file, publisher.versions)
     _publisher = publisher
     publisher.after = _host.warm
     publisher.start_thread()

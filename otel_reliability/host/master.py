@@ -1,11 +1,14 @@
 """The master's side (gunicorn arbiter, ``uvicorn --workers`` supervisor): the process that outlives workers.
 
 It owns the shared directory (created private, 0700; removed when it exits) and runs one background thread
-that, every second:
+that, every ``COMBINE_INTERVAL`` (0.25 s):
 
 - folds the files of dead workers into retired.json (their monotonic series summed; their gauges dropped)
   and removes them, so the directory holds one file per live worker plus one, however often workers are
   recycled;
+- when a worker published (or died) since, combines every worker for health once and writes combined.marshal:
+  each worker answers health from that one file (less its own part, plus its fresh readings) instead of
+  reading every other worker's file;
 - every ``history_interval`` seconds writes the host's merged cumulative values to history-<t>.json and
   removes entries older than the retention: the base of every worker's window, whatever its age.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import marshal
 import os
 import shutil
 import tempfile
@@ -27,11 +31,14 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
+from otel_reliability import tally
 from otel_reliability.host import merge, store
 
 _logger = logging.getLogger(__name__)
 
 FOLDED_MEMORY = 60.0  # seconds a folded file's name stays listed in retired.json (a reader's race is shorter)
+COMBINE_INTERVAL = 0.25  # workers publish every 0.5 s; a combination is at most this much older than a file
+PER_WORKER_PREFIX = "process."  # the gauges each worker's figures show (resources view); the rest is combined
 
 
 class HostAggregator:
@@ -52,6 +59,7 @@ class HostAggregator:
         self._last_history = 0.0
         self._resource: dict[str, Any] = {}
         self._closed = False
+        self._combined_key: Any = None
         store.write_atomically(self.path / store.HOST_FILE, {"master": self.pid, "started": self.started})
 
     def start(self) -> None:
@@ -73,7 +81,7 @@ class HostAggregator:
             time.sleep(0.05)
 
     def _run(self) -> None:
-        while not self._stop.wait(1.0):
+        while not self._stop.wait(COMBINE_INTERVAL):
             try:
                 self.tick()
             except FileNotFoundError:
@@ -87,6 +95,7 @@ class HostAggregator:
             if self._closed:
                 return
             self._fold_dead(at)
+            self._combine(at)
             if at - self._last_history >= self.history_interval:
                 self._write_history(at)
                 self._last_history = at
@@ -95,9 +104,9 @@ class HostAggregator:
         entries, _ = self.directory.listing()
         dead = []
         for entry in entries:
-            published = self.directory.read(entry.name, entry)
-            if published is not None and not store.alive(published.pid, published.start):
-                dead.append(published)
+            found = self.directory.worker(entry)
+            if found is not None and not found[1]:
+                dead.append(found[0])
         expired = [n for n, t in self._folded.items() if at - t > FOLDED_MEMORY]
         for name in expired:
             del self._folded[name]
@@ -112,9 +121,45 @@ class HostAggregator:
             {"pid": 0, "written": at, "metrics": self._retired.published(), "folded": self._folded},
         )
         for published in dead:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path / published.name)
+            for path in [self.path / published.name, *tally.files_of(self.path, store.stem(published.name))]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         self.directory.forget({e.name for e in entries} - {p.name for p in dead} | {store.RETIRED_FILE})
+
+    def combine(self) -> None:
+        """Combine now (the thread does it every tick; tests and benchmarks call it)."""
+        with self._lock:
+            if not self._closed:
+                self._combine(store.now())
+
+    def _combine(self, at: float) -> None:
+        """Every worker (dead ones' monotonic series and the retired sums included) combined for health, in
+        combined.marshal, when any of them changed. Each live worker's part is named (``workers``) with the
+        version it came from, so that worker can take exactly that part out again."""
+        entries, _ = self.directory.listing()
+        parts = []
+        for entry in entries:
+            found = self.directory.worker(entry)
+            if found is not None and found[0].name not in self._folded:
+                parts.append(found)
+        retired = self.directory.read(store.RETIRED_FILE)
+        key = (tuple((p.name, p.written, live) for p, live in parts), retired.written if retired else None)
+        if key == self._combined_key:
+            return
+        acc = merge.Accumulator()
+        workers, per_worker = [], []
+        for published, live in parts:
+            acc.add(published.rows, published.monotonic, live, source=published.name)
+            workers.append((published.name, published.written, live))
+            if live:
+                mine = {n: [(a, v, t) for _, a, v, t in rows]
+                        for n, rows in published.rows.items() if n.startswith(PER_WORKER_PREFIX)}  # fmt: skip
+                per_worker.append((published.name, published.instance, mine))
+        if retired is not None:
+            acc.add(retired.rows, retired.monotonic, False)
+        payload = {"at": at, "workers": workers, "per_worker": per_worker, **acc.dump()}
+        store.write_bytes_atomically(self.path / store.COMBINED_FILE, marshal.dumps(payload))
+        self._combined_key = key
 
     def _write_history(self, at: float) -> None:
         raw, _ = self._merged(live_gauges=False)
@@ -133,10 +178,10 @@ class HostAggregator:
         resource: dict[str, Any] = {}
         entries, _ = self.directory.listing()
         for entry in entries:
-            published = self.directory.read(entry.name, entry)
-            if published is None or published.name in self._folded:
+            found = self.directory.worker(entry)
+            if found is None or found[0].name in self._folded:
                 continue
-            live = store.alive(published.pid, published.start)
+            published, live = found
             raw.add(published.metrics, live=live and live_gauges, instance=published.instance)
             if live and not resource:
                 resource = {k: v for k, v in published.resource.items() if k != merge.INSTANCE_ID}

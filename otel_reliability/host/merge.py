@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -37,7 +38,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_reliability import semconv
-from otel_reliability.host.store import AttrsKey
+from otel_reliability.host.store import AttrsKey, Row
 from otel_reliability.readings import Point, Snapshot
 from otel_reliability.readings.model import attrs_key
 
@@ -68,68 +69,161 @@ class HostSnapshot(Snapshot):
 
 
 class Accumulator:
-    """Series combined over workers for health, keyed by (metric name, attributes)."""
+    """Series combined over workers for health, keyed by (metric name, attributes).
 
-    __slots__ = ("monotonic", "series")
+    Each series is ``[attributes, value, total, contributors]``. The master combines every worker once
+    (``add`` with ``source``: the worker's file name) and writes the result (``dump``); a worker takes its own
+    published part out (``without``) and puts its fresh readings in (``with_own``). For a gauge combined by
+    max or min, ``ranked`` keeps each live worker's value, since a maximum cannot be subtracted from.
+    """
+
+    __slots__ = ("monotonic", "ranked", "series")
 
     def __init__(self) -> None:
         self.series: dict[str, dict[AttrsKey, list[Any]]] = {}
         self.monotonic: set[str] = set()
+        self.ranked: dict[str, dict[AttrsKey, dict[str, float]]] = {}
 
-    def copy(self) -> Accumulator:
-        other = Accumulator()
-        other.series = {name: {k: list(v) for k, v in points.items()} for name, points in self.series.items()}
-        other.monotonic = set(self.monotonic)
-        return other
-
-    def add(self, snap: Snapshot, live: bool, keyed: Mapping[str, list[tuple[AttrsKey, Point]]] | None = None) -> None:
-        """Add one worker's snapshot; only its monotonic series when it is not ``live``. ``keyed``: its points
-        with their attribute keys already computed (a published file's, parsed once)."""
-        for name, points in snap.metrics.items():
-            mono = name in snap.monotonic
+    def add(
+        self, rows: Mapping[str, Iterable[Row]], monotonic: AbstractSet[str], live: bool, source: str | None = None
+    ) -> None:
+        """Add one worker's series (``rows``: a published file's, or ``rows_of(snapshot)``); only its monotonic
+        ones when it is not ``live``. ``source`` (the worker's file) is kept for gauges combined by max or min."""
+        for name, series_rows in rows.items():
+            mono = name in monotonic
             if not mono and not live:
                 continue
             if mono:
                 self.monotonic.add(name)
-            rule = max if name in MAX_GAUGES else min if name in MIN_GAUGES else None
+            rule = _rule(name)
             series = self.series.setdefault(name, {})
-            pairs = keyed[name] if keyed is not None else [(attrs_key(p.attributes), p) for p in points]
-            for key, p in pairs:
+            for key, attributes, value, total in series_rows:
                 found = series.get(key)
                 if found is None:
-                    series[key] = [p.attributes, p.value, p.total]
-                elif mono or rule is None:
-                    found[1] += p.value
-                    if p.total is not None:
-                        found[2] = (found[2] or 0.0) + p.total
+                    series[key] = [attributes, value, total, 1]
                 else:
-                    found[1] = rule(found[1], p.value)
+                    found[3] += 1
+                    if mono or rule is None:
+                        found[1] += value
+                        if total is not None:
+                            found[2] = (found[2] or 0.0) + total
+                    else:
+                        found[1] = rule(found[1], value)
+                if rule is not None and not mono and source is not None:
+                    self.ranked.setdefault(name, {}).setdefault(key, {})[source] = value
 
-    def snapshot(self, own: Snapshot, per_worker: tuple[tuple[str | None, Snapshot], ...]) -> HostSnapshot:
-        """The host's snapshot, stamped with the answering worker's collection (``own``: its time, resource
-        and change generation; the other workers' parts are at most a publication interval plus a read older)."""
-        metrics = {
-            name: tuple(Point(attrs, value, total) for attrs, value, total in points.values())
-            for name, points in self.series.items()
-        }
+    def without(self, source: str, own: Snapshot) -> Accumulator:
+        """This combination less one worker's part (``own``: exactly what was added for ``source``)."""
+        out = Accumulator()
+        out.monotonic = set(self.monotonic)
+        for name, points in self.series.items():
+            mine = {_key(p.attributes): p for p in own.metrics.get(name, ())}
+            mono, rule = name in self.monotonic, _rule(name)
+            ranked = self.ranked.get(name, {})
+            series: dict[AttrsKey, list[Any]] = {}
+            for key, (attributes, value, total, n) in points.items():
+                p = mine.get(key)
+                if p is None:
+                    series[key] = [attributes, value, total, n]
+                elif n <= 1:
+                    continue  # only this worker had it
+                elif mono or rule is None:
+                    rest = None if total is None else total - (p.total or 0.0)
+                    series[key] = [attributes, value - p.value, rest, n - 1]
+                else:
+                    others = [v for s, v in ranked.get(key, {}).items() if s != source]
+                    if others:
+                        series[key] = [attributes, rule(others), total, n - 1]
+            if series:
+                out.series[name] = series
+        return out
+
+    def with_own(self, own: Snapshot, per_worker: tuple[tuple[str | None, Snapshot], ...]) -> HostSnapshot:
+        """The host's snapshot: this combination (the other workers) plus ``own``, this worker's fresh
+        readings, stamped with its collection (time, resource, change generation). One pass, no copy."""
+        metrics: dict[str, tuple[Point, ...]] = {}
+        monotonic = set(self.monotonic) | own.monotonic
+        for name in self.series.keys() | own.metrics.keys():
+            others = self.series.get(name, {})
+            mine = own.metrics.get(name, ())
+            if not mine:
+                metrics[name] = tuple(Point(a, v, t) for a, v, t, _ in others.values())
+                continue
+            mono, rule = name in monotonic, _rule(name)
+            combined: dict[AttrsKey, Point] = {}
+            for p in mine:
+                key = _key(p.attributes)
+                found = others.get(key)
+                if found is None:
+                    combined[key] = p
+                elif mono or rule is None:
+                    total = found[2] if p.total is None else (found[2] or 0.0) + p.total
+                    combined[key] = Point(p.attributes, found[1] + p.value, total)
+                else:
+                    combined[key] = Point(p.attributes, rule(found[1], p.value), p.total)
+            points = [Point(a, v, t) for key, (a, v, t, _) in others.items() if key not in combined]
+            metrics[name] = (*points, *combined.values())
         return HostSnapshot(
             own.taken_at,
             own.resource,
             MappingProxyType(metrics),
-            frozenset(self.monotonic),
+            frozenset(monotonic),
             observed_at=own.observed_at,
             generation=own.generation,
             workers=len(per_worker),
             per_worker=per_worker,
         )
 
-    def cumulative(self) -> dict[tuple[str, AttrsKey], tuple[float, float | None]]:
-        """The monotonic values, as a window's base (what the master writes to a history file)."""
+    def snapshot(self, own: Snapshot, per_worker: tuple[tuple[str | None, Snapshot], ...]) -> HostSnapshot:
+        """This combination alone, stamped with ``own``'s collection."""
+        return Accumulator.with_own(self, Snapshot(own.taken_at, own.resource, MappingProxyType({}), frozenset(),
+                                                   own.observed_at, own.generation), per_worker)  # fmt: skip
+
+    def dump(self) -> dict[str, Any]:
+        """Plain values for ``marshal`` (the master's combined file)."""
         return {
-            (name, key): (values[1], values[2])
-            for name in self.monotonic
-            for key, values in self.series.get(name, {}).items()
+            "series": {n: {k: [dict(v[0]), *v[1:]] for k, v in pts.items()} for n, pts in self.series.items()},
+            "monotonic": list(self.monotonic),
+            "ranked": self.ranked,
         }
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any]) -> Accumulator:
+        acc = cls()
+        acc.series, acc.monotonic, acc.ranked = raw["series"], set(raw["monotonic"]), raw["ranked"]
+        return acc
+
+
+def _rule(name: str) -> Any:
+    return max if name in MAX_GAUGES else min if name in MIN_GAUGES else None
+
+
+def rows_of(snap: Snapshot) -> dict[str, list[Row]]:
+    """A Snapshot's series in the form ``Accumulator.add`` takes."""
+    return {
+        name: [(_key(p.attributes), dict(p.attributes), p.value, p.total) for p in points]
+        for name, points in snap.metrics.items()
+    }
+
+
+_KEYS: dict[int, tuple[Mapping[str, Any], AttrsKey]] = {}
+
+
+def _key(attributes: Mapping[str, Any]) -> AttrsKey:
+    """A series' key, cached per attributes object: the SDK hands the same dict for a series at every
+    collection, so a worker keys its own readings once, not at every combination. The cache holds the object
+    (its id cannot be reused meanwhile) and is bounded."""
+    found = _KEYS.get(id(attributes))
+    if found is not None and found[0] is attributes:
+        return found[1]
+    try:
+        key = frozenset(attributes.items())  # the SDK's attributes: sequences are already tuples
+    except TypeError:
+        key = attrs_key(attributes)
+    if len(_KEYS) >= 65536:
+        _KEYS.clear()
+    _KEYS[id(attributes)] = (attributes, key)
+    return key
 
 
 # --- raw: what the :9464 endpoint renders ---------------------------------------------------------------------

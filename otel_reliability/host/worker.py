@@ -3,14 +3,18 @@
 The publisher collects this worker's Readings every ``PUBLISH_INTERVAL`` seconds on a background thread and
 writes them to its file in the shared directory (one atomic rename): nothing on the request path. It also
 publishes once more at exit, so a worker recycled by ``--max-requests`` or scaled down with TTOU hands over
-its last requests; a worker killed with SIGKILL loses at most what it counted since its last publication.
+its last requests. A worker killed with SIGKILL loses at most what it counted since its last publication,
+except its HTTP requests: the HTTP layer counts those in place in its tally table (otel_reliability/tally.py),
+and a dead worker's file is read completed by that table (``store.Directory.worker``).
 
 ``HostReadings`` is what the health views read in a worker: the same ``snapshot()`` / ``window()`` /
 ``is_fresh()`` calls as ``Readings``, answered for the host. This worker's own part is its fresh Snapshot (a
-change here shows at once); every other worker's part is its last published file (at most
-``PUBLISH_INTERVAL`` old); retired workers' counts come from retired.json. Windows subtract the host's
-history that the master writes (history-*.json), so a worker started a minute ago still answers a 5-minute
-window for the host.
+change here shows at once); every other worker's part (dead and retired workers' counts included) comes from
+the master's combination, combined.marshal (one file, re-combined by the master within 0.25 s of a
+publication), less this worker's own part in it: the worker keeps the Snapshot of each of its last
+publications and takes out exactly the version the master combined. Windows subtract the host's history that
+the master writes (history-*.json), so a worker started a minute ago still answers a 5-minute window for the
+host.
 """
 
 from __future__ import annotations
@@ -21,21 +25,27 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from otel_reliability.host import merge, store
-from otel_reliability.readings import Readings, Snapshot, Window
+from otel_reliability.readings import Point, Readings, Snapshot, Window
 from otel_reliability.readings.model import window_between
 
 _logger = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL = 0.5
-# The other workers' combination is re-read in the background once older than OTHERS_TTL, and on the call
-# itself once older than OTHERS_MAX_AGE: steady health traffic never waits for the parse, and an answer is never
-# more than OTHERS_MAX_AGE + PUBLISH_INTERVAL (1.3 s) behind another worker.
+# The master's combination is re-read in the background once older than OTHERS_TTL, and on the call itself once
+# older than OTHERS_MAX_AGE: steady health traffic never waits for the read, and an answer is never more than
+# PUBLISH_INTERVAL + master.COMBINE_INTERVAL + OTHERS_MAX_AGE (1.45 s) behind another worker.
 OTHERS_TTL = 0.2
-OTHERS_MAX_AGE = 0.8
+OTHERS_MAX_AGE = 0.7
+# This worker's own collection is refreshed by its publisher every PUBLISH_INTERVAL: a positive health cache
+# shorter than OWN_MAX_AGE would make a call after a pause collect on the request path for nothing (a change
+# still makes the next call collect anew, whatever the age).
+OWN_MAX_AGE = PUBLISH_INTERVAL * 1.5
+VERSIONS = 8  # own publications kept (4 s): the one the master's combination holds is among them
 WARM_FOR = 10.0  # seconds after a health call during which the publisher combines ahead
 COUNT_REUSE = 0.5  # seconds an answer's worker count may come from the snapshot its views just read
 
@@ -54,25 +64,30 @@ class Publisher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.after: Callable[[], None] | None = None  # run on the thread after each publication
+        self.versions: dict[float, Snapshot] = {}  # the Snapshot of each recent publication, by its ``written``
 
     def publish(self) -> None:
         """Collect and write now (the thread calls this; so does exit)."""
         if os.getpid() != self.pid:  # a fork of this worker is not this worker
             return
         with self._lock:
-            data = self.readings.export()
+            data, snap = self.readings.export_with_snapshot()
             if data is None:
                 return
-            resource = {k: v for k, v in self.readings.snapshot().resource.items() if isinstance(v, str | int | float)}
+            resource = {k: v for k, v in snap.resource.items() if isinstance(v, str | int | float)}
+            written = store.now()
             payload: dict[str, Any] = {
                 "pid": self.pid,
                 "start": self.start,
                 "instance": resource.get(merge.INSTANCE_ID),
                 "resource": resource,
-                "written": store.now(),
+                "written": written,
                 "observed": time.time(),
                 "metrics": merge.encode(data),
             }
+            self.versions[written] = snap  # before the file: the master may combine it at once
+            for old in list(self.versions)[:-VERSIONS]:
+                del self.versions[old]
             store.write_atomically(self.directory.path / self.file, payload)
 
     def start_thread(self) -> None:
@@ -104,10 +119,13 @@ class Publisher:
 class HostReadings:
     """The Readings interface the health views use, answered for every worker of this host."""
 
-    def __init__(self, directory: store.Directory, own: Readings, own_file: str) -> None:
+    def __init__(
+        self, directory: store.Directory, own: Readings, own_file: str, versions: Mapping[float, Snapshot] | None = None
+    ) -> None:
         self.directory = directory
         self.own = own
         self.own_file = own_file
+        self.versions = versions if versions is not None else {}  # the publisher's
         self._lock = threading.Lock()
         self._others_key: Any = None
         self._others: tuple[merge.Accumulator, tuple[tuple[str | None, Snapshot], ...]] = (merge.Accumulator(), ())
@@ -135,35 +153,41 @@ class HostReadings:
         if now - self._asked_at < WARM_FOR:
             if now - self._others_at >= OTHERS_TTL:
                 self._other_workers()  # already off the request path: no second thread
-            self._combine(self.own.snapshot())
+            self._combine(self.own.snapshot(self._own_age(None)))
 
     def snapshot(self, max_age: float | None = None) -> merge.HostSnapshot:
-        """This worker's fresh snapshot plus every other worker's last publication.
+        """This worker's fresh snapshot plus every other worker's last publication (the master's combination).
 
         The combination is reused while neither part changed: the views of one /api/health call (and the
-        calls of a burst) share it. The other workers' files are re-read at most every ``OTHERS_TTL`` seconds,
-        in the background while the last reading is younger than ``OTHERS_MAX_AGE``; they are up to
-        ``PUBLISH_INTERVAL`` old anyway, and a change in this worker shows at once.
+        calls of a burst) share it. The master's file is re-read at most every ``OTHERS_TTL`` seconds, in the
+        background while the last reading is younger than ``OTHERS_MAX_AGE``; the other workers' parts are up
+        to ``PUBLISH_INTERVAL`` plus a combination interval old anyway, and a change in this worker shows at once.
+        While health is being asked (within ``WARM_FOR``) the publisher's thread re-reads it after each
+        publication (``warm``), so a call starts no reading thread of its own to compete with it for the GIL.
         """
-        self._asked_at = time.monotonic()
-        return self._combine(self.own.snapshot(max_age))
+        now = time.monotonic()
+        warm = now - self._asked_at < WARM_FOR
+        self._asked_at = now
+        return self._combine(self.own.snapshot(self._own_age(max_age)), background=not warm)
 
-    def _combine(self, own: Snapshot) -> merge.HostSnapshot:
+    def _own_age(self, max_age: float | None) -> float:
+        limit = self.own.cache_seconds if max_age is None else max_age
+        return max(limit, OWN_MAX_AGE) if limit > 0 else limit
+
+    def _combine(self, own: Snapshot, background: bool = False) -> merge.HostSnapshot:
         now = time.monotonic()
         age = now - self._others_at
         if age >= OTHERS_MAX_AGE:
             self._other_workers()  # too old to serve (or never read): read now, on this call
-        elif age >= OTHERS_TTL:
+        elif age >= OTHERS_TTL and background:
             self._refresh_in_background()  # serve what we have; the next call gets the new combination
         others, per_worker = self._others
         cached = self._merged
         if cached is not None and cached[0] is own and cached[1] is others:
             self._counted = (now, cached[2].workers)
             return cached[2]
-        acc = others.copy()
-        acc.add(own, live=True)
         me = (own.resource.get(merge.INSTANCE_ID), own)
-        snap = acc.snapshot(own, (me, *per_worker))
+        snap = others.with_own(own, (me, *per_worker))
         self._merged = (own, others, snap)
         self._counted = (now, snap.workers)
         return snap
@@ -189,19 +213,14 @@ class HostReadings:
         return window_between(now, base_at, base_values, seconds, names)
 
     def workers(self) -> int:
-        """Live workers (this one included): those of the snapshot just taken, else counted now (/live)."""
+        """Live workers (this one included): those of the snapshot just taken, else of the master's latest
+        combination (/live)."""
         counted_at, count = self._counted
         if time.monotonic() - counted_at < COUNT_REUSE:
             return count
-        entries, _ = self.directory.listing()
-        count = 1
-        for entry in entries:
-            if entry.name == self.own_file:
-                continue
-            published = self.directory.read(entry.name, entry)
-            if published is not None and store.alive(published.pid, published.start):
-                count += 1
-        return count
+        combined = self.directory.combined()
+        workers = combined["workers"] if combined is not None else ()
+        return 1 + sum(1 for name, _, live in workers if live and name != self.own_file)
 
     # --- the other workers ----------------------------------------------------------------------------------
     def _refresh_in_background(self) -> None:
@@ -220,44 +239,40 @@ class HostReadings:
         threading.Thread(target=refresh, name="otel-reliability-host-read", daemon=True).start()
 
     def _other_workers(self) -> tuple[merge.Accumulator, tuple[tuple[str | None, Snapshot], ...]]:
-        """Every other worker combined, re-combined only when a file changed or a worker died.
-
-        Order matters against the master folding a dead worker into retired.json: list the files, read them,
-        then read retired.json; a file named in its ``folded`` set is skipped (its counts are in the sum),
-        and a file that vanished after the listing was folded before retired.json was read.
-        """
+        """Every other worker: the master's combination less this worker's part, re-done only when the master
+        combined again. Before the master's first combination (its first 0.25 s): none."""
         with self._lock:
             started = time.monotonic()
-            entries, history = self.directory.listing()
-            self._history = history
-            parsed = []
-            for entry in entries:
-                if entry.name == self.own_file:
-                    continue
-                published = self.directory.read(entry.name, entry)
-                if published is not None:
-                    parsed.append((published, store.alive(published.pid, published.start)))
-            retired, folded = self.directory.retired()
-            self.directory.forget({p.name for p, _ in parsed} | {store.RETIRED_FILE})
-            key = (
-                tuple((p.name, p.written, live) for p, live in parsed if p.name not in folded),
-                None if retired is None else (retired.written, len(folded)),
-            )
+            _, self._history = self.directory.listing()
+            combined = self.directory.combined()
+            if combined is None:
+                self._others_at = started
+                return self._others
+            mine = next(((w, live) for name, w, live in combined["workers"] if name == self.own_file), None)
+            key = (combined["at"], mine)
             if key != self._others_key:
-                acc = merge.Accumulator()
-                per_worker = []
-                for published, live in parsed:
-                    if published.name in folded:
-                        continue
-                    acc.add(published.snapshot, live, published.keyed)
-                    if live:
-                        per_worker.append((published.instance, published.snapshot))
-                if retired is not None:
-                    acc.add(retired.snapshot, False, retired.keyed)
-                self._others = (acc, tuple(per_worker))
+                acc = merge.Accumulator.load(combined)
+                if mine is not None:
+                    own = self.versions.get(mine[0])
+                    if own is None:  # not kept any more (the master stalled for seconds): serve what we have
+                        _logger.debug("otel-reliability: publication %s not kept; host readings not updated", mine)
+                        return self._others
+                    acc = acc.without(self.own_file, own)
+                per_worker = tuple(
+                    (instance, _worker_snapshot(combined["at"], metrics))
+                    for name, instance, metrics in combined["per_worker"]
+                    if name != self.own_file
+                )
+                self._others = (acc, per_worker)
                 self._others_key = key
             self._others_at = started  # what the files said at the start of this read
             return self._others
+
+
+def _worker_snapshot(at: float, metrics: Mapping[str, list[tuple[dict[str, Any], float, float | None]]]) -> Snapshot:
+    """One other worker's own figures (its process gauges), as the resources view reads them."""
+    points = {name: tuple(Point(MappingProxyType(a), v, t) for a, v, t in rows) for name, rows in metrics.items()}
+    return Snapshot(at, MappingProxyType({}), MappingProxyType(points))
 
 
 def wait_for_directory(path: str, timeout: float = 5.0) -> store.Directory | None:

@@ -27,6 +27,10 @@ attributes, and nothing else:
 Attribute dicts are cached per (method, scheme, protocol, route, status, error type): all bounded (route
 templates, not paths), and capped anyway. Websockets and lifespan pass through untouched.
 
+In a prefork worker each request is also added to the worker's tally (``otel_reliability.tally``: the same
+histogram in a shared file mapping, two float additions), before the SDK records it, so a worker killed with
+SIGKILL loses none of the requests it completed. In a single process there is no tally: a ``None`` test.
+
 One layer at a time: FastAPI >= 0.165 has its own layer (``FastAPI(telemetry=...)``), on as soon as global
 providers exist. Under the lean and contrib layers it is switched off through that public argument (the
 app's own ``telemetry=`` keys win), so its wrapper does not run at all; under ``native`` the contrib
@@ -48,7 +52,7 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls, sanitize_method
 
-from otel_reliability import config, semconv
+from otel_reliability import config, semconv, tally
 
 _logger = logging.getLogger("otel_reliability")
 
@@ -268,17 +272,24 @@ class LeanHTTPMiddleware:
         self._excluded = excluded_urls()
         self._record_class = _request_record_class()
         self._methods: dict[str, str] = {}
-        self._attributes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # Per series: its attributes and, in a prefork worker, its crash-safe tally slot (see _attributes_for).
+        self._attributes: dict[tuple[Any, ...], tuple[dict[str, Any], tally.Table | None, int | None]] = {}
         self._broken = False
         from otel_reliability.version import __version__
 
         meter = metrics.get_meter(__name__, __version__, meter_provider)
+        description = "Duration of HTTP server requests."
         self._duration = meter.create_histogram(
             DURATION,
             unit=semconv.UNIT_SECONDS,
-            description="Duration of HTTP server requests.",
+            description=description,
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
+        self._tally_meta = {
+            "scope": [__name__, __version__, None],
+            "unit": semconv.UNIT_SECONDS,
+            "description": description,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _SCOPE_KEY in scope:  # websockets, lifespan, an inner (mounted) app
@@ -329,16 +340,22 @@ class LeanHTTPMiddleware:
             if failure is None and status is not None and status >= 500:
                 failure = str(status)
             key = (method, scope.get("scheme"), scope.get("http_version"), route, status, failure)
-            attributes = self._attributes.get(key)
-            if attributes is None:
-                attributes = self._attributes_for(key)
-            self._duration.record(max(elapsed, 0.0), attributes)
+            series = self._attributes.get(key)
+            if series is None:
+                series = self._attributes_for(key)
+            attributes, table, slot = series
+            elapsed = max(elapsed, 0.0)
+            if slot is not None:  # a prefork worker: counted in shared memory first, so a kill loses nothing
+                table.add(slot, elapsed)  # type: ignore[union-attr]
+            self._duration.record(elapsed, attributes)
         except Exception:
             # A broken SDK must never break a request: say so once and stop recording.
             self._broken = True
             _logger.exception("otel-reliability: recording %s failed; HTTP request metrics are off", DURATION)
 
-    def _attributes_for(self, key: tuple[Any, ...]) -> dict[str, Any]:
+    def _attributes_for(self, key: tuple[Any, ...]) -> tuple[dict[str, Any], tally.Table | None, int | None]:
+        """A series' attributes and its tally slot (a prefork worker's crash-safe copy of the histogram, in the
+        host directory; None in a single process). Looked up once per series, not per request."""
         method, scheme, version, route, status, failure = key
         attributes: dict[str, Any] = {semconv.ATTR_HTTP_REQUEST_METHOD: method}
         if scheme:
@@ -351,9 +368,11 @@ class LeanHTTPMiddleware:
             attributes[semconv.ATTR_HTTP_RESPONSE_STATUS_CODE] = status
         if failure is not None:
             attributes[semconv.ATTR_ERROR_TYPE] = failure
+        table = tally.histogram(DURATION, DURATION_BUCKETS, self._tally_meta)
+        series = (attributes, table, table.slot(attributes) if table is not None else None)
         if len(self._attributes) < _CACHE_LIMIT:
-            self._attributes[key] = attributes
-        return attributes
+            self._attributes[key] = series
+        return series
 
 
 # --- applying the choice to FastAPI apps -------------------------------------------------------------------------

@@ -132,6 +132,11 @@ class Readings(MetricReader):
                 return latest
             return self._collect_now()
 
+    @property
+    def cache_seconds(self) -> float:
+        """How long a collection is reused by default (``OTEL_RELIABILITY_HEALTH_CACHE``)."""
+        return self._cache_seconds
+
     def _usable(self, snap: Snapshot, max_age: float) -> bool:
         return (
             snap.generation == changes.generation() and self._clock() - snap.taken_at <= max_age and not changes.due()
@@ -150,9 +155,14 @@ class Readings(MetricReader):
     def export(self) -> MetricsData | None:
         """Collect now and return the raw collection, for an exporter that renders it (the :9464 endpoint):
         one reader, so every measurement is aggregated once and a scrape equals what health reads."""
+        return self.export_with_snapshot()[0]
+
+    def export_with_snapshot(self) -> tuple[MetricsData | None, Snapshot]:
+        """``export()`` and the Snapshot of the same collection (a prefork worker publishes the one and keeps
+        the other, to take its own part out of the host's combination)."""
         with self._lock:
-            self._collect_now()
-            return self._received_data
+            snap = self._collect_now()
+            return self._received_data, snap
 
     def _collect_now(self) -> Snapshot:
         with self._lock:

@@ -14,6 +14,11 @@ from fastapi.responses import JSONResponse
 
 app = FastAPI()
 payments = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=600, name="payments")
+# PREFORK_EXTRA_BREAKERS=n: n more breakers (never called), for health at the size of a large service.
+extra = [
+    pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60, name=f"extra-{i}")
+    for i in range(int(os.environ.get("PREFORK_EXTRA_BREAKERS", "0")))
+]
 
 
 class DependencyDown(Exception):
