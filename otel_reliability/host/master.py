@@ -31,7 +31,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_reliability import tally
+from otel_reliability import giveway, tally
 from otel_reliability.host import merge, store
 
 _logger = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ class HostAggregator:
     def _run(self) -> None:
         while not self._stop.wait(COMBINE_INTERVAL):
             try:
-                self.tick()
+                with giveway.giving_way():  # scrapes of :9464 go first (otel_reliability.giveway)
+                    self.tick()
             except FileNotFoundError:
                 return  # the directory is gone: shutting down
             except Exception:

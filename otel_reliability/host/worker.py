@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from otel_reliability import giveway
 from otel_reliability.host import merge, store
 from otel_reliability.readings import Point, Readings, Snapshot, Window
 from otel_reliability.readings.model import window_between
@@ -98,9 +99,10 @@ class Publisher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.publish()
-                if self.after is not None:
-                    self.after()
+                with giveway.giving_way():  # the event loop's requests go first (otel_reliability.giveway)
+                    self.publish()
+                    if self.after is not None:
+                        self.after()
             except FileNotFoundError:  # the master removed the directory: the server is going down
                 return
             except Exception:
@@ -230,7 +232,8 @@ class HostReadings:
 
         def refresh() -> None:
             try:
-                self._other_workers()
+                with giveway.giving_way():
+                    self._other_workers()
             except Exception:
                 _logger.debug("otel-reliability: reading the other workers failed", exc_info=True)
             finally:
