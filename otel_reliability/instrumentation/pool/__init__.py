@@ -79,6 +79,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from otel_reliability import changes, semconv
 from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import statement_timeout
+from otel_reliability.instrumentation._patching import classes_defining
 from otel_reliability.instrumentation.pool import _tracking
 from otel_reliability.instrumentation.pool._figures import PoolFigures, _by_name, _sum, figures
 from otel_reliability.instrumentation.pool._tracking import (
@@ -220,7 +221,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         statement_timeout.create_gauge(meter, POOL_NAME)
 
-        for cls in _classes_defining(Pool, "connect"):
+        for cls in classes_defining(Pool, "connect"):
             wrap_function_wrapper(cls, "connect", _wrap_connect)
             self._wrapped.append((cls, "connect"))
         wrap_function_wrapper(Pool, "__init__", _wrap_pool_init)
@@ -260,19 +261,6 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _pools.clear()
         for pool in pools:
             pool.__dict__.pop(_STATE_ATTR, None)
-
-
-def _classes_defining(base: type, attr: str) -> Iterator[type]:
-    seen: set[type] = set()
-    stack = [base]
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        if attr in cls.__dict__:
-            yield cls
-        stack.extend(cls.__subclasses__())
 
 
 # --- hooks (every one of them cheap: they run on each checkout) --------------------------------------------------
