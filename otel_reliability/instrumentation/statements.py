@@ -37,7 +37,10 @@ Time measured: the DBAPI ``execute``/``executemany`` call SQLAlchemy makes for t
 ``do_execute``, ``do_executemany`` or ``do_execute_no_params``), not fetching the rows.
 
 Cost: a span start and one histogram record per statement (figure 6 of benchmarks/RESULTS.md). With an SDK
-sampler of ``always_off`` (the distro's default while traces are not exported) no span is started at all.
+sampler of ``always_off`` (the distro's default while traces are not exported) no span is started at all, and the
+duration is queued per statement shape and handed to the SDK when a reader collects (``BufferedHistogram`` in
+``_published``: the same buckets, counts, sum, min and max as a ``record()`` per statement, at a fraction of its
+cost); a failed statement, or one whose span is recorded (exemplars), is recorded at once.
 
 Suppression: statements run under ``opentelemetry.instrumentation.utils.suppress_instrumentation()`` are neither
 traced nor counted; our own probes (stuck detectors) run that way.
@@ -72,6 +75,7 @@ from wrapt import wrap_function_wrapper
 from otel_reliability import semconv
 from otel_reliability.instrumentation import sql
 from otel_reliability.instrumentation._patching import acts, classes_defining, definer
+from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, on_collect
 from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -121,12 +125,13 @@ class _Described:
     span_name: str
     span_attrs: dict[str, Any]
     metric_attrs: dict[str, str]
+    series: HistogramSeries  # db.client.operation.duration of metric_attrs, while no span is recorded
 
 
 @dataclass
 class _Telemetry:
     tracer: trace.Tracer | None  # None: the provider records no span at all (sampler always_off)
-    duration: Any
+    duration: BufferedHistogram
 
 
 _telemetry: _Telemetry | None = None
@@ -162,7 +167,9 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             "Duration of database client operations.",
             explicit_bucket_boundaries_advisory=list(BUCKETS),
         )
-        _telemetry = _Telemetry(None if drops_every_span(tracer_provider) else tracer, duration)
+        buffered = BufferedHistogram(duration, BUCKETS)
+        on_collect(meter, "otel_reliability.statements.publish", buffered.flush)
+        _telemetry = _Telemetry(None if drops_every_span(tracer_provider) else tracer, buffered)
         _describe.cache_clear()
         with _collections_lock:
             _collections.clear()
@@ -250,7 +257,12 @@ def _describe(statement: str, info: _EngineInfo, batch: bool) -> _Described:
         if _bounded(parsed.collection):
             metric_attrs[COLLECTION] = parsed.collection
     name = " ".join(p for p in (operation, parsed.collection) if p) or info.system
-    return _Described(name, span_attrs, metric_attrs)
+    tel = _telemetry
+    if tel is None:
+        raise RuntimeError("not instrumented")  # _begin checked it; the instrumentor was removed meanwhile
+    return _Described(
+        name, span_attrs, metric_attrs, tel.duration.series(frozenset(metric_attrs.items()), metric_attrs)
+    )
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -275,7 +287,7 @@ def error_type(exc: BaseException) -> str:
 # --- hooks (cheap: they run on every statement) ---------------------------------------------------------------------
 _R = TypeVar("_R")
 _failures_logged = False
-_State = tuple[trace.Span, dict[str, str], float]  # the statement's span, its metric attributes, its start
+_State = tuple[trace.Span, _Described, float]  # the statement's span, what it is, its start
 
 
 def _guarded(hook: Callable[..., _R]) -> Callable[..., _R | None]:
@@ -325,6 +337,10 @@ def _begin(statement: str, parameters: Any, context: Any, many: bool) -> _State 
     if tel is None or not is_instrumentation_enabled():
         return None
     conn = context.root_connection
+    if "dispatch" not in conn.__dict__:
+        # The connection SQLAlchemy makes for a dialect's first-connect checks (server version, schema, ...): it is
+        # created without the engine's event dispatch, so statement events never saw these; neither do we.
+        return None
     info = _engine_info(conn.engine)
     # An executemany, or one batch of an "insertmanyvalues" INSERT (SQLAlchemy runs those through do_execute).
     executemany = many or bool(context.executemany)
@@ -339,26 +355,30 @@ def _begin(statement: str, parameters: Any, context: Any, many: bool) -> _State 
             wait = _take_wait(conn)
             if wait is not None:
                 span.set_attribute(WAIT_TIME, wait)
-    return (span, described.metric_attrs, time.perf_counter())
+    return (span, described, time.perf_counter())
 
 
 @_guarded
 def _ended(state: _State) -> None:
-    elapsed = time.perf_counter() - state[2]
+    span, described, start = state
+    elapsed = time.perf_counter() - start
+    if span is trace.INVALID_SPAN:  # no span, so no exemplar: the value may reach the SDK at collection
+        described.series.record(elapsed)
+        return
     tel = _telemetry
     if tel is not None:
-        tel.duration.record(elapsed, state[1])
-    state[0].end()
+        tel.duration.record(elapsed, described.metric_attrs)
+    span.end()
 
 
 @_guarded
 def _failed(state: _State, exc: BaseException) -> None:
-    span, attrs, start = state
+    span, described, start = state
     elapsed = time.perf_counter() - start
     kind = error_type(exc)
     tel = _telemetry
     if tel is not None:
-        tel.duration.record(elapsed, {**attrs, ERROR_TYPE: kind})
+        tel.duration.record(elapsed, {**described.metric_attrs, ERROR_TYPE: kind})
     if span.is_recording():
         span.set_attribute(ERROR_TYPE, kind)
         code = sqlstate(exc)

@@ -15,6 +15,7 @@ from typing import Any
 
 from otel_reliability import changes, semconv
 from otel_reliability.instrumentation._instrumented import Instrumented
+from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries
 
 _logger = logging.getLogger(__name__)
 
@@ -24,12 +25,17 @@ POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
 @dataclass
 class _Instruments:
     timeouts: Any
-    wait_time: Any
-    use_time: Any
+    wait_time: BufferedHistogram
+    use_time: BufferedHistogram
     create_time: Any
     invalidations: Any
     errors: Any
     pool_timeout: type[BaseException]  # sqlalchemy.exc.TimeoutError, bound once instead of imported per checkout
+
+    def flush(self) -> None:
+        """Hand the queued checkout durations to the SDK (at the start of every reader's collection)."""
+        self.wait_time.flush()
+        self.use_time.flush()
 
 
 instrumented: Instrumented[_Instruments] = Instrumented()
@@ -43,7 +49,7 @@ _RECORD_POOL = "_ConnectionRecord__pool"  # the pool a _ConnectionRecord belongs
 class _PoolState:
     """What the pool itself does not know: pending callers and the checkout time of each connection in use."""
 
-    __slots__ = ("_attrs", "checked_out_at", "lock", "pending", "pool_ref")
+    __slots__ = ("_attrs", "_series", "checked_out_at", "lock", "pending", "pool_ref")
 
     def __init__(self, pool: Any) -> None:
         self.pool_ref = weakref.ref(pool)
@@ -53,6 +59,16 @@ class _PoolState:
         # count them themselves (NullPool, StaticPool, SingletonThreadPool).
         self.checked_out_at: dict[Any, float] = {}
         self._attrs: dict[str, str] | None = None
+        self._series: tuple[_Instruments, HistogramSeries, HistogramSeries] | None = None
+
+    def durations(self, inst: _Instruments) -> tuple[_Instruments, HistogramSeries, HistogramSeries]:
+        """(inst, wait_time, use_time) series of this pool, bound once per set of instruments."""
+        series = self._series
+        if series is None or series[0] is not inst:
+            attrs = self.attrs()
+            key = attrs[POOL_NAME]  # pools with the same name share their series, as the SDK would sum them
+            series = self._series = (inst, inst.wait_time.series(key, attrs), inst.use_time.series(key, attrs))
+        return series
 
     def attrs(self) -> dict[str, str]:
         # Resolved on first use, not at pool creation: create_engine builds the pool before the Engine that
