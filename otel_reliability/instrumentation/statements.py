@@ -75,7 +75,12 @@ from wrapt import wrap_function_wrapper
 from otel_reliability import semconv
 from otel_reliability.instrumentation import sql
 from otel_reliability.instrumentation._patching import acts, classes_defining, definer
-from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, on_collect
+from otel_reliability.instrumentation._published import (
+    BufferedHistogram,
+    HistogramSeries,
+    drops_every_span,
+    on_collect,
+)
 from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -194,14 +199,6 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _covered.clear()
         self._wrapped = []
         _telemetry = None
-
-
-def drops_every_span(tracer_provider: Any) -> bool:
-    """Whether the SDK provider's sampler is always_off (the distro's default while traces go nowhere): then no
-    span is started at all, which saves the sampler's work on every statement; the metric is still recorded."""
-    sampler = getattr(tracer_provider, "sampler", None)
-    describe = getattr(sampler, "get_description", None)
-    return callable(describe) and describe() == "AlwaysOffSampler"
 
 
 # --- what a statement is called -----------------------------------------------------------------------------------
