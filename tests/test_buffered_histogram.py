@@ -149,3 +149,21 @@ def test_the_fold_is_used_when_the_sdk_matches(monkeypatch: pytest.MonkeyPatch) 
     pair.buffered.flush()
     assert len(replayed) == 1  # the first value creates the series; 49 were folded
     _assert_equal(reader)
+
+
+def test_a_forked_child_does_not_count_what_its_parent_queued() -> None:
+    import os
+
+    reader = InMemoryMetricReader()
+    pair = Pair(MeterProvider([reader]))
+    series = pair.buffered.series("a", POOLS[0])
+    for value in _values(10, seed=4):
+        series.record(value)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its queue starts empty
+        os.write(write, str(len(series.values)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"0"
+    assert len(series.values) == 10  # the parent keeps its own

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
+import weakref
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -178,13 +180,14 @@ class HistogramSeries:
 class BufferedHistogram:
     """An SDK explicit-bucket histogram (``instrument``, with ``boundaries``) fed through per-series queues."""
 
-    __slots__ = ("_boundaries", "_instrument", "_lock", "_series")
+    __slots__ = ("__weakref__", "_boundaries", "_instrument", "_lock", "_series")
 
     def __init__(self, instrument: Any, boundaries: Iterable[float]) -> None:
         self._instrument = instrument
         self._boundaries = tuple(boundaries)
         self._series: dict[Hashable, HistogramSeries] = {}
         self._lock = threading.Lock()  # one flush at a time: values reach the SDK in the order observed
+        _all_buffered.add(self)
 
     def series(self, key: Hashable, attributes: Attributes) -> HistogramSeries:
         """The series ``key`` (made once; keep it with the object it measures, e.g. a pool)."""
@@ -217,6 +220,22 @@ class BufferedHistogram:
                 if len(values) > 1 and not _fold(self._instrument, self._boundaries, series.attributes, values[1:]):
                     for value in values[1:]:
                         self._instrument.record(value, series.attributes)
+
+
+_all_buffered: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a prefork worker) must not count what its parent measured and had not handed over yet; a
+    gunicorn master, whose SDK is a no-op proxy, would otherwise pass its start-up queries to every worker."""
+    for histogram in list(_all_buffered):
+        histogram._lock = threading.Lock()  # the parent may have held it while forking
+        for series in list(histogram._series.values()):
+            series.values.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _fold(instrument: Any, boundaries: tuple[float, ...], attributes: Attributes, values: list[float]) -> bool:
