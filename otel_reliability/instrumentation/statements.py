@@ -48,7 +48,8 @@ traced nor counted; our own probes (stuck detectors) run that way.
 How: the dialect's ``do_execute``, ``do_executemany`` and ``do_execute_no_params`` are wrapped on every dialect
 class that defines them (those imported at instrumentation, and the class of each engine created later), so
 every engine, including those created before instrumentation and the ``sync_engine`` of an ``AsyncEngine``, is
-covered, and a failing DBAPI call is seen as it raises; ``Engine.raw_connection`` is wrapped to time checkouts.
+covered, and a failing DBAPI call is seen as it raises; ``Engine.raw_connection`` is wrapped to time checkouts
+(only while spans can be recorded: the wait is a span attribute).
 Not SQLAlchemy's ``before_cursor_execute``/``after_cursor_execute``/``handle_error`` events: an engine-level
 listener switches every connection of every engine to SQLAlchemy's event-dispatching path (``engine_connect``,
 ``begin``, ``before_execute``, ... all looked up on each statement), which cost ~28 µs per statement here, more
@@ -186,8 +187,9 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                     _cover_dialect(cls)
         wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self._wrapped.append((Engine, "__init__"))
-        wrap_function_wrapper(Engine, "raw_connection", _wrap_raw_connection)
-        self._wrapped.append((Engine, "raw_connection"))
+        if _telemetry.tracer is not None:  # the checkout's wait is a span attribute: nothing to time without spans
+            wrap_function_wrapper(Engine, "raw_connection", _wrap_raw_connection)
+            self._wrapped.append((Engine, "raw_connection"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         global _telemetry
