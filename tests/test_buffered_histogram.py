@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from otel_reliability.instrumentation import _published
-from otel_reliability.instrumentation._published import BufferedHistogram, on_collect
+from otel_reliability.instrumentation._published import BufferedHistogram
 
 BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 POOLS = ({"db.client.connection.pool.name": "a"}, {"db.client.connection.pool.name": "b"})
@@ -39,8 +39,7 @@ class Pair:
             return meter.create_histogram(name, "s", explicit_bucket_boundaries_advisory=list(BUCKETS))
 
         self.direct = histogram("direct")
-        self.buffered = BufferedHistogram(histogram("buffered"), BUCKETS)
-        on_collect(meter, "test.publish", self.buffered.flush)
+        self.buffered = BufferedHistogram(meter, histogram("buffered"), BUCKETS)
 
     def feed(self, values: list[float], attributes: dict[str, str]) -> None:
         series = self.buffered.series(attributes["db.client.connection.pool.name"], attributes)
@@ -167,3 +166,14 @@ def test_a_forked_child_does_not_count_what_its_parent_queued() -> None:
     os.waitpid(pid, 0)
     assert os.read(read, 16) == b"0"
     assert len(series.values) == 10  # the parent keeps its own
+
+
+def test_a_second_histogram_of_the_same_name_on_the_same_meter_is_flushed_too() -> None:
+    """A second instrument() (or a second app) on the same provider: the SDK keeps the first instrument's callback
+    only, yet the new histogram's values must reach the readers at collection."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider([reader])
+    Pair(provider)
+    pair = Pair(provider)  # the same meter, the same instrument names
+    pair.feed(_values(20, seed=5), POOLS[0])
+    assert _points(reader)["buffered"][0][2] == 20

@@ -178,16 +178,18 @@ class HistogramSeries:
 
 
 class BufferedHistogram:
-    """An SDK explicit-bucket histogram (``instrument``, with ``boundaries``) fed through per-series queues."""
+    """An SDK explicit-bucket histogram (``instrument``, created on ``meter`` with ``boundaries``) fed through
+    per-series queues, flushed at the start of every collection of ``meter``'s provider."""
 
     __slots__ = ("__weakref__", "_boundaries", "_instrument", "_lock", "_series")
 
-    def __init__(self, instrument: Any, boundaries: Iterable[float]) -> None:
+    def __init__(self, meter: Meter, instrument: Any, boundaries: Iterable[float]) -> None:
         self._instrument = instrument
         self._boundaries = tuple(boundaries)
         self._series: dict[Hashable, HistogramSeries] = {}
         self._lock = threading.Lock()  # one flush at a time: values reach the SDK in the order observed
         _all_buffered.add(self)
+        _flush_with(meter, self)
 
     def series(self, key: Hashable, attributes: Attributes) -> HistogramSeries:
         """The series ``key`` (made once; keep it with the object it measures, e.g. a pool)."""
@@ -223,6 +225,26 @@ class BufferedHistogram:
 
 
 _all_buffered: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
+_by_meter: dict[int, tuple[Meter, weakref.WeakSet[BufferedHistogram]]] = {}
+_by_meter_lock = threading.Lock()
+
+
+def _flush_with(meter: Meter, histogram: BufferedHistogram) -> None:
+    """One publishing callback per meter, flushing every live BufferedHistogram made on it: the SDK hands back
+    the first instrument (and only its callback) when one of the same name is created again on a meter (a second
+    ``instrument()``, a second app), so a callback per histogram would leave the later ones unflushed."""
+    with _by_meter_lock:
+        entry = _by_meter.get(id(meter))
+        if entry is None or entry[0] is not meter:
+            members: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
+            entry = _by_meter[id(meter)] = (meter, members)
+
+            def publish() -> None:
+                for member in list(members):
+                    member.flush()
+
+            on_collect(meter, "otel_reliability.histograms.publish", publish)
+        entry[1].add(histogram)
 
 
 def _forget_after_fork() -> None:

@@ -56,7 +56,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls, sanitize_method
 
 from otel_reliability import config, semconv, tally
-from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, drops_every_span, on_collect
+from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, drops_every_span
 
 _logger = logging.getLogger("otel_reliability")
 
@@ -287,6 +287,7 @@ class LeanHTTPMiddleware:
         meter = metrics.get_meter(__name__, __version__, meter_provider)
         description = "Duration of HTTP server requests."
         self._duration = BufferedHistogram(
+            meter,
             meter.create_histogram(
                 DURATION,
                 unit=semconv.UNIT_SECONDS,
@@ -303,7 +304,6 @@ class LeanHTTPMiddleware:
         # Queued per series and handed to the SDK at collection, unless a span may be sampled (an exemplar needs
         # the context of the request): the lean layer runs while spans go nowhere, unless forced.
         self._queued = drops_every_span(tracer_provider or trace.get_tracer_provider())
-        on_collect(meter, f"{_SCOPE_KEY}.publish", self._duration.flush)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _SCOPE_KEY in scope:  # websockets, lifespan, an inner (mounted) app

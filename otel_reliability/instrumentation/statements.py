@@ -80,7 +80,6 @@ from otel_reliability.instrumentation._published import (
     BufferedHistogram,
     HistogramSeries,
     drops_every_span,
-    on_collect,
 )
 from otel_reliability.version import __version__
 
@@ -173,8 +172,7 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             "Duration of database client operations.",
             explicit_bucket_boundaries_advisory=list(BUCKETS),
         )
-        buffered = BufferedHistogram(duration, BUCKETS)
-        on_collect(meter, "otel_reliability.statements.publish", buffered.flush)
+        buffered = BufferedHistogram(meter, duration, BUCKETS)
         _telemetry = _Telemetry(None if drops_every_span(tracer_provider) else tracer, buffered)
         _describe.cache_clear()
         with _collections_lock:

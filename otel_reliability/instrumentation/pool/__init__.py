@@ -82,7 +82,7 @@ from otel_reliability import changes, semconv
 from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import statement_timeout
 from otel_reliability.instrumentation._patching import classes_defining
-from otel_reliability.instrumentation._published import BufferedHistogram, on_collect
+from otel_reliability.instrumentation._published import BufferedHistogram
 from otel_reliability.instrumentation.pool import _tracking
 from otel_reliability.instrumentation.pool._figures import PoolFigures, _by_name, _sum, figures
 from otel_reliability.instrumentation.pool._tracking import (
@@ -158,6 +158,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 "Checkouts that gave up waiting for a connection.",
             ),
             wait_time=BufferedHistogram(
+                meter,
                 meter.create_histogram(
                     semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME,
                     semconv.UNIT_SECONDS,
@@ -167,6 +168,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 _DURATION_BUCKETS,
             ),
             use_time=BufferedHistogram(
+                meter,
                 meter.create_histogram(
                     semconv.METRIC_DB_CLIENT_CONNECTION_USE_TIME,
                     semconv.UNIT_SECONDS,
@@ -198,7 +200,6 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         def gated(observe: Callable[[CallbackOptions], Iterable[Observation]]) -> Any:
             return [_tracking.instrumented.gate(meter, lambda _instruments, options: observe(options))]
 
-        on_collect(meter, "otel_reliability.pool.publish", instruments.flush)
         meter.create_observable_up_down_counter(
             semconv.METRIC_DB_CLIENT_CONNECTION_COUNT,
             gated(_observe_count),

@@ -32,11 +32,6 @@ class _Instruments:
     errors: Any
     pool_timeout: type[BaseException]  # sqlalchemy.exc.TimeoutError, bound once instead of imported per checkout
 
-    def flush(self) -> None:
-        """Hand the queued checkout durations to the SDK (at the start of every reader's collection)."""
-        self.wait_time.flush()
-        self.use_time.flush()
-
 
 instrumented: Instrumented[_Instruments] = Instrumented()
 """While instrumented: the synchronous instruments the checkout hooks record into."""
