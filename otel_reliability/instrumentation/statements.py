@@ -75,7 +75,7 @@ from wrapt import wrap_function_wrapper
 
 from otel_reliability import semconv
 from otel_reliability.instrumentation import sql
-from otel_reliability.instrumentation._patching import acts, classes_defining, definer
+from otel_reliability.instrumentation._instrumented import Instrumented, acts, classes_defining, definer
 from otel_reliability.instrumentation._published import (
     BufferedHistogram,
     HistogramSeries,
@@ -139,9 +139,10 @@ class _Telemetry:
     duration: BufferedHistogram
 
 
-_telemetry: _Telemetry | None = None
+_instrumented: Instrumented[_Telemetry] = Instrumented()
+"""While instrumented: the tracer and the duration histogram the statement hooks record into."""
 _METHODS = ("do_execute", "do_executemany", "do_execute_no_params")  # every DBAPI execute SQLAlchemy makes
-_covered: list[tuple[type, str]] = []  # the dialect classes' methods wrapped (each class that defines one)
+_covered: list[tuple[type, str]] = []  # the dialect classes' methods we wrapped (each class that defines one)
 _cover_lock = threading.Lock()
 _collections: set[str] = set()
 _collections_lock = threading.Lock()
@@ -156,7 +157,6 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _telemetry
         self._wrapped = []
         if importlib.util.find_spec("sqlalchemy") is None:  # opentelemetry-instrument skips the dependency check
             return
@@ -173,7 +173,9 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             explicit_bucket_boundaries_advisory=list(BUCKETS),
         )
         buffered = BufferedHistogram(meter, duration, BUCKETS)
-        _telemetry = _Telemetry(None if drops_every_span(tracer_provider) else tracer, buffered)
+        telemetry = _instrumented.start(
+            _Telemetry(None if drops_every_span(tracer_provider) else tracer, buffered), meter
+        )
         _describe.cache_clear()
         with _collections_lock:
             _collections.clear()
@@ -185,12 +187,11 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                     _cover_dialect(cls)
         wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self._wrapped.append((Engine, "__init__"))
-        if _telemetry.tracer is not None:  # the checkout's wait is a span attribute: nothing to time without spans
+        if telemetry.tracer is not None:  # the checkout's wait is a span attribute: nothing to time without spans
             wrap_function_wrapper(Engine, "raw_connection", _wrap_raw_connection)
             self._wrapped.append((Engine, "raw_connection"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _telemetry
         if not getattr(self, "_wrapped", None):
             return
         with _cover_lock:
@@ -198,7 +199,7 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 unwrap(cls, attr)
             _covered.clear()
         self._wrapped = []
-        _telemetry = None
+        _instrumented.stop()
 
 
 # --- what a statement is called -----------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ def _describe(statement: str, info: _EngineInfo, batch: bool) -> _Described:
         if _bounded(parsed.collection):
             metric_attrs[COLLECTION] = parsed.collection
     name = " ".join(p for p in (operation, parsed.collection) if p) or info.system
-    tel = _telemetry
+    tel = _instrumented.state
     if tel is None:
         raise RuntimeError("not instrumented")  # _begin checked it; the instrumentor was removed meanwhile
     return _Described(
@@ -311,7 +312,9 @@ def _wrapper(owner: type, method: str) -> Callable[..., Any]:
     no_params = method == "do_execute_no_params"
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if _telemetry is None or not acts(owner, instance, method):  # an override's super() call: timed outside
+        if _instrumented.state is None or not acts(
+            owner, instance, method
+        ):  # an override's super() call: timed outside
             return wrapped(*args, **kwargs)
         context = args[-1] if len(args) == (3 if no_params else 4) else kwargs.get("context")
         state = _begin(args[1], () if no_params else args[2], context, many) if context is not None else None
@@ -330,7 +333,7 @@ def _wrapper(owner: type, method: str) -> Callable[..., Any]:
 
 @_guarded
 def _begin(statement: str, parameters: Any, context: Any, many: bool) -> _State | None:
-    tel = _telemetry
+    tel = _instrumented.state
     if tel is None or not is_instrumentation_enabled():
         return None
     conn = context.root_connection
@@ -362,7 +365,7 @@ def _ended(state: _State) -> None:
     if span is trace.INVALID_SPAN:  # no span, so no exemplar: the value may reach the SDK at collection
         described.series.record(elapsed)
         return
-    tel = _telemetry
+    tel = _instrumented.state
     if tel is not None:
         tel.duration.record(elapsed, described.metric_attrs)
     span.end()
@@ -373,7 +376,7 @@ def _failed(state: _State, exc: BaseException) -> None:
     span, described, start = state
     elapsed = time.perf_counter() - start
     kind = error_type(exc)
-    tel = _telemetry
+    tel = _instrumented.state
     if tel is not None:
         tel.duration.record(elapsed, {**described.metric_attrs, ERROR_TYPE: kind})
     if span.is_recording():
@@ -390,7 +393,7 @@ def _cover_dialect(dialect_cls: type) -> None:
     instrumentation may override one: psycopg2's ``do_executemany``). Called with ``_cover_lock`` held."""
     for method in _METHODS:
         owner = definer(dialect_cls, method)
-        if owner is not None and (owner, method) not in _covered:
+        if owner is not None and (owner, method) not in _covered:  # ours (is_wrapped would take anyone's)
             wrap_function_wrapper(owner, method, _wrapper(owner, method))
             _covered.append((owner, method))
 
@@ -421,7 +424,7 @@ def _take_wait(conn: Any) -> float | None:
 
 
 def _wrap_raw_connection(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    tel = _telemetry
+    tel = _instrumented.state
     if tel is None or tel.tracer is None or not is_instrumentation_enabled():  # no span would carry the wait
         return wrapped(*args, **kwargs)
     start = time.perf_counter()

@@ -81,7 +81,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from otel_reliability import changes, semconv
 from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import statement_timeout
-from otel_reliability.instrumentation._patching import classes_defining
+from otel_reliability.instrumentation._instrumented import classes_defining
 from otel_reliability.instrumentation._published import BufferedHistogram
 from otel_reliability.instrumentation.pool import _tracking
 from otel_reliability.instrumentation.pool._figures import PoolFigures, _by_name, _sum, figures
