@@ -280,8 +280,7 @@ def _wrap_connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     if inst is None:
         return wrapped(*args, **kwargs)
     state = _track(instance)
-    with state.lock:
-        state.pending += 1
+    next(state.entered)
     start = time.perf_counter()
     try:
         connection = wrapped(*args, **kwargs)
@@ -289,8 +288,7 @@ def _wrap_connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         inst.timeouts.add(1, state.attrs())
         raise
     finally:
-        with state.lock:
-            state.pending -= 1
+        next(state.left)
     state.durations(inst)[1].record(time.perf_counter() - start)
     return connection
 
