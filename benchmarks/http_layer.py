@@ -57,10 +57,10 @@ def bare() -> Any:
 def lean() -> Any:
     from otel_reliability.instrumentation.http_server import LeanHTTPMiddleware
 
-    _, meters = _providers()
+    tracer, meters = _providers()  # sampler always_off, as under the distro: durations queued until collection
     app = _app(_OFF)
     original = app.build_middleware_stack
-    app.build_middleware_stack = lambda: LeanHTTPMiddleware(original(), meter_provider=meters)
+    app.build_middleware_stack = lambda: LeanHTTPMiddleware(original(), meter_provider=meters, tracer_provider=tracer)
     return app
 
 

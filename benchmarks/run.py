@@ -5,7 +5,7 @@ wrk on loopback. Variants run round-robin within each round, so machine drift hi
 computed within one round (variant / baseline of that same round) and then summarised as median and spread.
 
     python benchmarks/run.py [--rounds 3] [--duration 5] [--quick] [--only throughput,micro]
-                             [--variants bare,ours,...] [--routes /trivial,/db/pg]
+                             [--variants bare,ours,...] [--routes /trivial,/db/pg] [--before SRC]
 
 Everything listens on 127.0.0.1 and stops by itself. ``--quick`` (used by the smoke test) runs one tiny round.
 """
@@ -65,7 +65,7 @@ class Table:
     rows: dict[tuple[str, str], list[Measurement]] = field(default_factory=dict)
 
 
-def variants(otlp_endpoint: str) -> list[Variant]:
+def variants(otlp_endpoint: str, before: Path | None = None) -> list[Variant]:
     upstream = upstream_distro_dir()
     same_signals = {
         "OTEL_METRICS_EXPORTER": "prometheus",
@@ -103,6 +103,15 @@ def variants(otlp_endpoint: str) -> list[Variant]:
             {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ",".join(OURS)},
         ),
         Variant("ours", "ours, defaults (lean HTTP layer: spans not exported)", {}),
+        *(
+            [
+                Variant(
+                    "ours_before", f"ours, defaults, the code of {before.name} (--before)", {"PYTHONPATH": str(before)}
+                )
+            ]
+            if before
+            else []
+        ),
         Variant(
             "ours_otlp",
             "ours, traces exported by OTLP/HTTP to a local receiver",
@@ -158,7 +167,7 @@ def throughput(args: argparse.Namespace) -> list[str]:
     receiver = OtlpReceiver()
     pg = start_postgres() if not args.quick else None
     routes = ["/trivial", "/db/sqlite", "/breaker"] + (["/db/pg"] if pg else [])
-    chosen = variants(receiver.endpoint)
+    chosen = variants(receiver.endpoint, args.before)
     if args.quick:
         chosen = [v for v in chosen if v.name in ("bare", "ours")]
     elif args.variants:
@@ -251,6 +260,8 @@ def render_throughput(table: Table, chosen: list[Variant], routes: list[str], ar
         ("ours", "upstream", ">= 1.00 on every route"),
         ("ours", "seed", "(where we stand vs the seed's middleware)"),
         ("ours", "ours_off", ">= 0.97 (our instrumentors cost <= 3%)"),
+        ("ours_before", "bare", "(the --before code vs bare)"),
+        ("ours", "ours_before", "(this code vs the --before code)"),
         ("ours_otlp", "ours_contrib", "(cost of exporting traces, same contrib layer)"),
         ("upstream", "bare", "(upstream's cost)"),
     ]
@@ -417,6 +428,19 @@ def layer(args: argparse.Namespace) -> list[str]:
     return http_layer.figure(args.quick)
 
 
+def db_route(args: argparse.Namespace) -> list[str]:
+    from benchmarks import db_route as figure8
+
+    pg = None if args.quick else start_postgres()
+    try:
+        return figure8.figure(
+            1 if args.quick else args.rounds, args.quick, pg.url("psycopg") if pg else None, args.before
+        )
+    finally:
+        if pg:
+            pg.stop("immediate")
+
+
 FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "throughput": throughput,
     "health": health,
@@ -425,6 +449,7 @@ FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "percall": per_call,
     "statements": statements,
     "layer": layer,
+    "dbroute": db_route,
 }
 
 
@@ -457,6 +482,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--variants", default="", help="throughput: only these variants (comma-separated names)")
     parser.add_argument("--routes", default="", help="throughput: only these routes (comma-separated paths)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="throughput and dbroute: add the variant ours_before, our defaults with the package from this source "
+        "tree first on PYTHONPATH (e.g. `git archive main | tar -x -C /tmp/before`): before -> after in one run",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.duration = 1, 1.0

@@ -18,6 +18,7 @@ import pytest
 
 from otel_reliability import config
 from otel_reliability.instrumentation import http_server
+from otel_reliability.instrumentation._published import HistogramSeries
 from tests.support import (
     ROOT,
     AppProcess,
@@ -229,13 +230,18 @@ def test_native_layer_can_be_chosen_and_is_then_the_only_one(app_factory: StartA
 # --- the lean middleware in-process -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def lean_app() -> Any:
-    """A FastAPI app with only the lean middleware, on its own SDK MeterProvider and in-memory reader."""
+@pytest.fixture(params=[True, False], ids=["queued", "recorded"])
+def lean_app(request: pytest.FixtureRequest) -> Any:
+    """A FastAPI app with only the lean middleware, on its own SDK MeterProvider and in-memory reader; durations
+    queued until collection (no span can be sampled: the distro's default) or recorded at once (a sampler that
+    may sample, so the context of the request matters for exemplars)."""
     from fastapi import FastAPI
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
+    tracer_provider = TracerProvider(sampler=ALWAYS_OFF if request.param else ALWAYS_ON)
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
@@ -246,7 +252,7 @@ def lean_app() -> Any:
 
     original_build = app.build_middleware_stack
     app.build_middleware_stack = lambda: http_server.LeanHTTPMiddleware(  # type: ignore[method-assign]
-        original_build(), meter_provider=provider
+        original_build(), meter_provider=provider, tracer_provider=tracer_provider
     )
     yield app, reader
     provider.shutdown()
@@ -299,10 +305,12 @@ def test_attribute_dicts_are_cached_per_series_and_methods_stay_bounded(lean_app
     assert len(middleware._methods) <= 64
     assert len(middleware._attributes) == 2  # GET 200 and _OTHER 405
     cached = middleware._attributes[("GET", "http", "1.1", "/items/{item_id}", 200, None)]
+    assert isinstance(cached[0], HistogramSeries) is middleware._queued
     call(app, "/items/2")
     assert middleware._attributes[("GET", "http", "1.1", "/items/{item_id}", 200, None)] is cached
 
 
+@pytest.mark.parametrize("lean_app", [False], indirect=True)  # recorded at once: the failure is on the request
 def test_a_broken_instrument_never_breaks_a_request(lean_app: Any, caplog: pytest.LogCaptureFixture) -> None:
     app, _ = lean_app
     call(app, "/items/1")

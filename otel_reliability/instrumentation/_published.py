@@ -21,8 +21,14 @@ ever move, the series is set to 0 instead (and the loss is logged once).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
+import os
 import threading
+import weakref
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
@@ -36,6 +42,12 @@ _logger = logging.getLogger(__name__)
 _drop_warned = False
 
 Attributes = Mapping[str, Any]
+
+
+def count_value(counter: itertools.count[int]) -> int:
+    """How many times ``next()`` was called on ``counter`` (its repr is ``count(N)``), without advancing it. An
+    ``itertools.count`` is a lock-free counter for a hot path: ``next()`` is atomic in CPython."""
+    return int(repr(counter)[6:-1])
 
 
 def on_collect(meter: Meter, name: str, publish: Callable[[], None]) -> None:
@@ -128,6 +140,182 @@ def _drop_series(instrument: Any, attributes: Attributes) -> bool:
                 "otel-reliability: this OpenTelemetry SDK cannot end a series; series of breakers that are gone "
                 "stay at 0 instead of disappearing"
             )
+        return False
+
+
+# --- histograms recorded on a hot path ----------------------------------------------------------------------------
+# One SDK ``Histogram.record()`` costs ~8-13 µs here (a Measurement, attribute cleaning and hashing, a lookup and
+# a lock per reader), more than the pool checkout or the SQLite statement it measures. ``BufferedHistogram``
+# appends each value to its series' queue (~0.1 µs) and hands the values to the SDK when a reader collects
+# (``on_collect``), or when a queue reaches ``FLUSH_AT``. Handing over: the first value goes through ``record()``
+# (the SDK creates the series in every reader's storage, as for any value), the rest are folded into those same
+# explicit-bucket aggregations in the order they were observed: the bucket counts, count, min, max and the sum
+# (added one by one, so even its rounding) are exactly what ``record()`` of each value would have produced. The
+# fold reaches into the SDK's storage (as ``_drop_series`` does); anything it does not recognise (another
+# aggregation from a View, attribute filtering, other buckets, a moved internal) replays the values through
+# ``record()`` instead: slower, never different. Only for instruments without exemplars (an exemplar needs the
+# context at the moment of the measurement): our quiet meters, or while no span is ever sampled.
+FLUSH_AT = 4096
+_fold_warned = False
+
+
+def drops_every_span(tracer_provider: Any) -> bool:
+    """Whether the SDK provider's sampler is always_off (the distro's default while traces go nowhere): then no
+    span is started at all, and no measurement can carry an exemplar (they point at sampled spans)."""
+    sampler = getattr(tracer_provider, "sampler", None)
+    describe = getattr(sampler, "get_description", None)
+    return callable(describe) and describe() == "AlwaysOffSampler"
+
+
+class HistogramSeries:
+    """One attribute set of a ``BufferedHistogram``: ``record`` is the hot path."""
+
+    __slots__ = ("_owner", "attributes", "values")
+
+    def __init__(self, owner: BufferedHistogram, attributes: Attributes) -> None:
+        self._owner = owner
+        self.attributes = attributes
+        self.values: deque[float] = deque()  # append/popleft are atomic: no lock on the hot path
+
+    def record(self, value: float) -> None:
+        values = self.values
+        values.append(value)
+        if len(values) >= FLUSH_AT:  # nobody collects (a pull reader never scraped): do not grow without bound
+            self._owner.flush_series(self)
+
+
+class BufferedHistogram:
+    """An SDK explicit-bucket histogram (``instrument``, created on ``meter`` with ``boundaries``) fed through
+    per-series queues, flushed at the start of every collection of ``meter``'s provider."""
+
+    __slots__ = ("__weakref__", "_boundaries", "_instrument", "_lock", "_series")
+
+    def __init__(self, meter: Meter, instrument: Any, boundaries: Iterable[float]) -> None:
+        self._instrument = instrument
+        self._boundaries = tuple(boundaries)
+        self._series: dict[Hashable, HistogramSeries] = {}
+        self._lock = threading.Lock()  # one flush at a time: values reach the SDK in the order observed
+        _all_buffered.add(self)
+        _flush_with(meter, self)
+
+    def series(self, key: Hashable, attributes: Attributes) -> HistogramSeries:
+        """The series ``key`` (made once; keep it with the object it measures, e.g. a pool)."""
+        found = self._series.get(key)
+        if found is None:
+            with self._lock:
+                found = self._series.setdefault(key, HistogramSeries(self, attributes))
+        return found
+
+    def record(self, value: float, attributes: Attributes) -> None:
+        """Straight to the SDK: for values that need the context of the moment (an exemplar, a rare error)."""
+        self._instrument.record(value, attributes)
+
+    def flush(self) -> None:
+        """Hand every queued value to the SDK (registered with ``on_collect``)."""
+        for series in list(self._series.values()):
+            self.flush_series(series)
+
+    def flush_series(self, series: HistogramSeries) -> None:
+        with self._lock:
+            values: list[float] = []
+            queue = series.values
+            try:
+                while True:
+                    values.append(queue.popleft())
+            except IndexError:
+                pass
+            if values:
+                self._instrument.record(values[0], series.attributes)
+                if len(values) > 1 and not _fold(self._instrument, self._boundaries, series.attributes, values[1:]):
+                    for value in values[1:]:
+                        self._instrument.record(value, series.attributes)
+
+
+_all_buffered: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
+_by_meter: dict[int, tuple[Meter, weakref.WeakSet[BufferedHistogram]]] = {}
+_by_meter_lock = threading.Lock()
+
+
+def _flush_with(meter: Meter, histogram: BufferedHistogram) -> None:
+    """One publishing callback per meter, flushing every live BufferedHistogram made on it: the SDK hands back
+    the first instrument (and only its callback) when one of the same name is created again on a meter (a second
+    ``instrument()``, a second app), so a callback per histogram would leave the later ones unflushed."""
+    with _by_meter_lock:
+        entry = _by_meter.get(id(meter))
+        if entry is None or entry[0] is not meter:
+            members: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
+            entry = _by_meter[id(meter)] = (meter, members)
+
+            def publish() -> None:
+                for member in list(members):
+                    member.flush()
+
+            on_collect(meter, "otel_reliability.histograms.publish", publish)
+        entry[1].add(histogram)
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a prefork worker) must not count what its parent measured and had not handed over yet; a
+    gunicorn master, whose SDK is a no-op proxy, would otherwise pass its start-up queries to every worker."""
+    for histogram in list(_all_buffered):
+        histogram._lock = threading.Lock()  # the parent may have held it while forking
+        for series in list(histogram._series.values()):
+            series.values.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _fold(instrument: Any, boundaries: tuple[float, ...], attributes: Attributes, values: list[float]) -> bool:
+    """Add ``values`` to the SDK aggregations of ``attributes`` as ``record()`` would; False: nothing was added."""
+    global _fold_warned
+    if not all(0.0 <= v < math.inf for v in values):  # record() drops these with a warning: let it
+        return False
+    try:
+        instrument = getattr(instrument, "_real_instrument", None) or instrument  # the API's proxy, if any
+        wanted = dict(attributes)
+        targets = []
+        for storage in list(instrument._measurement_consumer._reader_storages.values()):
+            for match in storage._instrument_view_instrument_matches.get(instrument, ()):
+                if match._view._attribute_keys is not None or getattr(match, "_reset_on_collect", False):
+                    return False
+                found = [a for a in list(match._attributes_aggregation.values()) if dict(a._attributes) == wanted]
+                if len(found) != 1:
+                    return False
+                aggregation = found[0]
+                if type(aggregation).__name__ != "_ExplicitBucketHistogramAggregation":
+                    return False
+                if aggregation._boundaries != boundaries or aggregation._value is None:
+                    return False
+                _ = (
+                    aggregation._lock,
+                    aggregation._sum,
+                    aggregation._min,
+                    aggregation._max,
+                    aggregation._record_min_max,
+                )
+                targets.append(aggregation)
+        if not targets:
+            return False
+        for aggregation in targets:
+            with aggregation._lock:
+                counts = aggregation._value
+                if counts is None:  # collected since: a fresh interval
+                    counts = aggregation._value = aggregation._get_empty_bucket_counts()
+                total = aggregation._sum
+                for value in values:
+                    counts[bisect_left(boundaries, value)] += 1
+                    total += value
+                aggregation._sum = total
+                if aggregation._record_min_max:
+                    aggregation._min = min(aggregation._min, *values)
+                    aggregation._max = max(aggregation._max, *values)
+        return True
+    except (AttributeError, TypeError, KeyError):
+        if not _fold_warned:
+            _fold_warned = True
+            _logger.info("otel-reliability: this OpenTelemetry SDK's storage moved; histogram values replayed")
         return False
 
 

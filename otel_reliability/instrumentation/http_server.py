@@ -25,7 +25,10 @@ attributes, and nothing else:
   admin and metrics paths the distro sets), matched on the same URL the contrib middleware matches.
 
 Attribute dicts are cached per (method, scheme, protocol, route, status, error type): all bounded (route
-templates, not paths), and capped anyway. Websockets and lifespan pass through untouched.
+templates, not paths), and capped anyway. While no span can be sampled (the distro's default here), each
+series queues its durations and hands them to the SDK when a reader collects (``BufferedHistogram``: the same
+histogram as a ``record()`` per request, for ~0.1 µs instead of ~10). Websockets and lifespan pass through
+untouched.
 
 In a prefork worker each request is also added to the worker's tally (``otel_reliability.tally``: the same
 histogram in a shared file mapping, two float additions), before the SDK records it, so a worker killed with
@@ -48,11 +51,12 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMap
 from time import perf_counter
 from typing import Any
 
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls, sanitize_method
 
 from otel_reliability import config, semconv, tally
+from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, drops_every_span
 
 _logger = logging.getLogger("otel_reliability")
 
@@ -267,29 +271,39 @@ def _error_type(exc: BaseException) -> str:
 class LeanHTTPMiddleware:
     """Records ``http.server.request.duration`` for each HTTP request; nothing else on the request path."""
 
-    def __init__(self, app: ASGIApp, *, meter_provider: Any = None) -> None:
+    def __init__(self, app: ASGIApp, *, meter_provider: Any = None, tracer_provider: Any = None) -> None:
         self.app = app
         self._excluded = excluded_urls()
         self._record_class = _request_record_class()
         self._methods: dict[str, str] = {}
-        # Per series: its attributes and, in a prefork worker, its crash-safe tally slot (see _attributes_for).
-        self._attributes: dict[tuple[Any, ...], tuple[dict[str, Any], tally.Table | None, int | None]] = {}
+        # Per series: where its durations go (its queue, or its attributes for a record() at once) and, in a
+        # prefork worker, its crash-safe tally slot (see _attributes_for).
+        self._attributes: dict[
+            tuple[Any, ...], tuple[HistogramSeries | dict[str, Any], tally.Table | None, int | None]
+        ] = {}
         self._broken = False
         from otel_reliability.version import __version__
 
         meter = metrics.get_meter(__name__, __version__, meter_provider)
         description = "Duration of HTTP server requests."
-        self._duration = meter.create_histogram(
-            DURATION,
-            unit=semconv.UNIT_SECONDS,
-            description=description,
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        self._duration = BufferedHistogram(
+            meter,
+            meter.create_histogram(
+                DURATION,
+                unit=semconv.UNIT_SECONDS,
+                description=description,
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            ),
+            DURATION_BUCKETS,
         )
         self._tally_meta = {
             "scope": [__name__, __version__, None],
             "unit": semconv.UNIT_SECONDS,
             "description": description,
         }
+        # Queued per series and handed to the SDK at collection, unless a span may be sampled (an exemplar needs
+        # the context of the request): the lean layer runs while spans go nowhere, unless forced.
+        self._queued = drops_every_span(tracer_provider or trace.get_tracer_provider())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _SCOPE_KEY in scope:  # websockets, lifespan, an inner (mounted) app
@@ -343,19 +357,25 @@ class LeanHTTPMiddleware:
             series = self._attributes.get(key)
             if series is None:
                 series = self._attributes_for(key)
-            attributes, table, slot = series
+            target, table, slot = series
             elapsed = max(elapsed, 0.0)
             if slot is not None:  # a prefork worker: counted in shared memory first, so a kill loses nothing
                 table.add(slot, elapsed)  # type: ignore[union-attr]
-            self._duration.record(elapsed, attributes)
+            if isinstance(target, HistogramSeries):
+                target.record(elapsed)
+            else:
+                self._duration.record(elapsed, target)
         except Exception:
             # A broken SDK must never break a request: say so once and stop recording.
             self._broken = True
             _logger.exception("otel-reliability: recording %s failed; HTTP request metrics are off", DURATION)
 
-    def _attributes_for(self, key: tuple[Any, ...]) -> tuple[dict[str, Any], tally.Table | None, int | None]:
-        """A series' attributes and its tally slot (a prefork worker's crash-safe copy of the histogram, in the
-        host directory; None in a single process). Looked up once per series, not per request."""
+    def _attributes_for(
+        self, key: tuple[Any, ...]
+    ) -> tuple[HistogramSeries | dict[str, Any], tally.Table | None, int | None]:
+        """A series' queue (or its attributes, while a span may be sampled) and its tally slot (a prefork worker's
+        crash-safe copy of the histogram, in the host directory; None in a single process). Looked up once per
+        series, not per request."""
         method, scheme, version, route, status, failure = key
         attributes: dict[str, Any] = {semconv.ATTR_HTTP_REQUEST_METHOD: method}
         if scheme:
@@ -369,9 +389,11 @@ class LeanHTTPMiddleware:
         if failure is not None:
             attributes[semconv.ATTR_ERROR_TYPE] = failure
         table = tally.histogram(DURATION, DURATION_BUCKETS, self._tally_meta)
-        series = (attributes, table, table.slot(attributes) if table is not None else None)
-        if len(self._attributes) < _CACHE_LIMIT:
-            self._attributes[key] = series
+        slot = table.slot(attributes) if table is not None else None
+        if len(self._attributes) >= _CACHE_LIMIT:  # bounded anyway; past the cap, straight to the SDK
+            return (attributes, table, slot)
+        series = (self._duration.series(key, attributes) if self._queued else attributes, table, slot)
+        self._attributes[key] = series
         return series
 
 

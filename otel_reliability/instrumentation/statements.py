@@ -33,18 +33,27 @@ and async engines, whenever they were created:
   ``db.operation.name``, ``db.collection.name`` and ``error.type``. Bounded: operations come from a fixed list;
   after ``MAX_COLLECTIONS`` distinct table names, new ones are left out of the metric (not of the span).
 
-Time measured: from SQLAlchemy's ``before_cursor_execute`` to ``after_cursor_execute`` (or ``handle_error``):
-the driver's execute, not fetching the rows.
+Time measured: the DBAPI ``execute``/``executemany`` call SQLAlchemy makes for the statement (the dialect's
+``do_execute``, ``do_executemany`` or ``do_execute_no_params``), not fetching the rows.
 
 Cost: a span start and one histogram record per statement (figure 6 of benchmarks/RESULTS.md). With an SDK
-sampler of ``always_off`` (the distro's default while traces are not exported) no span is started at all.
+sampler of ``always_off`` (the distro's default while traces are not exported) no span is started at all, and the
+duration is queued per statement shape and handed to the SDK when a reader collects (``BufferedHistogram`` in
+``_published``: the same buckets, counts, sum, min and max as a ``record()`` per statement, at a fraction of its
+cost); a failed statement, or one whose span is recorded (exemplars), is recorded at once.
 
 Suppression: statements run under ``opentelemetry.instrumentation.utils.suppress_instrumentation()`` are neither
 traced nor counted; our own probes (stuck detectors) run that way.
 
-How: the ``before_cursor_execute``, ``after_cursor_execute`` and ``handle_error`` events are listened to on the
-``Engine`` class, so every engine, including those created before instrumentation and the ``sync_engine`` of
-an ``AsyncEngine``, is covered; ``Engine.raw_connection`` is wrapped to time checkouts.
+How: the dialect's ``do_execute``, ``do_executemany`` and ``do_execute_no_params`` are wrapped on every dialect
+class that defines them (those imported at instrumentation, and the class of each engine created later), so
+every engine, including those created before instrumentation and the ``sync_engine`` of an ``AsyncEngine``, is
+covered, and a failing DBAPI call is seen as it raises; ``Engine.raw_connection`` is wrapped to time checkouts
+(only while spans can be recorded: the wait is a span attribute).
+Not SQLAlchemy's ``before_cursor_execute``/``after_cursor_execute``/``handle_error`` events: an engine-level
+listener switches every connection of every engine to SQLAlchemy's event-dispatching path (``engine_connect``,
+``begin``, ``before_execute``, ... all looked up on each statement), which cost ~28 µs per statement here, more
+than the telemetry itself (benchmarks/RESULTS.md, section 8).
 """
 
 from __future__ import annotations
@@ -56,16 +65,22 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from wrapt import wrap_function_wrapper
 
 from otel_reliability import semconv
 from otel_reliability.instrumentation import sql
-from otel_reliability.instrumentation._instrumented import Instrumented
+from otel_reliability.instrumentation._instrumented import Instrumented, acts, classes_defining, definer
+from otel_reliability.instrumentation._published import (
+    BufferedHistogram,
+    HistogramSeries,
+    drops_every_span,
+)
 from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -99,7 +114,6 @@ _SYSTEMS = {
     "oracle": "oracle.db",
 }
 
-_STATE = "_otel_reliability_statement"  # on the ExecutionContext: (span, start, metric attributes)
 _WAIT = "_otel_reliability_wait"  # on the pool's connection proxy: the checkout's wait, until a statement takes it
 _ENGINE = "_otel_reliability_engine"  # on the Engine: its _EngineInfo
 
@@ -116,16 +130,20 @@ class _Described:
     span_name: str
     span_attrs: dict[str, Any]
     metric_attrs: dict[str, str]
+    series: HistogramSeries  # db.client.operation.duration of metric_attrs, while no span is recorded
 
 
 @dataclass
 class _Telemetry:
     tracer: trace.Tracer | None  # None: the provider records no span at all (sampler always_off)
-    duration: Any
+    duration: BufferedHistogram
 
 
 _instrumented: Instrumented[_Telemetry] = Instrumented()
 """While instrumented: the tracer and the duration histogram the statement hooks record into."""
+_METHODS = ("do_execute", "do_executemany", "do_execute_no_params")  # every DBAPI execute SQLAlchemy makes
+_covered: list[tuple[type, str]] = []  # the dialect classes' methods we wrapped (each class that defines one)
+_cover_lock = threading.Lock()
 _collections: set[str] = set()
 _collections_lock = threading.Lock()
 
@@ -133,19 +151,16 @@ _collections_lock = threading.Lock()
 class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Entry point ``opentelemetry_instrumentor: reliability_statements``."""
 
-    _listeners: list[tuple[str, Any]]
     _wrapped: list[tuple[Any, str]]
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        self._listeners, self._wrapped = [], []
+        self._wrapped = []
         if importlib.util.find_spec("sqlalchemy") is None:  # opentelemetry-instrument skips the dependency check
             return
-        from sqlalchemy import event
         from sqlalchemy.engine import Engine
-        from wrapt import wrap_function_wrapper
 
         version = __version__
         tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
@@ -157,40 +172,34 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             "Duration of database client operations.",
             explicit_bucket_boundaries_advisory=list(BUCKETS),
         )
-        _instrumented.start(_Telemetry(None if drops_every_span(tracer_provider) else tracer, duration), meter)
+        buffered = BufferedHistogram(meter, duration, BUCKETS)
+        telemetry = _instrumented.start(
+            _Telemetry(None if drops_every_span(tracer_provider) else tracer, buffered), meter
+        )
         _describe.cache_clear()
         with _collections_lock:
             _collections.clear()
-        for name, fn in (
-            ("before_cursor_execute", _before_cursor_execute),
-            ("after_cursor_execute", _after_cursor_execute),
-            ("handle_error", _handle_error),
-        ):
-            event.listen(Engine, name, fn)
-            self._listeners.append((name, fn))
-        wrap_function_wrapper(Engine, "raw_connection", _wrap_raw_connection)
-        self._wrapped.append((Engine, "raw_connection"))
+        from sqlalchemy.engine.default import DefaultDialect
+
+        with _cover_lock:
+            for method in _METHODS:
+                for cls in classes_defining(DefaultDialect, method):
+                    _cover_dialect(cls)
+        wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
+        self._wrapped.append((Engine, "__init__"))
+        if telemetry.tracer is not None:  # the checkout's wait is a span attribute: nothing to time without spans
+            wrap_function_wrapper(Engine, "raw_connection", _wrap_raw_connection)
+            self._wrapped.append((Engine, "raw_connection"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        if not getattr(self, "_listeners", None):
+        if not getattr(self, "_wrapped", None):
             return
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
-
-        for name, fn in self._listeners:
-            event.remove(Engine, name, fn)
-        for cls, attr in self._wrapped:
-            unwrap(cls, attr)
-        self._listeners, self._wrapped = [], []
+        with _cover_lock:
+            for cls, attr in [*self._wrapped, *_covered]:
+                unwrap(cls, attr)
+            _covered.clear()
+        self._wrapped = []
         _instrumented.stop()
-
-
-def drops_every_span(tracer_provider: Any) -> bool:
-    """Whether the SDK provider's sampler is always_off (the distro's default while traces go nowhere): then no
-    span is started at all, which saves the sampler's work on every statement; the metric is still recorded."""
-    sampler = getattr(tracer_provider, "sampler", None)
-    describe = getattr(sampler, "get_description", None)
-    return callable(describe) and describe() == "AlwaysOffSampler"
 
 
 # --- what a statement is called -----------------------------------------------------------------------------------
@@ -246,7 +255,12 @@ def _describe(statement: str, info: _EngineInfo, batch: bool) -> _Described:
         if _bounded(parsed.collection):
             metric_attrs[COLLECTION] = parsed.collection
     name = " ".join(p for p in (operation, parsed.collection) if p) or info.system
-    return _Described(name, span_attrs, metric_attrs)
+    tel = _instrumented.state
+    if tel is None:
+        raise RuntimeError("not instrumented")  # _begin checked it; the instrumentor was removed meanwhile
+    return _Described(
+        name, span_attrs, metric_attrs, tel.duration.series(frozenset(metric_attrs.items()), metric_attrs)
+    )
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -269,35 +283,68 @@ def error_type(exc: BaseException) -> str:
 
 
 # --- hooks (cheap: they run on every statement) ---------------------------------------------------------------------
-_F = TypeVar("_F", bound=Callable[..., None])
+_R = TypeVar("_R")
 _failures_logged = False
+_State = tuple[trace.Span, _Described, float]  # the statement's span, what it is, its start
 
 
-def _guarded(hook: _F) -> _F:
+def _guarded(hook: Callable[..., _R]) -> Callable[..., _R | None]:
     """A failure in our telemetry (a span processor, an SDK change) must never fail the app's statement."""
 
     @functools.wraps(hook)
-    def guarded(*args: Any) -> None:
+    def guarded(*args: Any) -> _R | None:
         global _failures_logged
         try:
-            hook(*args)
+            return hook(*args)
         except Exception:
             if not _failures_logged:
                 _failures_logged = True
                 _logger.warning("otel-reliability: statement telemetry failed (once per process)", exc_info=True)
+            return None
 
-    return cast(_F, guarded)
+    return guarded
+
+
+def _wrapper(owner: type, method: str) -> Callable[..., Any]:
+    """The wrapper of ``owner.<method>`` (``do_execute``, ``do_executemany`` or ``do_execute_no_params``): times
+    the DBAPI call it makes, with the same arguments SQLAlchemy passes (positionally, ``context`` last)."""
+    many = method == "do_executemany"
+    no_params = method == "do_execute_no_params"
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if _instrumented.state is None or not acts(
+            owner, instance, method
+        ):  # an override's super() call: timed outside
+            return wrapped(*args, **kwargs)
+        context = args[-1] if len(args) == (3 if no_params else 4) else kwargs.get("context")
+        state = _begin(args[1], () if no_params else args[2], context, many) if context is not None else None
+        if state is None:
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:  # what SQLAlchemy's handle_error sees: cancellations included
+            _failed(state, exc)
+            raise
+        _ended(state)
+        return result
+
+    return wrapper
 
 
 @_guarded
-def _before_cursor_execute(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> None:
+def _begin(statement: str, parameters: Any, context: Any, many: bool) -> _State | None:
     tel = _instrumented.state
-    if tel is None or context is None or not is_instrumentation_enabled():
-        return
+    if tel is None or not is_instrumentation_enabled():
+        return None
+    conn = context.root_connection
+    if "dispatch" not in conn.__dict__:
+        # The connection SQLAlchemy makes for a dialect's first-connect checks (server version, schema, ...): it is
+        # created without the engine's event dispatch, so statement events never saw these; neither do we.
+        return None
     info = _engine_info(conn.engine)
-    batch = bool(executemany) and isinstance(parameters, (list, tuple)) and len(parameters) > 1
+    # An executemany, or one batch of an "insertmanyvalues" INSERT (SQLAlchemy runs those through do_execute).
+    executemany = many or bool(context.executemany)
+    batch = executemany and isinstance(parameters, (list, tuple)) and len(parameters) > 1
     described = _describe(statement, info, batch)
     span: trace.Span = trace.INVALID_SPAN
     if tel.tracer is not None:
@@ -308,33 +355,30 @@ def _before_cursor_execute(
             wait = _take_wait(conn)
             if wait is not None:
                 span.set_attribute(WAIT_TIME, wait)
-    context.__dict__[_STATE] = (span, described.metric_attrs, time.perf_counter())
+    return (span, described, time.perf_counter())
 
 
 @_guarded
-def _after_cursor_execute(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> None:
-    state = context.__dict__.pop(_STATE, None) if context is not None else None
-    tel = _instrumented.state
-    if state is None or tel is None:
+def _ended(state: _State) -> None:
+    span, described, start = state
+    elapsed = time.perf_counter() - start
+    if span is trace.INVALID_SPAN:  # no span, so no exemplar: the value may reach the SDK at collection
+        described.series.record(elapsed)
         return
-    span, attrs, start = state
-    tel.duration.record(time.perf_counter() - start, attrs)
+    tel = _instrumented.state
+    if tel is not None:
+        tel.duration.record(elapsed, described.metric_attrs)
     span.end()
 
 
 @_guarded
-def _handle_error(exception_context: Any) -> None:
-    context = exception_context.execution_context
-    state = context.__dict__.pop(_STATE, None) if context is not None else None
-    tel = _instrumented.state
-    if state is None or tel is None:
-        return
-    span, attrs, start = state
-    exc = exception_context.original_exception
+def _failed(state: _State, exc: BaseException) -> None:
+    span, described, start = state
+    elapsed = time.perf_counter() - start
     kind = error_type(exc)
-    tel.duration.record(time.perf_counter() - start, {**attrs, ERROR_TYPE: kind})
+    tel = _instrumented.state
+    if tel is not None:
+        tel.duration.record(elapsed, {**described.metric_attrs, ERROR_TYPE: kind})
     if span.is_recording():
         span.set_attribute(ERROR_TYPE, kind)
         code = sqlstate(exc)
@@ -342,6 +386,25 @@ def _handle_error(exception_context: Any) -> None:
             span.set_attribute(STATUS_CODE, code)
         span.set_status(Status(StatusCode.ERROR, kind))
     span.end()
+
+
+def _cover_dialect(dialect_cls: type) -> None:
+    """Wrap the execute methods ``dialect_cls`` calls that are not wrapped yet (a dialect module imported after
+    instrumentation may override one: psycopg2's ``do_executemany``). Called with ``_cover_lock`` held."""
+    for method in _METHODS:
+        owner = definer(dialect_cls, method)
+        if owner is not None and (owner, method) not in _covered:  # ours (is_wrapped would take anyone's)
+            wrap_function_wrapper(owner, method, _wrapper(owner, method))
+            _covered.append((owner, method))
+
+
+def _wrap_engine_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
+    wrapped(*args, **kwargs)
+    try:
+        with _cover_lock:
+            _cover_dialect(type(instance.dialect))
+    except Exception:  # never break create_engine; the engine's statements go untimed
+        _logger.debug("otel-reliability: could not cover an engine's dialect", exc_info=True)
 
 
 @_guarded

@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from otel_reliability import changes, semconv
+from otel_reliability.instrumentation._published import count_value
 from otel_reliability.instrumentation.breakers._model import (
     ATTR_NAME,
     ATTR_PREVIOUS_STATE,
@@ -185,7 +186,7 @@ class TrackedBreaker:
     def counts(self) -> tuple[tuple[int, int, int], dict[str, int]]:
         with self._lock:
             transitions = dict(self.transitions)
-        return (_value(self.calls[0]), _value(self.calls[1]), _value(self.calls[2])), transitions
+        return (count_value(self.calls[0]), count_value(self.calls[1]), count_value(self.calls[2])), transitions
 
     # --- live state -----------------------------------------------------------------------------------------
     def read(self) -> Reading | None:
@@ -216,11 +217,6 @@ class TrackedBreaker:
             return self.adapter.retry_after(breaker, self)
         except Exception:
             return None
-
-
-def _value(counter: itertools.count[int]) -> int:
-    """How many times ``next()`` was called on ``counter`` (its repr is ``count(N)``), without advancing it."""
-    return int(repr(counter)[6:-1])
 
 
 _spans_possible: bool | None = None

@@ -7,6 +7,7 @@ the hooks and the first use of a pool report into it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import weakref
@@ -15,6 +16,7 @@ from typing import Any
 
 from otel_reliability import changes, semconv
 from otel_reliability.instrumentation._instrumented import Instrumented
+from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, count_value
 
 _logger = logging.getLogger(__name__)
 
@@ -24,8 +26,8 @@ POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
 @dataclass
 class _Instruments:
     timeouts: Any
-    wait_time: Any
-    use_time: Any
+    wait_time: BufferedHistogram
+    use_time: BufferedHistogram
     create_time: Any
     invalidations: Any
     errors: Any
@@ -43,16 +45,32 @@ _RECORD_POOL = "_ConnectionRecord__pool"  # the pool a _ConnectionRecord belongs
 class _PoolState:
     """What the pool itself does not know: pending callers and the checkout time of each connection in use."""
 
-    __slots__ = ("_attrs", "checked_out_at", "lock", "pending", "pool_ref")
+    __slots__ = ("_attrs", "_series", "checked_out_at", "entered", "left", "pool_ref")
 
     def __init__(self, pool: Any) -> None:
         self.pool_ref = weakref.ref(pool)
-        self.lock = threading.Lock()
-        self.pending = 0
+        # Callers that entered and left a checkout: lock-free counters (32 threads checking out at once must not
+        # queue on a lock of ours); pending = entered - left, read at collection.
+        self.entered = itertools.count()
+        self.left = itertools.count()
         # record -> perf_counter() at checkout; also the number of checkouts in progress for pools that do not
         # count them themselves (NullPool, StaticPool, SingletonThreadPool).
         self.checked_out_at: dict[Any, float] = {}
         self._attrs: dict[str, str] | None = None
+        self._series: tuple[_Instruments, HistogramSeries, HistogramSeries] | None = None
+
+    @property
+    def pending(self) -> int:
+        return count_value(self.entered) - count_value(self.left)
+
+    def durations(self, inst: _Instruments) -> tuple[_Instruments, HistogramSeries, HistogramSeries]:
+        """(inst, wait_time, use_time) series of this pool, bound once per set of instruments."""
+        series = self._series
+        if series is None or series[0] is not inst:
+            attrs = self.attrs()
+            key = attrs[POOL_NAME]  # pools with the same name share their series, as the SDK would sum them
+            series = self._series = (inst, inst.wait_time.series(key, attrs), inst.use_time.series(key, attrs))
+        return series
 
     def attrs(self) -> dict[str, str]:
         # Resolved on first use, not at pool creation: create_engine builds the pool before the Engine that
