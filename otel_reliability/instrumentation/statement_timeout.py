@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from otel_reliability import changes, semconv
+from otel_reliability.instrumentation._instrumented import Callback
 
 _logger = logging.getLogger(__name__)
 
@@ -56,8 +58,9 @@ _lock = threading.Lock()
 _results: dict[str, TimeoutReading] = {}
 
 
-def create_gauge(meter: Meter, pool_attribute: str) -> None:
-    """The ``db.client.statement_timeout`` gauge (a handful of points: observable is cheap enough)."""
+def create_gauge(meter: Meter, pool_attribute: str, gated: Callable[[Callback], Any]) -> None:
+    """The ``db.client.statement_timeout`` gauge (a handful of points: observable is cheap enough); ``gated``
+    makes its callbacks quiet while the pool instrumentor is not instrumented (``Instrumented.gate``)."""
 
     def observe(options: CallbackOptions) -> list[Observation]:
         with _lock:
@@ -69,7 +72,7 @@ def create_gauge(meter: Meter, pool_attribute: str) -> None:
 
     meter.create_observable_gauge(
         METRIC,
-        [observe],
+        gated(observe),
         semconv.UNIT_SECONDS,
         "The statement_timeout the database applies to this pool's sessions (0: disabled).",
     )

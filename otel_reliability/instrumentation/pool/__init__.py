@@ -230,7 +230,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             semconv.UNIT_SECONDS,
             "How long a checkout waits before it fails.",
         )
-        statement_timeout.create_gauge(meter, POOL_NAME)
+        statement_timeout.create_gauge(meter, POOL_NAME, gated)
 
         for cls in classes_defining(Pool, "connect"):
             wrap_function_wrapper(cls, "connect", _wrap_connect)
