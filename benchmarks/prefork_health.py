@@ -21,8 +21,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from otel_reliability.config import HEALTH_CACHE  # noqa: E402
-from tests.support import ROOT, http, start_app  # noqa: E402
+from otel_reliability.config import HEALTH_CACHE
+from tests.support import ROOT, http, start_app
 
 APP_DIR = ROOT / "tests" / "apps" / "prefork"
 ENDPOINTS = ("/api/health", "/api/health/error-rate", "/api/health/circuit-breakers", "/api/health/resources")
