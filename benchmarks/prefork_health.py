@@ -21,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from otel_reliability.config import HEALTH_CACHE
 from tests.support import ROOT, http, start_app
 
 APP_DIR = ROOT / "tests" / "apps" / "prefork"
@@ -168,7 +169,8 @@ def main() -> None:
         ),
     ]
     for label, server, workers, env, calls, pause, endpoints in variants:
-        env = {"OTEL_RELIABILITY_HEALTH_CACHE": "0.5", **env}  # the product's default (start_app sets 0 for tests)
+        # the product's default (start_app sets 0 for tests)
+        env = {"OTEL_RELIABILITY_HEALTH_CACHE": HEALTH_CACHE.default, **env}
         for row in run(label, server, workers, env, calls, pause, endpoints):
             print(row, flush=True)
 

@@ -217,12 +217,12 @@ CHECK_TIMEOUT = Variable(
 )
 HEALTH_CACHE = Variable(
     "OTEL_RELIABILITY_HEALTH_CACHE",
-    "0.5",
+    "1",
     _number(0, 300),
     "a number of seconds between 0 and 300",
-    "Seconds a health response may reuse the last collection for counts (refreshed ahead in the background, "
-    "and by every scrape of :9464). A state change (breaker transition, new breaker or pool, failed connection, "
-    "operation turning stuck) is never hidden by it. 0 collects on every call.",
+    "Seconds a health response may reuse the last collection for counts (collected again in the background "
+    "before it is that old, and by every scrape of :9464). A state change (breaker transition, new breaker or "
+    "pool, failed connection, operation turning stuck) is never hidden by it. 0 collects on every call.",
 )
 SNAPSHOT_INTERVAL = Variable(
     "OTEL_RELIABILITY_SNAPSHOT_INTERVAL",

@@ -54,7 +54,7 @@ class Harness:
         self.readings.tick()
 
     def view(self) -> tuple[Status, dict[str, Any]]:
-        self.clock.now += 1.0  # past the snapshot cache (0.5 s)
+        self.clock.now += 1.5  # past the snapshot cache (1 s)
         result = error_rate.compute(CheckContext(readings=self.readings, settings=self.settings))
         return result.status, dict(result.body)
 

@@ -221,3 +221,34 @@ def test_a_background_collection_lets_a_waiting_thread_run_between_data_points()
     finally:
         sys.setswitchinterval(previous)
     assert seen_at and seen_at[0] < total, "the waiting thread ran only after the whole collection"
+
+
+def test_a_sporadic_caller_finds_a_usable_collection_without_collecting_itself() -> None:
+    """A load balancer or a probe asks now and then: the background thread collects again before the last
+    collection is older than the cache time, so such a caller never pays a collection on its own thread."""
+    import threading
+    import time
+
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    on_caller: list[str] = []
+    caller = threading.current_thread()
+
+    def count(options: CallbackOptions) -> list[Observation]:
+        if threading.current_thread() is caller:
+            on_caller.append("collected")
+        return []
+
+    readings = Readings(snapshot_interval=1.0, cache_seconds=0.5, retention=60)  # cache shorter than the interval
+    provider = MeterProvider(metric_readers=[readings])
+    provider.get_meter("t").create_observable_gauge("collections", [count])
+    try:
+        readings.snapshot()  # the first collection (nothing to reuse yet)
+        on_caller.clear()
+        for pause in (1.3, 0.7, 2.1, 0.9, 0.6):  # silences shorter and longer than the cache time
+            time.sleep(pause)
+            readings.snapshot()
+        assert on_caller == []
+    finally:
+        readings.shutdown()
+        provider.shutdown()

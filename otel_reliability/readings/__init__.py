@@ -16,6 +16,7 @@ reports the seconds it really covers.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -51,6 +52,8 @@ __all__ = ["Attributes", "Point", "Readings", "Snapshot", "Window", "install", "
 
 _logger = logging.getLogger(__name__)
 
+KEEP_FRESH_MIN = 0.25  # seconds: a shorter cache time is not chased by the background thread
+
 _CUMULATIVE: dict[type, AggregationTemporality] = {
     Counter: AggregationTemporality.CUMULATIVE,
     UpDownCounter: AggregationTemporality.CUMULATIVE,
@@ -69,7 +72,7 @@ class Readings(MetricReader):
         *,
         snapshot_interval: float = 1.0,
         retention: float = 360.0,
-        cache_seconds: float = 0.5,
+        cache_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
     ) -> None:
@@ -89,6 +92,7 @@ class Readings(MetricReader):
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[Readings], None]] = []
         self._wake = threading.Event()  # a health call asks the background thread for a refresh
+        self._duration = 0.0  # how long the last background collection took
         self._received_data: MetricsData | None = None
         self._resource: Attributes = MappingProxyType({})
 
@@ -116,14 +120,15 @@ class Readings(MetricReader):
         time) and never past a change (``otel_reliability.changes``): a breaker transition, a new breaker or
         pool, a failed connection, an operation turning stuck each make the next call collect anew.
 
-        Refresh-ahead: a caller that finds the snapshot past 3/4 of its age limit still gets it (it is within
-        the limit) and starts a refresh in the background, so under steady health traffic the collection runs
-        off the request path. Only a caller that finds no usable snapshot collects itself.
+        Kept fresh in the background: the Readings' thread collects again before the last collection is older
+        than the cache time (``_period``), so a caller, steady or sporadic, finds a usable collection and never
+        collects itself unless something changed. With a cache time too short for that (< ``KEEP_FRESH_MIN``), a
+        caller that finds the collection past 3/4 of its age limit asks the thread for a refresh instead.
         """
         max_age = self._cache_seconds if max_age is None else max_age
         latest = self._latest  # one reference read: no lock on the fast path
         if latest is not None and self._usable(latest, max_age):
-            if max_age > 0 and self._clock() - latest.taken_at > max_age * 0.75:
+            if 0 < max_age < KEEP_FRESH_MIN and self._clock() - latest.taken_at > max_age * 0.75:
                 self._refresh_in_background()
             return latest
         with self._lock:
@@ -232,32 +237,50 @@ class Readings(MetricReader):
         with self._lock:
             self._ensure_sampler()
 
+    def _period(self) -> float:
+        """How often the background thread collects: every snapshot interval, and sooner when the cache time is
+        shorter, by enough that a collection ends before the previous one expires (three times the last one's
+        duration, at least 50 ms)."""
+        cache = self._cache_seconds
+        if cache < KEEP_FRESH_MIN:
+            return self._snapshot_interval
+        return min(self._snapshot_interval, cache - min(cache / 2, max(0.05, 3 * self._duration)))
+
     def _run(self) -> None:
         """Every background collection happens here, giving way to requests (``otel_reliability.giveway``):
-        a history entry every snapshot interval, and a refresh as soon as a health call asks for one. A refresh
-        taken in the last half interval serves as the history entry too, so steady health traffic does not add
-        collections to the ticks, it replaces them."""
-        interval = self._snapshot_interval
-        next_tick = self._clock() + interval
+        one every ``_period()`` (at most the snapshot interval), one at once when a health call asks, none
+        while a collection made by a caller (after a change) is still recent. A collection at least ~one
+        snapshot interval after the last history entry is the next history entry, so the history costs no
+        collections of its own."""
+        last_entry = -math.inf
+        next_at = self._clock() + self._period()
         while not self._stop.is_set():
-            asked = self._wake.wait(max(0.0, next_tick - self._clock()))
+            asked = self._wake.wait(max(0.0, next_at - self._clock()))
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
                 with giveway.giving_way():
-                    now = self._clock()
-                    if now < next_tick:
-                        self._collect_now()  # a refresh asked for by a health call
+                    period = self._period()
+                    latest = self._latest
+                    if (
+                        not asked
+                        and latest is not None
+                        and self._usable(latest, self._cache_seconds)
+                        and self._clock() - latest.taken_at < period / 2
+                    ):
+                        snap = latest  # a caller collected a moment ago
                     else:
-                        next_tick = now + interval
-                        latest = self._latest
-                        if not asked and latest is not None and self._usable(latest, interval / 2):
-                            self._record(latest)
-                        else:
-                            self.tick()
+                        started = self._clock()
+                        snap = self._collect_now()
+                        self._duration = self._clock() - started
+                    if snap.taken_at - last_entry >= self._snapshot_interval * 0.9:
+                        self._record(snap)
+                        last_entry = snap.taken_at
+                    next_at = snap.taken_at + period
                 self._wake.clear()  # a refresh asked for during this collection is answered by it
             except Exception:
+                next_at = self._clock() + self._snapshot_interval
                 _logger.debug("otel-reliability: background collection failed", exc_info=True)
 
     def _after_fork(self) -> None:
