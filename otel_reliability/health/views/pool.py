@@ -34,7 +34,7 @@ POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
 STATE = semconv.ATTR_DB_CLIENT_CONNECTION_STATE
 ERRORS = semconv.METRIC_DB_CLIENT_CONNECTION_ERRORS
 CHECKOUTS = semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME  # one histogram count per successful checkout
-RECENT_SECONDS = 3.0
+RECENT_SECONDS = 2.0  # the status recovers within this (+ one snapshot interval + the cache time) of the last error
 
 
 def _int(value: float | None) -> int | None:
