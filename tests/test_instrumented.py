@@ -15,7 +15,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_reliability.instrumentation._instrumented import Instrumented, is_wrapped
+from otel_reliability.instrumentation._instrumented import Instrumented, is_wrapped, outermost, override, restore
 from otel_reliability.instrumentation.operations import OperationsInstrumentor, track_operation
 
 
@@ -93,3 +93,42 @@ def test_is_wrapped_sees_wrapt_wrappers_of_wrapt_1_and_2_on_the_class_itself() -
     finally:
         unwrap(_Target, "method")
     assert _Target.__dict__["method"] is original and not is_wrapped(_Target, "method")
+
+
+def test_override_is_idempotent_restored_exactly_and_acts_once_through_super() -> None:
+    calls: list[str] = []
+
+    class Base:
+        def run(self, value: int) -> int:
+            return value
+
+    class Child(Base):
+        def run(self, value: int) -> int:  # an override that calls super(): only its patch may count
+            return super().run(value) + 1
+
+    originals = (Base.__dict__["run"], Child.__dict__["run"])
+
+    def counting(owner: type) -> Any:
+        outer = outermost(owner, "run")
+
+        def make(original: Any) -> Any:
+            def run(self: Any, value: int) -> int:
+                if outer(type(self)):
+                    calls.append(owner.__name__)
+                return int(original(self, value))
+
+            return run
+
+        return make
+
+    for owner in (Base, Child):
+        override(owner, "run", counting(owner))
+        override(owner, "run", counting(owner))  # a second instrument(): no second layer
+    try:
+        assert Child().run(1) == 2 and Base().run(1) == 1
+        assert calls == ["Child", "Base"]  # Child's call counted once (by Child's patch), Base's by Base's
+    finally:
+        for owner in (Base, Child):
+            restore(owner, "run")
+            restore(owner, "run")  # nothing left to undo: harmless
+    assert (Base.__dict__["run"], Child.__dict__["run"]) == originals

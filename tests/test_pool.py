@@ -200,12 +200,54 @@ def test_async_engine_asyncpg(readings: Readings, postgres: Postgres) -> None:
 
 
 def test_uninstrument_stops_measuring(tmp_path: Any) -> None:
+    originals = (sa_pool.Pool.connect, sa_pool.SingletonThreadPool.connect)
     reader = Readings(background=False)
     provider = MeterProvider(metric_readers=[reader])
     PoolInstrumentor().instrument(meter_provider=provider)
+    assert sa_pool.Pool.connect is not originals[0]
     PoolInstrumentor().uninstrument()
     engine = sa.create_engine(f"sqlite:///{tmp_path}/u.sqlite")
     with engine.connect() as c:
         c.execute(sa.text("SELECT 1"))
     assert not reader.snapshot(max_age=0).points("db.client.connection.wait_time")
-    assert sa_pool.Pool.connect.__class__.__name__ == "function"
+    assert (sa_pool.Pool.connect, sa_pool.SingletonThreadPool.connect) == originals
+
+
+ERRORS = "db.client.connection.errors"
+
+
+def test_connection_that_cannot_open_is_an_error_without_engine_events(readings: Readings, tmp_path: Any) -> None:
+    """Counted at the pool: no engine- or dialect-level listener, which would put every statement of every engine
+    on SQLAlchemy's event-dispatching path."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/no-such-dir/x.sqlite")
+    with pytest.raises(sa.exc.OperationalError):
+        engine.connect()
+    name = f"sqlite:{tmp_path}/no-such-dir/x.sqlite"
+    s = snap(readings)
+    assert s.total(ERRORS, {POOL_NAME: name, "error.type": "OperationalError"}) == 1
+    assert not engine._has_events and not engine.dialect._has_events
+
+
+def test_connection_found_lost_is_an_error_invalidated_on_purpose_is_not(
+    readings: Readings, postgres: Postgres
+) -> None:
+    engine = sa.create_engine(postgres.url(), pool_size=2, max_overflow=0)
+    name = f"127.0.0.1:{postgres.port}/{postgres.database}"
+    with engine.connect() as c:
+        c.invalidate()  # the app's own decision: an invalidation, not an error
+    s = snap(readings)
+    assert s.total("db.client.connection.invalidations", {POOL_NAME: name}) == 1
+    assert s.total(ERRORS, {POOL_NAME: name}) == 0
+    with engine.connect() as c:
+        pid = c.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        postgres.psql(f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(sa.exc.OperationalError):
+            c.execute(sa.text("SELECT 1"))  # SQLAlchemy sees the disconnect and invalidates the connection
+    s = snap(readings)
+    assert s.total("db.client.connection.invalidations", {POOL_NAME: name}) == 2
+    # The driver's own class (psycopg: AdminShutdown, an OperationalError), as SQLAlchemy's handle_error saw it.
+    assert s.total(ERRORS, {POOL_NAME: name, "error.type": "AdminShutdown"}) == 1
+    with engine.connect() as c:  # the pool opens a new connection: nothing more counted
+        assert c.execute(sa.text("SELECT 1")).scalar_one() == 1
+    assert snap(readings).total(ERRORS, {POOL_NAME: name}) == 1
+    engine.dispose()

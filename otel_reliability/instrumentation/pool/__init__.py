@@ -40,13 +40,18 @@ the three durations. The wait and use times (two per checkout) are queued per po
 reader collects (``BufferedHistogram`` in ``_published``): the same histograms as a ``record()`` per checkout,
 without its ~10 µs on every checkout.
 
-How: ``Pool.connect`` (and ``SingletonThreadPool.connect``, which overrides it) is wrapped to count pending
-callers, time the checkout and count ``sqlalchemy.exc.TimeoutError``; the ``connect``, ``checkout``,
-``checkin``, ``detach`` and ``invalidate`` pool events are listened to on the ``Pool`` class (so every pool,
-including those ``engine.dispose()`` recreates, is covered); ``Pool.__init__`` is wrapped to track pools weakly;
-``Engine.__init__`` is wrapped to learn each pool's URL for its name. The ``handle_error`` event (on every
-engine) counts connection errors: a connection that could not be opened, or one found lost (a disconnect,
-also in a pre-ping); each one also marks the Readings stale, so health shows database trouble at once.
+How: ``Pool.connect`` (and ``SingletonThreadPool.connect``, which overrides it) is overridden (a plain function,
+not a wrapt wrapper: it runs on every checkout) to count pending callers, time the checkout, count
+``sqlalchemy.exc.TimeoutError`` and note when each connection was handed out; the ``connect``, ``checkin``,
+``detach`` and ``invalidate`` pool events are listened to on the ``Pool`` class (so every pool, including those
+``engine.dispose()`` recreates, is covered), not ``checkout``: with no checkout listener SQLAlchemy skips its
+per-checkout event block; ``Pool.__init__`` is wrapped to track pools weakly;
+``Engine.__init__`` is wrapped to learn each pool's URL for its name. Connection errors are counted at the pool:
+a connection that could not be opened (``Pool.connect`` raised a driver error, also a pre-ping's reconnect) or
+one found lost (a hard ``invalidate`` event with an exception: a disconnect in a statement, a failed pre-ping,
+a failed reset at checkin); each one also marks the Readings stale, so health shows database trouble at once.
+No engine-level event (``handle_error``) is listened to: that alone puts every statement of every engine on
+SQLAlchemy's event-dispatching path.
 
 Pool name: the pool's ``logging_name`` (``create_engine(..., pool_logging_name=...)``) if set, else
 ``host:port/database`` from the engine URL (``sqlite:<path>`` for SQLite), never the user or the password.
@@ -71,6 +76,7 @@ import importlib.util
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
+from time import perf_counter
 from typing import Any
 
 from opentelemetry import metrics
@@ -81,7 +87,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from otel_reliability import changes, semconv
 from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import statement_timeout
-from otel_reliability.instrumentation._instrumented import classes_defining
+from otel_reliability.instrumentation._instrumented import classes_defining, override, restore
 from otel_reliability.instrumentation._published import BufferedHistogram
 from otel_reliability.instrumentation.pool import _tracking
 from otel_reliability.instrumentation.pool._figures import PoolFigures, _by_name, _sum, figures
@@ -140,6 +146,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         self._wrapped = []
+        self._overridden: list[type] = []
         self._listeners = []
         if importlib.util.find_spec("sqlalchemy") is None:
             return
@@ -233,24 +240,21 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         statement_timeout.create_gauge(meter, POOL_NAME, gated)
 
         for cls in classes_defining(Pool, "connect"):
-            wrap_function_wrapper(cls, "connect", _wrap_connect)
-            self._wrapped.append((cls, "connect"))
+            override(cls, "connect", _timed_connect)
+            self._overridden.append(cls)
         wrap_function_wrapper(Pool, "__init__", _wrap_pool_init)
         self._wrapped.append((Pool, "__init__"))
         wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self._wrapped.append((Engine, "__init__"))
         for name, fn in (
             ("connect", _on_connect),
-            ("checkout", _on_checkout),
             ("checkin", _on_checkin),
             ("detach", _on_detach),
             ("invalidate", _on_invalidate),
-            ("soft_invalidate", _on_invalidate),
+            ("soft_invalidate", _on_soft_invalidate),
         ):
             event.listen(Pool, name, fn)
             self._listeners.append((Pool, name, fn))
-        event.listen(Engine, "handle_error", _on_error)
-        self._listeners.append((Engine, "handle_error", _on_error))
         changes.mark_changed()
         _logger.debug("otel-reliability: SQLAlchemy %s pools instrumented", sqlalchemy.__version__)
 
@@ -263,7 +267,9 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             event.remove(target, name, fn)
         for cls, attr in self._wrapped:
             unwrap(cls, attr)
-        self._wrapped, self._listeners = [], []
+        for cls in self._overridden:
+            restore(cls, "connect")
+        self._wrapped, self._overridden, self._listeners = [], [], []
         statement_timeout.clear()
         changes.mark_changed()
         _tracking.instrumented.stop()
@@ -275,22 +281,51 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
 
 # --- hooks (every one of them cheap: they run on each checkout) --------------------------------------------------
-def _wrap_connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    inst = _tracking.instrumented.state
-    if inst is None:
-        return wrapped(*args, **kwargs)
-    state = _track(instance)
-    next(state.entered)
-    start = time.perf_counter()
-    try:
-        connection = wrapped(*args, **kwargs)
-    except inst.pool_timeout:
-        inst.timeouts.add(1, state.attrs())
-        raise
-    finally:
-        next(state.left)
-    state.durations(inst)[1].record(time.perf_counter() - start)
-    return connection
+def _timed_connect(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``Pool.connect`` (an ``override``: it runs on every checkout): counts the pending callers, times the wait,
+    counts timeouts and connections that could not be opened, and notes when the connection was handed out.
+    Done here rather than in a ``checkout`` event listener: with no such listener SQLAlchemy skips its whole
+    per-checkout event block."""
+
+    def connect(self: Any) -> Any:
+        inst = _tracking.instrumented.state
+        if inst is None:
+            return original(self)
+        state = _track(self)
+        next(state.entered)
+        start = perf_counter()
+        try:
+            connection = original(self)
+        except inst.pool_timeout:
+            inst.timeouts.add(1, state.attrs())
+            raise
+        except Exception as exc:  # the DBAPI could not open a connection (a pre-ping's reconnect included)
+            _count_error(state, exc)
+            raise
+        finally:
+            next(state.left)
+        now = perf_counter()
+        state.durations(inst)[1].record(now - start)
+        try:
+            _checked_out(state, connection, now)
+        except Exception:  # never fail a checkout that worked; its use time goes unmeasured
+            _logger.debug("otel-reliability: could not note a checkout", exc_info=True)
+        return connection
+
+    return connect
+
+
+def _checked_out(state: _PoolState, connection: Any, now: float) -> None:
+    """A connection handed out: the start of its use time (kept from the first checkout when a
+    ``SingletonThreadPool`` hands the same connection out again), and, once per DBAPI connection, its
+    ``statement_timeout``."""
+    record = connection._connection_record
+    if record not in state.checked_out_at:
+        state.checked_out_at[record] = now
+    if not record.info.get(statement_timeout.READ):  # a new connection: once per DBAPI connection
+        pool = state.pool_ref()
+        dialect = dialect_of(pool)[0] if pool is not None else ""
+        statement_timeout.on_checkout(connection.dbapi_connection, record, state.attrs()[POOL_NAME], dialect)
 
 
 def _wrap_pool_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
@@ -329,32 +364,16 @@ def _on_connect(dbapi_connection: Any, record: Any) -> None:
         inst.create_time.record(max(0.0, time.time() - started), state.attrs())
 
 
-def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    state = _record_state(record)
-    if state is None:
-        return
-    state.checked_out_at[record] = time.perf_counter()
-    if not record.info.get(statement_timeout.READ):  # a new connection: once per DBAPI connection
-        pool = state.pool_ref()
-        dialect = dialect_of(pool)[0] if pool is not None else ""
-        statement_timeout.on_checkout(dbapi_connection, record, state.attrs()[POOL_NAME], dialect)
-
-
-def _on_error(context: Any) -> None:
-    """A connection that could not be opened (no Connection yet) or was found lost: counted per pool."""
+def _count_error(state: _PoolState, error: BaseException) -> None:
+    """A connection that could not be opened or was found lost, counted per pool and error class; health shows it
+    at once. Seen at the pool (its ``connect`` and ``invalidate``), not through the engine's ``handle_error``
+    event: any engine-level listener switches every statement of every engine to SQLAlchemy's event-dispatching
+    path (~10 µs per request here, benchmarks/RESULTS.md section 9)."""
     inst = _tracking.instrumented.state
-    if inst is None or not (context.connection is None or context.is_disconnect):
-        return  # a failing statement (syntax, constraint, ...) is the app's error, not the pool's
-    engine = context.engine
-    pool = getattr(engine, "pool", None) if engine is not None else None
-    if pool is None:
+    if inst is None:
         return
-    error = context.original_exception
-    attrs = {
-        **_track(pool).attrs(),
-        semconv.ATTR_ERROR_TYPE: type(error).__qualname__ if error is not None else "_OTHER",
-    }
-    inst.errors.add(1, attrs)
+    cause = getattr(error, "orig", None) or error  # a DBAPI error SQLAlchemy wrapped
+    inst.errors.add(1, {**state.attrs(), semconv.ATTR_ERROR_TYPE: type(cause).__qualname__})
     changes.mark_changed()
 
 
@@ -365,7 +384,7 @@ def _on_checkin(dbapi_connection: Any, record: Any) -> None:
     started = state.checked_out_at.pop(record, None)
     inst = _tracking.instrumented.state
     if started is not None and inst is not None:
-        state.durations(inst)[2].record(time.perf_counter() - started)
+        state.durations(inst)[2].record(perf_counter() - started)
 
 
 def _on_detach(dbapi_connection: Any, record: Any) -> None:
@@ -375,6 +394,16 @@ def _on_detach(dbapi_connection: Any, record: Any) -> None:
 
 
 def _on_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:
+    inst = _tracking.instrumented.state
+    state = _record_state(record)
+    if inst is not None and state is not None:
+        inst.invalidations.add(1, state.attrs())
+        if exception is not None:  # found lost (a disconnect, a failed pre-ping or reset), not invalidated on purpose
+            _count_error(state, exception)
+
+
+def _on_soft_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:
+    """A connection marked to be replaced at its next checkout: counted as an invalidation, never as an error."""
     inst = _tracking.instrumented.state
     state = _record_state(record)
     if inst is not None and state is not None:
