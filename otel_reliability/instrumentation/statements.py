@@ -70,7 +70,7 @@ from typing import Any, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from wrapt import wrap_function_wrapper
 
@@ -83,6 +83,7 @@ from otel_reliability.instrumentation._instrumented import (
     outermost,
     override,
     restore,
+    suppressed,
 )
 from otel_reliability.instrumentation._published import (
     BufferedHistogram,
@@ -364,7 +365,7 @@ def _run(state: _State | None, original: Callable[..., Any], *args: Any) -> Any:
 def _begin(statement: str, parameters: Any, context: Any, many: bool) -> _State | None:
     try:
         tel = _instrumented.state
-        if tel is None or not is_instrumentation_enabled():
+        if tel is None or suppressed():
             return None
         conn = context.root_connection
         if "dispatch" not in conn.__dict__:
@@ -461,7 +462,7 @@ def _take_wait(conn: Any) -> float | None:
 
 def _wrap_raw_connection(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     tel = _instrumented.state
-    if tel is None or tel.tracer is None or not is_instrumentation_enabled():  # no span would carry the wait
+    if tel is None or tel.tracer is None or suppressed():  # no span would carry the wait
         return wrapped(*args, **kwargs)
     start = perf_counter()
     try:
