@@ -1,10 +1,13 @@
 """Side-by-side benchmarks; rewrites benchmarks/RESULTS.md.
 
 Figure 1 (throughput): the same app (benchmarks/apps/bench_app.py) under each variant, on each route, with
-wrk on loopback. Variants run round-robin within each round, so machine drift hits them alike; every ratio is
-computed within one round (variant / baseline of that same round) and then summarised as median and spread.
+wrk on loopback. Every variant's app is started once and pinned to one CPU (wrk to another); cells run one at a
+time while the other apps are stopped, variants round-robin within each round, so machine drift hits them alike;
+every ratio is computed within one round (variant / baseline of that same round) and then summarised as median
+and spread. Figure 1b (pairs): each variant and a bare app loaded at the same moment on the same CPU, which the
+kernel splits evenly between them: their req/s ratio is their cost ratio under identical conditions.
 
-    python benchmarks/run.py [--rounds 3] [--duration 5] [--quick] [--only throughput,micro]
+    python benchmarks/run.py [--rounds 3] [--duration 5] [--quick] [--only throughput,pairs,...]
                              [--variants bare,ours,...] [--routes /trivial,/db/pg] [--before SRC]
 
 Everything listens on 127.0.0.1 and stops by itself. ``--quick`` (used by the smoke test) runs one tiny round.
@@ -18,6 +21,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from otel_reliability.config import HEALTH_CACHE  # noqa: E402
-from tests.support import OtlpReceiver, start_app, start_postgres, upstream_distro_dir  # noqa: E402
+from tests.support import AppProcess, OtlpReceiver, start_app, start_postgres, upstream_distro_dir  # noqa: E402
 
 APP_DIR = ROOT / "benchmarks" / "apps"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -137,12 +141,22 @@ def _cpu_seconds(pid: int | None) -> float:
     return float(times.user + times.system)
 
 
+def _cpus() -> tuple[list[str], list[str]]:
+    """The CPU wrk runs on and the CPU every app runs on (``taskset`` prefixes), when there are two or more: an
+    app's worker then never migrates and never shares its core with the load generator, so a cell measures the
+    app, not the scheduler. One CPU: no pinning."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return [], []
+    return ["taskset", "-c", str(cpus[0])], ["taskset", "-a", "-p", "-c", str(cpus[-1])]
+
+
 def wrk(url: str, duration: float, connections: int = 32, pid: int | None = None) -> Measurement:
     started = time.monotonic()
     before = os.times()
     app_before = _cpu_seconds(pid)
     proc = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url],
+        [*_cpus()[0], "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url],
         capture_output=True,
         text=True,
         timeout=duration + 60,
@@ -163,7 +177,17 @@ def wrk(url: str, duration: float, connections: int = 32, pid: int | None = None
     return Measurement(rps, p99, cpu / elapsed, per_request)
 
 
+def _pause(app: AppProcess, paused: bool) -> None:
+    """Stop (SIGSTOP) or resume (SIGCONT) an app's process group: only the app being measured runs, so the
+    others' background threads (collections, publishers) take nothing from it."""
+    os.killpg(app.proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
+
 def throughput(args: argparse.Namespace) -> list[str]:
+    """Every variant's app is started once and pinned to the same CPU (wrk on another); then, round after round,
+    each (route, variant) cell runs while the other apps are stopped. Variants alternate order from round to
+    round, so a variant is never always first or last; a round's cells for one route run seconds apart, so the
+    per-round ratios see the same machine."""
     receiver = OtlpReceiver()
     pg = start_postgres() if not args.quick else None
     routes = ["/trivial", "/db/sqlite", "/breaker"] + (["/db/pg"] if pg else [])
@@ -178,35 +202,180 @@ def throughput(args: argparse.Namespace) -> list[str]:
         chosen = [v for v in chosen if v.name in wanted]
     if args.routes:
         routes = [r for r in routes if r in args.routes.split(",")]
-    base_env = {"BENCH_SQLITE_URL": "sqlite:////tmp/otel-reliability-bench.db"}
+    base_env = {
+        "BENCH_SQLITE_URL": "sqlite:////tmp/otel-reliability-bench.db",
+        "OTEL_RELIABILITY_HEALTH_CACHE": HEALTH_CACHE.default,  # what a user runs (the test default is 0)
+    }
     if pg:
         base_env["BENCH_PG_URL"] = pg.url("psycopg")
     table = Table()
+    apps: dict[str, AppProcess] = {}
+    pin = _cpus()[1]
     try:
+        for variant in chosen:
+            app = start_app(
+                "bench_app:app",
+                app_dir=APP_DIR,
+                env={**base_env, **variant.env},
+                instrument=variant.instrument,
+                wait_path="/trivial",
+            )
+            apps[variant.name] = app
+            if pin:
+                subprocess.run([*pin, str(app.proc.pid)], capture_output=True, check=True)
+            for route in routes:
+                wrk(app.url + route, min(1.0, args.duration))  # warm-up: imports, first connections, caches
+            _pause(app, True)
         for round_no in range(args.rounds):
-            for variant in chosen:
-                app = start_app(
-                    "bench_app:app",
-                    app_dir=APP_DIR,
-                    env={**base_env, **variant.env},
-                    instrument=variant.instrument,
-                    wait_path="/trivial",
-                )
-                try:
-                    for route in routes:
-                        wrk(app.url + route, min(1.0, args.duration))  # warm-up
+            order = chosen if round_no % 2 == 0 else chosen[::-1]
+            for route in routes:
+                for variant in order:
+                    app = apps[variant.name]
+                    _pause(app, False)
+                    try:
+                        wrk(app.url + route, min(1.0, args.duration))  # warm-up after the pause
                         m = wrk(app.url + route, args.duration, pid=app.proc.pid)
-                        table.rows.setdefault((variant.name, route), []).append(m)
-                        print(f"round {round_no + 1} {variant.name:10s} {route:11s} {m.rps:8.0f} req/s "
-                              f"p99 {m.p99_ms:6.1f} ms app {m.app_cpu_us:6.0f} µs/req (wrk cpu {m.wrk_cpu:.2f})",
-                              flush=True)  # fmt: skip
-                finally:
-                    app.stop()
+                    finally:
+                        _pause(app, True)
+                    table.rows.setdefault((variant.name, route), []).append(m)
+                    print(f"round {round_no + 1} {variant.name:10s} {route:11s} {m.rps:8.0f} req/s "
+                          f"p99 {m.p99_ms:6.1f} ms app {m.app_cpu_us:6.0f} µs/req (wrk cpu {m.wrk_cpu:.2f})",
+                          flush=True)  # fmt: skip
     finally:
+        for app in apps.values():
+            _pause(app, False)
+            app.stop()
         receiver.close()
         if pg:
             pg.stop("immediate")
     return render_throughput(table, chosen, routes, args)
+
+
+def _autogroups() -> bool:
+    """Whether the kernel splits a CPU fairly between sessions (each app is started in its own session)."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def _loaded_together(
+    apps: dict[str, AppProcess], route: str, seconds: int, client: list[str], reverse: bool = False
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One wrk per app, all started together (in reverse order if asked, so that no app is always loaded first):
+    each app's req/s and CPU seconds per request."""
+    cpu_before = {n: _cpu_seconds(a.proc.pid) for n, a in apps.items()}
+    order = list(apps.items())[:: -1 if reverse else 1]
+    loads = {
+        n: subprocess.Popen(
+            [*client, "wrk", "-t1", "-c32", f"-d{seconds}s", a.url + route], stdout=subprocess.PIPE, text=True
+        )
+        for n, a in order
+    }
+    outputs = {n: w.communicate(timeout=seconds + 60)[0] for n, w in loads.items()}
+    rps: dict[str, float] = {}
+    per_request: dict[str, float] = {}
+    for n, out in outputs.items():
+        rate, served = _RPS.search(out), re.search(r"(\d+) requests in", out)
+        if rate is None or served is None or "Non-2xx" in out:
+            raise RuntimeError(f"{route} on {n}: wrk failed: {out[-500:]}")
+        rps[n] = float(rate.group(1))
+        per_request[n] = (_cpu_seconds(apps[n].proc.pid) - cpu_before[n]) / int(served.group(1))
+    return rps, per_request
+
+
+def paired(args: argparse.Namespace) -> list[str]:
+    """Figure 1b: each variant against bare at the same moment. Both apps run at once on the same pinned CPU,
+    each loaded by its own wrk (on another CPU) for the same seconds; the kernel gives each session half the
+    CPU (autogroup), so the ratio of their req/s is the ratio of their costs per request, measured under the
+    same machine conditions. On a machine whose speed drifts by tens of percent within seconds (a shared
+    VM), this resolves a few percent where consecutive cells cannot. A pair of two bare apps shows the
+    method's own bias and spread."""
+    receiver = OtlpReceiver()
+    pg = start_postgres() if not args.quick else None
+    routes = ["/trivial", "/db/sqlite"] + (["/db/pg"] if pg else [])
+    if args.routes:
+        routes = [r for r in routes if r in args.routes.split(",")]
+    every = {v.name: v for v in variants(receiver.endpoint, args.before)}
+    every["bare2"] = Variant("bare2", "a second bare app (the method's own bias)", {}, instrument=False)
+    wanted = ["bare2", "ours"] if args.quick else (args.variants.split(",") if args.variants else ["bare2", "ours"])
+    wanted = [w for w in wanted if w != "bare"]
+    unknown = sorted(set(wanted) - set(every))
+    if unknown:
+        raise SystemExit(f"benchmarks: unknown variant(s) {', '.join(unknown)}")
+    base_env = {
+        "BENCH_SQLITE_URL": "sqlite:////tmp/otel-reliability-bench.db",
+        "OTEL_RELIABILITY_HEALTH_CACHE": HEALTH_CACHE.default,
+    }
+    if pg:
+        base_env["BENCH_PG_URL"] = pg.url("psycopg")
+    client, pin = _cpus()
+    seconds = max(1, round(args.duration))
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    try:
+        for name in wanted:
+            for first in (name, "bare"):  # each start order once: the app started second gets an edge
+                pair: dict[str, AppProcess] = {}
+                try:
+                    for variant in (every[first], every["bare" if first == name else name]):
+                        pair[variant.name] = app = start_app(
+                            "bench_app:app",
+                            app_dir=APP_DIR,
+                            env={**base_env, **variant.env},
+                            instrument=variant.instrument,
+                            wait_path="/trivial",
+                        )
+                        if pin:
+                            subprocess.run([*pin, str(app.proc.pid)], capture_output=True, check=True)
+                    for route in routes:
+                        for round_no in range(args.rounds + 1):  # the first round warms both up
+                            rps, per_request = _loaded_together(pair, route, seconds, client, round_no % 2 == 1)
+                            if round_no == 0:
+                                continue
+                            ratio = (rps[name] / rps["bare"], per_request["bare"] / per_request[name])
+                            results.setdefault((name, route), []).append(ratio)
+                            print(f"pair {name} ({first} started first) {route} round {round_no}: bare "
+                                  f"{rps['bare']:.0f} req/s, {name} {rps[name]:.0f} req/s: {ratio[0]:.3f} "
+                                  f"(CPU {ratio[1]:.3f})", flush=True)  # fmt: skip
+                finally:
+                    for app in pair.values():
+                        app.stop()
+    finally:
+        receiver.close()
+        if pg:
+            pg.stop("immediate")
+    lines = [
+        "## 1b. Side by side at the same moment (`--only pairs`)",
+        "",
+        f"Each variant paired with a bare app: both running at once, pinned to one CPU, each loaded by its own "
+        f"`wrk -t1 -c32 -d{seconds}s` on another CPU, 2 x {args.rounds} rounds per route (each start order) "
+        "after a warm-up round. "
+        + (
+            "The kernel splits the CPU evenly between the two apps (autogroup: each is its own session), so the "
+            "ratio of their req/s is the inverse ratio of their costs per request, under the same machine "
+            "conditions. The app started second gets an edge of a few percent (seen in a bare / bare pair), so "
+            "each pair is started twice, once in each order, with the same number of rounds. "
+            if _autogroups()
+            else "WARNING: sched_autogroup is off: the CPU is split per thread, not per app; the ratios are biased. "
+        )
+        + "Cells: median ratio of req/s (range), then the CPU-per-request ratio (bare's µs / the variant's).",
+        "",
+        "| variant / bare, same moment | " + " | ".join(routes) + " | target |",
+        "|---|" + "---|" * len(routes) + "---|",
+    ]
+    targets = {"ours": ">= 0.85 trivial, >= 0.90 DB routes (issue 17)", "bare2": "1.00: the method's own bias"}
+    for name in wanted:
+        cells = []
+        for route in routes:
+            got = results[(name, route)]
+            req = [r for r, _ in got]
+            cpu_ratio = [c for _, c in got]
+            cells.append(
+                f"{statistics.median(req):.3f} ({min(req):.2f}-{max(req):.2f}); CPU {statistics.median(cpu_ratio):.3f}"
+            )
+        lines.append(f"| {every[name].label} | " + " | ".join(cells) + f" | {targets.get(name, '')} |")
+    lines.append("")
+    return lines
 
 
 def _ratio(table: Table, a: str, b: str, route: str) -> list[float]:
@@ -230,7 +399,13 @@ def render_throughput(table: Table, chosen: list[Variant], routes: list[str], ar
         "## 1. Throughput and p99 latency",
         "",
         f"wrk -t1 -c32 -d{args.duration}s per cell after a warm-up, {args.rounds} rounds, uvicorn 1 worker. "
-        "Cells: median ± half the range over rounds. Ratios are computed within each round, then summarised.",
+        + (
+            "Every variant's app started once, all pinned to one CPU and wrk to another; only the app being "
+            "measured runs (the others are SIGSTOPped), variants in alternating order from round to round. "
+            if _cpus()[1]
+            else "One CPU: nothing pinned. "
+        )
+        + "Cells: median ± half the range over rounds. Ratios are computed within each round, then summarised.",
         "",
         "| variant | " + " | ".join(f"{r} req/s | {r} p99 ms | {r} app CPU µs/req" for r in routes) + " |",
         "|---|" + "---|---|---|" * len(routes),
@@ -443,6 +618,7 @@ def db_route(args: argparse.Namespace) -> list[str]:
 
 FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "throughput": throughput,
+    "pairs": paired,
     "health": health,
     "collection": collection,
     "memory": memory,
