@@ -19,3 +19,4 @@ def test_benchmark_harness_writes_results(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     text = out.read_text()
     assert "Machine: " in text and "| ours / bare |" in text
+    assert "## 1b." in text and "| a second bare app (the method's own bias) |" in text

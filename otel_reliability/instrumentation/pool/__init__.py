@@ -366,9 +366,9 @@ def _on_connect(dbapi_connection: Any, record: Any) -> None:
 
 def _count_error(state: _PoolState, error: BaseException) -> None:
     """A connection that could not be opened or was found lost, counted per pool and error class; health shows it
-    at once. Seen at the pool (its ``connect`` and ``invalidate``), not through the engine's ``handle_error``
-    event: any engine-level listener switches every statement of every engine to SQLAlchemy's event-dispatching
-    path (~10 µs per request here, benchmarks/RESULTS.md section 9)."""
+    at once. Seen at the pool (its ``connect`` and ``invalidate``), not through the ``handle_error`` event: a
+    listener of that event marks every dialect as having events, which puts every statement of every engine on
+    SQLAlchemy's dialect event path (an event dispatch around each DBAPI execute)."""
     inst = _tracking.instrumented.state
     if inst is None:
         return
