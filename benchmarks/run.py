@@ -141,12 +141,17 @@ def _cpu_seconds(pid: int | None) -> float:
     return float(times.user + times.system)
 
 
+PIN = True  # --no-pin: let the scheduler place apps and wrk (a real deployment's regime)
+
+
 def _cpus() -> tuple[list[str], list[str]]:
     """The CPU wrk runs on and the CPU every app runs on (``taskset`` prefixes), when there are two or more: an
     app's worker then never migrates and never shares its core with the load generator, so a cell measures the
-    app, not the scheduler. One CPU: no pinning."""
+    app, not the scheduler. One CPU, or ``--no-pin``: no pinning. Pinned, an app's threads also stop handing the
+    interpreter lock from core to core: unpinned on 2 cores, the bare app spent about twice the CPU per request
+    (`/db/sqlite`: ~960 against ~420 µs), and every µs of ours weighs more there."""
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2 or shutil.which("taskset") is None:
+    if not PIN or len(cpus) < 2 or shutil.which("taskset") is None:
         return [], []
     return ["taskset", "-c", str(cpus[0])], ["taskset", "-a", "-p", "-c", str(cpus[-1])]
 
@@ -347,8 +352,11 @@ def paired(args: argparse.Namespace) -> list[str]:
     lines = [
         "## 1b. Side by side at the same moment (`--only pairs`)",
         "",
-        f"Each variant paired with a bare app: both running at once, pinned to one CPU, each loaded by its own "
-        f"`wrk -t1 -c32 -d{seconds}s` on another CPU, 2 x {args.rounds} rounds per route (each start order) "
+        "Each variant paired with a bare app: both running at once, "
+        + ("pinned to one CPU, " if pin else "not pinned (`--no-pin`), ")
+        + f"each loaded by its own `wrk -t1 -c32 -d{seconds}s`"
+        + (" on another CPU" if pin else "")
+        + f", 2 x {args.rounds} rounds per route (each start order) "
         "after a warm-up round. "
         + (
             "The kernel splits the CPU evenly between the two apps (autogroup: each is its own session), so the "
@@ -399,12 +407,10 @@ def render_throughput(table: Table, chosen: list[Variant], routes: list[str], ar
         "## 1. Throughput and p99 latency",
         "",
         f"wrk -t1 -c32 -d{args.duration}s per cell after a warm-up, {args.rounds} rounds, uvicorn 1 worker. "
-        + (
-            "Every variant's app started once, all pinned to one CPU and wrk to another; only the app being "
-            "measured runs (the others are SIGSTOPped), variants in alternating order from round to round. "
-            if _cpus()[1]
-            else "One CPU: nothing pinned. "
-        )
+        + "Every variant's app started once, "
+        + ("all pinned to one CPU and wrk to another; " if _cpus()[1] else "nothing pinned (`--no-pin` or one CPU); ")
+        + "only the app being measured runs (the others are SIGSTOPped), variants in alternating order from round "
+        "to round. "
         + "Cells: median ± half the range over rounds. Ratios are computed within each round, then summarised.",
         "",
         "| variant | " + " | ".join(f"{r} req/s | {r} p99 ms | {r} app CPU µs/req" for r in routes) + " |",
@@ -665,7 +671,10 @@ def main(argv: list[str] | None = None) -> int:
         help="throughput and dbroute: add the variant ours_before, our defaults with the package from this source "
         "tree first on PYTHONPATH (e.g. `git archive main | tar -x -C /tmp/before`): before -> after in one run",
     )
+    parser.add_argument("--no-pin", action="store_true", help="throughput and pairs: pin nothing to a CPU")
     args = parser.parse_args(argv)
+    global PIN
+    PIN = not args.no_pin
     if args.quick:
         args.rounds, args.duration = 1, 1.0
     if shutil.which("wrk") is None:
