@@ -174,3 +174,20 @@ def test_a_second_histogram_of_the_same_name_on_the_same_meter_is_flushed_too() 
     pair = Pair(provider)  # the same meter, the same instrument names
     pair.feed(_values(20, seed=5), POOLS[0])
     assert _points(reader)["buffered"][0][2] == 20
+
+
+def test_a_series_already_in_the_sdk_is_folded_whole_without_a_new_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = InMemoryMetricReader()
+    pair = Pair(MeterProvider([reader]))
+    pair.feed(_values(50, seed=4), POOLS[0])
+    _assert_equal(reader)  # the first flush: found the series' aggregation
+    scans: list[object] = []
+    real_find = _published._find_aggregations
+    monkeypatch.setattr(_published, "_find_aggregations", lambda *a: (scans.append(a), real_find(*a))[1])
+    replayed: list[float] = []
+    real_record = pair.buffered._instrument.record
+    monkeypatch.setattr(pair.buffered._instrument, "record", lambda v, a: (replayed.append(v), real_record(v, a)))
+    pair.feed(_values(50, seed=5), POOLS[0])
+    pair.buffered.flush()
+    assert replayed == [] and scans == []  # every value folded where it was found last time
+    _assert_equal(reader)

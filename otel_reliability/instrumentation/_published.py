@@ -147,10 +147,11 @@ def _drop_series(instrument: Any, attributes: Attributes) -> bool:
 # One SDK ``Histogram.record()`` costs ~8-13 µs here (a Measurement, attribute cleaning and hashing, a lookup and
 # a lock per reader), more than the pool checkout or the SQLite statement it measures. ``BufferedHistogram``
 # appends each value to its series' queue (~0.1 µs) and hands the values to the SDK when a reader collects
-# (``on_collect``), or when a queue reaches ``FLUSH_AT``. Handing over: the first value goes through ``record()``
-# (the SDK creates the series in every reader's storage, as for any value), the rest are folded into those same
-# explicit-bucket aggregations in the order they were observed: the bucket counts, count, min, max and the sum
-# (added one by one, so even its rounding) are exactly what ``record()`` of each value would have produced. The
+# (``on_collect``), or when a queue reaches ``FLUSH_AT``. Handing over: the first value of a series goes through
+# ``record()`` (the SDK creates the series in every reader's storage, as for any value), the rest, and every later
+# value, are folded into those same explicit-bucket aggregations in the order they were observed: the bucket
+# counts, count, min, max and the sum (added one by one, so even its rounding) are exactly what ``record()`` of
+# each value would have produced. Where a series' aggregations are is found once and then checked by identity. The
 # fold reaches into the SDK's storage (as ``_drop_series`` does); anything it does not recognise (another
 # aggregation from a View, attribute filtering, other buckets, a moved internal) replays the values through
 # ``record()`` instead: slower, never different. Only for instruments without exemplars (an exemplar needs the
@@ -170,12 +171,15 @@ def drops_every_span(tracer_provider: Any) -> bool:
 class HistogramSeries:
     """One attribute set of a ``BufferedHistogram``: ``record`` is the hot path."""
 
-    __slots__ = ("_owner", "attributes", "values")
+    __slots__ = ("_owner", "attributes", "targets", "values")
 
     def __init__(self, owner: BufferedHistogram, attributes: Attributes) -> None:
         self._owner = owner
         self.attributes = attributes
         self.values: deque[float] = deque()  # append/popleft are atomic: no lock on the hot path
+        # Where the last fold found this series in the SDK's storage (table, key, aggregation per reader): found
+        # by a scan once, then checked by identity, so a flush does not scan every series of the instrument.
+        self.targets: list[tuple[Mapping[Any, Any], Any, Any]] | None = None
 
     def record(self, value: float) -> None:
         values = self.values
@@ -226,11 +230,12 @@ class BufferedHistogram:
                     values.append(queue.popleft())
             except IndexError:
                 pass
-            if values:
-                self._instrument.record(values[0], series.attributes)
-                if len(values) > 1 and not _fold(self._instrument, self._boundaries, series.attributes, values[1:]):
-                    for value in values[1:]:
-                        self._instrument.record(value, series.attributes)
+            if not values or (series.targets and _fold(self._instrument, self._boundaries, series, values)):
+                return  # the series' aggregations were found before: every value folded into them
+            self._instrument.record(values[0], series.attributes)  # creates the series wherever it is missing
+            if len(values) > 1 and not _fold(self._instrument, self._boundaries, series, values[1:]):
+                for value in values[1:]:
+                    self._instrument.record(value, series.attributes)
 
 
 _all_buffered: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
@@ -269,38 +274,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def _fold(instrument: Any, boundaries: tuple[float, ...], attributes: Attributes, values: list[float]) -> bool:
-    """Add ``values`` to the SDK aggregations of ``attributes`` as ``record()`` would; False: nothing was added."""
+def _fold(instrument: Any, boundaries: tuple[float, ...], series: HistogramSeries, values: list[float]) -> bool:
+    """Add ``values`` to the SDK aggregations of ``series`` as ``record()`` would; False: nothing was added."""
     global _fold_warned
     if not all(0.0 <= v < math.inf for v in values):  # record() drops these with a warning: let it
         return False
     try:
-        instrument = getattr(instrument, "_real_instrument", None) or instrument  # the API's proxy, if any
-        wanted = dict(attributes)
-        targets = []
-        for storage in list(instrument._measurement_consumer._reader_storages.values()):
-            for match in storage._instrument_view_instrument_matches.get(instrument, ()):
-                if match._view._attribute_keys is not None or getattr(match, "_reset_on_collect", False):
-                    return False
-                found = [a for a in list(match._attributes_aggregation.values()) if dict(a._attributes) == wanted]
-                if len(found) != 1:
-                    return False
-                aggregation = found[0]
-                if type(aggregation).__name__ != "_ExplicitBucketHistogramAggregation":
-                    return False
-                if aggregation._boundaries != boundaries or aggregation._value is None:
-                    return False
-                _ = (
-                    aggregation._lock,
-                    aggregation._sum,
-                    aggregation._min,
-                    aggregation._max,
-                    aggregation._record_min_max,
-                )
-                targets.append(aggregation)
-        if not targets:
+        cached = series.targets
+        if cached is None or any(table.get(key) is not aggregation for table, key, aggregation in cached):
+            cached = series.targets = _find_aggregations(instrument, boundaries, series.attributes)
+        if not cached:
             return False
-        for aggregation in targets:
+        for _, _, aggregation in cached:
             with aggregation._lock:
                 counts = aggregation._value
                 if counts is None:  # collected since: a fresh interval
@@ -319,6 +304,32 @@ def _fold(instrument: Any, boundaries: tuple[float, ...], attributes: Attributes
             _fold_warned = True
             _logger.info("otel-reliability: this OpenTelemetry SDK's storage moved; histogram values replayed")
         return False
+
+
+def _find_aggregations(
+    instrument: Any, boundaries: tuple[float, ...], attributes: Attributes
+) -> list[tuple[Mapping[Any, Any], Any, Any]]:
+    """The plain explicit-bucket aggregation of ``attributes`` in every reader's storage, with the table and key
+    it is held under; empty when any reader aggregates differently (the values are then replayed)."""
+    instrument = getattr(instrument, "_real_instrument", None) or instrument  # the API's proxy, if any
+    wanted = dict(attributes)
+    targets = []
+    for storage in list(instrument._measurement_consumer._reader_storages.values()):
+        for match in storage._instrument_view_instrument_matches.get(instrument, ()):
+            if match._view._attribute_keys is not None or getattr(match, "_reset_on_collect", False):
+                return []
+            table = match._attributes_aggregation
+            found = [(key, a) for key, a in list(table.items()) if dict(a._attributes) == wanted]
+            if len(found) != 1:
+                return []
+            key, aggregation = found[0]
+            if type(aggregation).__name__ != "_ExplicitBucketHistogramAggregation":
+                return []
+            if aggregation._boundaries != boundaries or aggregation._value is None:
+                return []
+            _ = (aggregation._lock, aggregation._sum, aggregation._min, aggregation._max, aggregation._record_min_max)
+            targets.append((table, key, aggregation))
+    return targets
 
 
 # --- exemplars -------------------------------------------------------------------------------------------------
