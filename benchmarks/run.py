@@ -7,7 +7,7 @@ every ratio is computed within one round (variant / baseline of that same round)
 and spread. Figure 1b (pairs): each variant and a bare app loaded at the same moment on the same CPU, which the
 kernel splits evenly between them: their req/s ratio is their cost ratio under identical conditions.
 
-    python benchmarks/run.py [--rounds 3] [--duration 5] [--quick] [--only throughput,pairs,...]
+    python benchmarks/run.py [--rounds 3] [--duration 5] [--quick] [--only throughput,pairs,gc,...]
                              [--variants bare,ours,...] [--routes /trivial,/db/pg] [--before SRC]
 
 Everything listens on 127.0.0.1 and stops by itself. ``--quick`` (used by the smoke test) runs one tiny round.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -26,10 +27,12 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,6 +65,7 @@ class Measurement:
     p99_ms: float
     wrk_cpu: float  # CPU seconds wrk used per second of run: near 1.0 would mean wrk is the bottleneck
     app_cpu_us: float = 0.0  # CPU µs the app process spent per request: robust to a busy machine, unlike rps
+    requests: int = 0  # requests served in the run
 
 
 @dataclass
@@ -178,8 +182,9 @@ def wrk(url: str, duration: float, connections: int = 32, pid: int | None = None
     if non_2xx:
         raise RuntimeError(f"{url}: {non_2xx.group(1)} failed responses")
     served = re.search(r"(\d+) requests in", proc.stdout)
-    per_request = app_cpu / int(served.group(1)) * 1e6 if served and int(served.group(1)) else 0.0
-    return Measurement(rps, p99, cpu / elapsed, per_request)
+    count = int(served.group(1)) if served else 0
+    per_request = app_cpu / count * 1e6 if count else 0.0
+    return Measurement(rps, p99, cpu / elapsed, per_request, count)
 
 
 def _pause(app: AppProcess, paused: bool) -> None:
@@ -384,6 +389,127 @@ def paired(args: argparse.Namespace) -> list[str]:
         lines.append(f"| {every[name].label} | " + " | ".join(cells) + f" | {targets.get(name, '')} |")
     lines.append("")
     return lines
+
+
+def _collector(app: AppProcess) -> dict[str, Any]:
+    with urllib.request.urlopen(app.url + "/_bench/gc", timeout=30) as response:
+        return json.load(response)  # type: ignore[no-any-return]
+
+
+def collector(args: argparse.Namespace) -> list[str]:
+    """Figure 1c: what the garbage collector costs each request, bare and instrumented. The bench app times every
+    collection (``BENCH_GC=1``: ``gc.callbacks``); each variant's app is started once and pinned, and runs alone
+    (the others stopped) while wrk loads it, as in figure 1. A full collection walks every tracked object, and
+    the SDK, the instrumentation and their modules add objects to walk: a cost per request that no hook shows."""
+    receiver = OtlpReceiver()
+    pg = start_postgres() if not args.quick else None
+    routes = ["/trivial", "/db/sqlite"] + (["/db/pg"] if pg else [])
+    if args.routes:
+        routes = [r for r in routes if r in args.routes.split(",")]
+    every = {v.name: v for v in variants(receiver.endpoint, args.before)}
+    wanted = (
+        ["bare", "ours"]
+        if args.quick
+        else (args.variants.split(",") if args.variants else ["bare", "ours_off", "ours"])
+    )
+    unknown = sorted(set(wanted) - set(every))
+    if unknown:
+        raise SystemExit(f"benchmarks: unknown variant(s) {', '.join(unknown)}")
+    base_env = {
+        "BENCH_SQLITE_URL": "sqlite:////tmp/otel-reliability-bench.db",
+        "OTEL_RELIABILITY_HEALTH_CACHE": HEALTH_CACHE.default,
+        "BENCH_GC": "1",
+    }
+    if pg:
+        base_env["BENCH_PG_URL"] = pg.url("psycopg")
+    pin = _cpus()[1]
+    apps: dict[str, AppProcess] = {}
+    # Per (variant, route): one row per round of (app CPU µs, collector µs, full-collection µs, full collections,
+    # requests, tracked objects).
+    rows: dict[tuple[str, str], list[tuple[float, float, float, int, int, int]]] = {}
+    try:
+        for name in wanted:
+            app = start_app(
+                "bench_app:app",
+                app_dir=APP_DIR,
+                env={**base_env, **every[name].env},
+                instrument=every[name].instrument,
+                wait_path="/trivial",
+            )
+            apps[name] = app
+            if pin:
+                subprocess.run([*pin, str(app.proc.pid)], capture_output=True, check=True)
+            for route in routes:
+                wrk(app.url + route, min(1.0, args.duration))
+            _pause(app, True)
+        for round_no in range(args.rounds):
+            for route in routes:
+                for name in wanted if round_no % 2 == 0 else wanted[::-1]:
+                    app = apps[name]
+                    _pause(app, False)
+                    try:
+                        wrk(app.url + route, min(1.0, args.duration))
+                        before = _collector(app)
+                        m = wrk(app.url + route, args.duration, pid=app.proc.pid)
+                        after = _collector(app)
+                    finally:
+                        _pause(app, True)
+                    n = max(m.requests, 1)
+                    spent = sum(after["seconds"]) - sum(before["seconds"])
+                    full = after["seconds"][2] - before["seconds"][2]
+                    fulls = after["collections"][2] - before["collections"][2]
+                    rows.setdefault((name, route), []).append(
+                        (m.app_cpu_us, spent / n * 1e6, full / n * 1e6, fulls, n, after["tracked"])
+                    )
+                    print(f"round {round_no + 1} {name:10s} {route:11s} app {m.app_cpu_us:6.0f} µs/req, collector "
+                          f"{spent / n * 1e6:5.1f} µs/req ({fulls} full collections), {after['tracked']} tracked",
+                          flush=True)  # fmt: skip
+    finally:
+        for app in apps.values():
+            _pause(app, False)
+            app.stop()
+        receiver.close()
+        if pg:
+            pg.stop("immediate")
+    lines = [
+        "## 1c. The garbage collector's share (`--only gc`)",
+        "",
+        f"The bench app with `BENCH_GC=1` times every collection (`gc.callbacks`). wrk -t1 -c32 -d{args.duration}s "
+        f"per cell after a warm-up, {args.rounds} rounds, apps pinned and measured one at a time as in figure 1. "
+        "Cells: median over rounds (range). A full collection walks every tracked object; the objects an "
+        "instrumented process adds (the SDK, the exporter, the instrumentation and their modules) make each one "
+        "longer, a per-request cost that no hook's own timing shows.",
+        "",
+        "| variant | route | app CPU µs/req | collector µs/req | collector share of app CPU | of which full "
+        "collections µs/req | full collections per 10k req | ms per full collection | tracked objects |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in wanted:
+        for route in routes:
+            got = rows[(name, route)]
+            gc_us = [r[1] for r in got]
+            share = [r[1] / r[0] for r in got if r[0]]
+            fulls, served = sum(r[3] for r in got), sum(r[4] for r in got)
+            per_full = f"{sum(r[2] * r[4] for r in got) / fulls / 1e3:.1f}" if fulls else "-"
+            lines.append(
+                f"| {every[name].label} | {route} | {statistics.median(r[0] for r in got):.0f} | "
+                f"{statistics.median(gc_us):.1f} ({min(gc_us):.1f}-{max(gc_us):.1f}) | "
+                f"{statistics.median(share):.1%} ({min(share):.1%}-{max(share):.1%}) | "
+                f"{statistics.median(r[2] for r in got):.1f} | {fulls / served * 1e4:.1f} | {per_full} | "
+                f"{statistics.median(r[5] for r in got):.0f} |"
+            )
+    if "bare" in wanted:
+        lines.append("")
+        for name in (n for n in wanted if n != "bare"):
+            parts = []
+            for route in routes:
+                extra = statistics.median(r[1] for r in rows[(name, route)]) - statistics.median(
+                    r[1] for r in rows[("bare", route)]
+                )
+                bare_cpu = statistics.median(r[0] for r in rows[("bare", route)])
+                parts.append(f"{route} {extra:+.1f} µs ({extra / bare_cpu:+.1%} of bare's CPU per request)")
+            lines.append(f"- {name}: collector time per request against bare: " + "; ".join(parts) + ".")
+    return [*lines, ""]
 
 
 def _ratio(table: Table, a: str, b: str, route: str) -> list[float]:
@@ -625,6 +751,7 @@ def db_route(args: argparse.Namespace) -> list[str]:
 FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "throughput": throughput,
     "pairs": paired,
+    "gc": collector,
     "health": health,
     "collection": collection,
     "memory": memory,

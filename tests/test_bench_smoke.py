@@ -20,3 +20,4 @@ def test_benchmark_harness_writes_results(tmp_path: Path) -> None:
     text = out.read_text()
     assert "Machine: " in text and "| ours / bare |" in text
     assert "## 1b." in text and "| a second bare app (the method's own bias) |" in text
+    assert "## 1c." in text and "collector time per request against bare" in text

@@ -4,13 +4,15 @@ Routes: /trivial; /db/sqlite and /db/pg (one SQLAlchemy query; engines from BENC
 /breaker (a pybreaker call of a local function). BENCH_SEED_MIDDLEWARE=1 adds the seed's error-tracking
 middleware (re-implemented below as the baseline to beat: a BaseHTTPMiddleware keeping deques of events).
 BENCH_BREAKERS=N creates N extra idle breakers; BENCH_POOLS=N extra idle pools (for the health figures).
+BENCH_GC=1 times every garbage collection (``gc.callbacks``) and serves the totals at /_bench/gc (figure 1c).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import deque
-from time import time
+from time import perf_counter, time
 from typing import Any
 
 import pybreaker
@@ -82,3 +84,30 @@ def _dependency() -> int:
 @app.get("/breaker")
 async def through_breaker() -> dict[str, int]:
     return {"value": breaker.call(_dependency)}
+
+
+class _CollectorClock:
+    """Time spent in the garbage collector, by generation: a ``gc.callbacks`` pair around each collection (the
+    collector holds the interpreter lock and is not re-entered, so starts and stops never interleave)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = perf_counter()
+            return
+        generation = info["generation"]
+        self.seconds[generation] += perf_counter() - self._started
+        self.collections[generation] += 1
+
+
+if os.environ.get("BENCH_GC") == "1":
+    _clock = _CollectorClock()
+    gc.callbacks.append(_clock)
+
+    @app.get("/_bench/gc")
+    def collector_totals() -> dict[str, Any]:
+        return {"seconds": _clock.seconds, "collections": _clock.collections, "tracked": len(gc.get_objects())}
