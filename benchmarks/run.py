@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -220,45 +220,73 @@ def throughput(args: argparse.Namespace) -> list[str]:
         base_env["BENCH_PG_URL"] = pg.url("psycopg")
     table = Table()
     apps: dict[str, AppProcess] = {}
-    pin = _cpus()[1]
     try:
-        for variant in chosen:
-            app = start_app(
-                "bench_app:app",
-                app_dir=APP_DIR,
-                env={**base_env, **variant.env},
-                instrument=variant.instrument,
-                wait_path="/trivial",
-            )
-            apps[variant.name] = app
-            if pin:
-                subprocess.run([*pin, str(app.proc.pid)], capture_output=True, check=True)
-            for route in routes:
-                wrk(app.url + route, min(1.0, args.duration))  # warm-up: imports, first connections, caches
-            _pause(app, True)
-        for round_no in range(args.rounds):
-            order = chosen if round_no % 2 == 0 else chosen[::-1]
-            for route in routes:
-                for variant in order:
-                    app = apps[variant.name]
-                    _pause(app, False)
-                    try:
-                        wrk(app.url + route, min(1.0, args.duration))  # warm-up after the pause
-                        m = wrk(app.url + route, args.duration, pid=app.proc.pid)
-                    finally:
-                        _pause(app, True)
-                    table.rows.setdefault((variant.name, route), []).append(m)
-                    print(f"round {round_no + 1} {variant.name:10s} {route:11s} {m.rps:8.0f} req/s "
-                          f"p99 {m.p99_ms:6.1f} ms app {m.app_cpu_us:6.0f} µs/req (wrk cpu {m.wrk_cpu:.2f})",
-                          flush=True)  # fmt: skip
+        _start_paused(chosen, base_env, routes, args.duration, apps)
+        for round_no, route, name in _cells([v.name for v in chosen], routes, args.rounds):
+            m, _, _ = _measure_alone(apps[name], route, args.duration)
+            table.rows.setdefault((name, route), []).append(m)
+            print(f"round {round_no + 1} {name:10s} {route:11s} {m.rps:8.0f} req/s "
+                  f"p99 {m.p99_ms:6.1f} ms app {m.app_cpu_us:6.0f} µs/req (wrk cpu {m.wrk_cpu:.2f})",
+                  flush=True)  # fmt: skip
     finally:
-        for app in apps.values():
-            _pause(app, False)
-            app.stop()
+        _stop_all(apps)
         receiver.close()
         if pg:
             pg.stop("immediate")
     return render_throughput(table, chosen, routes, args)
+
+
+def _start_paused(
+    chosen: list[Variant], base_env: dict[str, str], routes: list[str], duration: float, apps: dict[str, AppProcess]
+) -> None:
+    """Start every variant's app once (into ``apps``, which the caller stops), pinned to the apps' CPU, warmed up
+    on every route, then stopped (SIGSTOP) until its cells run."""
+    pin = _cpus()[1]
+    for variant in chosen:
+        app = start_app(
+            "bench_app:app",
+            app_dir=APP_DIR,
+            env={**base_env, **variant.env},
+            instrument=variant.instrument,
+            wait_path="/trivial",
+        )
+        apps[variant.name] = app
+        if pin:
+            subprocess.run([*pin, str(app.proc.pid)], capture_output=True, check=True)
+        for route in routes:
+            wrk(app.url + route, min(1.0, duration))  # warm-up: imports, first connections, caches
+        _pause(app, True)
+
+
+def _cells(names: list[str], routes: list[str], rounds: int) -> Iterator[tuple[int, str, str]]:
+    """(round, route, variant) in the order cells run: round after round, route after route, the variants in
+    alternating order from round to round, so that none is always first or last and a round's cells for one
+    route run seconds apart."""
+    for round_no in range(rounds):
+        for route in routes:
+            for name in names if round_no % 2 == 0 else names[::-1]:
+                yield round_no, route, name
+
+
+def _measure_alone(
+    app: AppProcess, route: str, duration: float, probe: Callable[[AppProcess], Any] = lambda app: None
+) -> tuple[Measurement, Any, Any]:
+    """One cell: the app resumed alone, warmed up again, loaded by wrk, stopped again; ``probe`` (read just
+    before and just after the load) is returned with the measurement."""
+    _pause(app, False)
+    try:
+        wrk(app.url + route, min(1.0, duration))  # warm-up after the pause
+        before = probe(app)
+        measured = wrk(app.url + route, duration, pid=app.proc.pid)
+        return measured, before, probe(app)
+    finally:
+        _pause(app, True)
+
+
+def _stop_all(apps: dict[str, AppProcess]) -> None:
+    for app in apps.values():
+        _pause(app, False)
+        app.stop()
 
 
 def _autogroups() -> bool:
@@ -422,52 +450,26 @@ def collector(args: argparse.Namespace) -> list[str]:
     }
     if pg:
         base_env["BENCH_PG_URL"] = pg.url("psycopg")
-    pin = _cpus()[1]
     apps: dict[str, AppProcess] = {}
     # Per (variant, route): one row per round of (app CPU µs, collector µs, full-collection µs, full collections,
     # requests, tracked objects).
     rows: dict[tuple[str, str], list[tuple[float, float, float, int, int, int]]] = {}
     try:
-        for name in wanted:
-            app = start_app(
-                "bench_app:app",
-                app_dir=APP_DIR,
-                env={**base_env, **every[name].env},
-                instrument=every[name].instrument,
-                wait_path="/trivial",
+        _start_paused([every[name] for name in wanted], base_env, routes, args.duration, apps)
+        for round_no, route, name in _cells(wanted, routes, args.rounds):
+            m, before, after = _measure_alone(apps[name], route, args.duration, _collector)
+            n = max(m.requests, 1)
+            spent = sum(after["seconds"]) - sum(before["seconds"])
+            full = after["seconds"][2] - before["seconds"][2]
+            fulls = after["collections"][2] - before["collections"][2]
+            rows.setdefault((name, route), []).append(
+                (m.app_cpu_us, spent / n * 1e6, full / n * 1e6, fulls, n, after["tracked"])
             )
-            apps[name] = app
-            if pin:
-                subprocess.run([*pin, str(app.proc.pid)], capture_output=True, check=True)
-            for route in routes:
-                wrk(app.url + route, min(1.0, args.duration))
-            _pause(app, True)
-        for round_no in range(args.rounds):
-            for route in routes:
-                for name in wanted if round_no % 2 == 0 else wanted[::-1]:
-                    app = apps[name]
-                    _pause(app, False)
-                    try:
-                        wrk(app.url + route, min(1.0, args.duration))
-                        before = _collector(app)
-                        m = wrk(app.url + route, args.duration, pid=app.proc.pid)
-                        after = _collector(app)
-                    finally:
-                        _pause(app, True)
-                    n = max(m.requests, 1)
-                    spent = sum(after["seconds"]) - sum(before["seconds"])
-                    full = after["seconds"][2] - before["seconds"][2]
-                    fulls = after["collections"][2] - before["collections"][2]
-                    rows.setdefault((name, route), []).append(
-                        (m.app_cpu_us, spent / n * 1e6, full / n * 1e6, fulls, n, after["tracked"])
-                    )
-                    print(f"round {round_no + 1} {name:10s} {route:11s} app {m.app_cpu_us:6.0f} µs/req, collector "
-                          f"{spent / n * 1e6:5.1f} µs/req ({fulls} full collections), {after['tracked']} tracked",
-                          flush=True)  # fmt: skip
+            print(f"round {round_no + 1} {name:10s} {route:11s} app {m.app_cpu_us:6.0f} µs/req, collector "
+                  f"{spent / n * 1e6:5.1f} µs/req ({fulls} full collections), {after['tracked']} tracked",
+                  flush=True)  # fmt: skip
     finally:
-        for app in apps.values():
-            _pause(app, False)
-            app.stop()
+        _stop_all(apps)
         receiver.close()
         if pg:
             pg.stop("immediate")
