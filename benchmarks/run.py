@@ -5,7 +5,8 @@ wrk on loopback. Every variant's app is started once and pinned to one CPU (wrk 
 time while the other apps are stopped, variants round-robin within each round, so machine drift hits them alike;
 every ratio is computed within one round (variant / baseline of that same round) and then summarised as median
 and spread. Figure 1b (pairs): each variant and a bare app loaded at the same moment on the same CPU, which the
-kernel splits evenly between them: their req/s ratio is their cost ratio under identical conditions.
+kernel splits evenly between them: their req/s ratio is their cost ratio under identical conditions. Figure 1c
+(gc): the garbage collector's time per request in each variant's app, timed inside it (``BENCH_GC=1``).
 
     python benchmarks/run.py [--rounds 3] [--duration 5] [--quick] [--only throughput,pairs,gc,...]
                              [--variants bare,ours,...] [--routes /trivial,/db/pg] [--before SRC]
