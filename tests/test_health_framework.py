@@ -161,3 +161,45 @@ def test_admin_routes_never_accept_the_health_token() -> None:
 
 def test_unknown_view_is_404_not_500() -> None:
     assert client([]).get("/api/health/nope").status_code == 404
+
+
+class _NoRegex:
+    """Stands in for a route's compiled path: fails the test if Starlette's regex match is reached."""
+
+    def match(self, path: str) -> None:
+        raise AssertionError(f"the regex ran for {path!r}")
+
+
+def _scope(path: str, root_path: str = "", kind: str = "http") -> dict[str, object]:
+    return {"type": kind, "path": root_path + path, "root_path": root_path, "method": "GET", "headers": []}
+
+
+def test_routes_in_front_of_the_app_match_exactly_as_starlette_and_skip_the_regex_for_other_paths() -> None:
+    from starlette.routing import Match, Mount, Route
+
+    settings = config.load({})
+    registry = HealthRegistry()
+    registry.add_action(AdminAction("stuck-operations", "get", lambda ctx, params: {}))
+    ours = build_routes(settings, registry, lambda: CheckContext(Readings(background=False), settings))
+    assert [type(r).__bases__[-1] for r in ours] == [Route, Mount, Mount]  # still a Route and Mounts
+    plain = [
+        Route(r.path, r.endpoint, methods=["GET"]) if isinstance(r, Route) else Mount(r.path, routes=r.routes)
+        for r in ours
+    ]
+    scopes = [
+        _scope(p, root)
+        for root in ("", "/prefix")
+        for p in (
+            "/api/health", "/api/health/", "/api/health/live", "/api/health/pool", "/api/healthz", "/api/health/a/b",
+            "/api/admin/monitoring/stuck-operations", "/api/admin", "/db/sqlite", "/", "/x/api/health",
+        )
+    ] + [_scope("/api/health/live", kind="websocket"), _scope("/db/sqlite", kind="websocket")]  # fmt: skip
+    for route, reference in zip(ours, plain, strict=True):
+        for scope in scopes:
+            got, expected = route.matches(dict(scope)), reference.matches(dict(scope))
+            assert got[0] == expected[0], (route.path, scope)
+            if got[0] is not Match.NONE:
+                assert got[1].keys() == expected[1].keys(), (route.path, scope)
+        route.path_regex = _NoRegex()  # type: ignore[attr-defined]
+        for path in ("/db/sqlite", "/", "/items/42"):
+            assert route.matches(_scope(path)) == (Match.NONE, {})

@@ -23,7 +23,8 @@ from typing import Any
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import Scope
 
 from otel_reliability import config, host
 from otel_reliability.health.model import (
@@ -113,6 +114,32 @@ def _health_json(status: Status, results: dict[str, ViewResult], views: list[Hea
     }
 
 
+class _LiteralFirst(BaseRoute):
+    """A route that looks for its path's leading literal text in the request path before Starlette's regex match.
+
+    Our routes sit in front of the app's own (``mount``), so every request of the app walks past them: the regex
+    match costs ~0.85 µs per route here, a substring test ~0.1. Conservative: the request path includes any
+    ``root_path``, so a route path that matches always contains the literal; a path that contains it still
+    goes through the regex."""
+
+    def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(path, *args, **kwargs)  # type: ignore[call-arg]  # Route's and Mount's path
+        self._literal = path.split("{", 1)[0]
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if self._literal not in scope.get("path", ""):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+class _HealthRoute(_LiteralFirst, Route):
+    pass
+
+
+class _HealthMount(_LiteralFirst, Mount):
+    pass
+
+
 def build_routes(
     settings: config.Settings,
     registry: HealthRegistry = HEALTH_ENDPOINTS,
@@ -162,7 +189,7 @@ def build_routes(
         return JSONResponse(body, 200)
 
     # Two prefix matches (a Route and a Mount) in front of the app's own routes, not one per endpoint: every
-    # request of the app walks past them.
+    # request of the app walks past them (each first tests its literal prefix: _LiteralFirst).
     health_routes = [
         Route("/live", live, methods=["GET"], name="otel_reliability_live"),
         Route("/ready", ready, methods=["GET"], name="otel_reliability_ready"),
@@ -178,11 +205,11 @@ def build_routes(
         for action in registry.actions()
     ]
     routes: list[BaseRoute] = [
-        Route(base, aggregate, methods=["GET"], name="otel_reliability_health"),
-        Mount(base, routes=health_routes, name="otel_reliability_health_views"),
+        _HealthRoute(base, aggregate, methods=["GET"], name="otel_reliability_health"),
+        _HealthMount(base, routes=health_routes, name="otel_reliability_health_views"),
     ]
     if admin_routes:
-        routes.append(Mount(settings.admin_path, routes=admin_routes, name="otel_reliability_admin"))
+        routes.append(_HealthMount(settings.admin_path, routes=admin_routes, name="otel_reliability_admin"))
     return routes
 
 
