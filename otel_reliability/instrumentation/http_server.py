@@ -249,9 +249,12 @@ class _Excluded:
         self._regexes = regexes
 
     def url_disabled(self, url: str) -> bool:
-        if self._literals is not None and not any(literal in url for literal in self._literals):
-            return False
-        return self._regexes.url_disabled(url)
+        if self._literals is None:
+            return self._regexes.url_disabled(url)
+        for literal in self._literals:  # a plain loop: any() over a generator costs twice as much here
+            if literal in url:
+                return self._regexes.url_disabled(url)
+        return False
 
 
 def excluded_urls() -> _Excluded | None:
