@@ -17,6 +17,7 @@ Everything listens on 127.0.0.1 and stops by itself. ``--quick`` (used by the sm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -199,42 +200,78 @@ def throughput(args: argparse.Namespace) -> list[str]:
     each (route, variant) cell runs while the other apps are stopped. Variants alternate order from round to
     round, so a variant is never always first or last; a round's cells for one route run seconds apart, so the
     per-round ratios see the same machine."""
-    receiver = OtlpReceiver()
-    pg = start_postgres() if not args.quick else None
-    routes = ["/trivial", "/db/sqlite", "/breaker"] + (["/db/pg"] if pg else [])
-    chosen = variants(receiver.endpoint, args.before)
-    if args.quick:
-        chosen = [v for v in chosen if v.name in ("bare", "ours")]
-    elif args.variants:
-        wanted = args.variants.split(",")
-        unknown = sorted(set(wanted) - {v.name for v in chosen})
-        if unknown:
-            raise SystemExit(f"benchmarks: unknown variant(s) {', '.join(unknown)}")
-        chosen = [v for v in chosen if v.name in wanted]
-    if args.routes:
-        routes = [r for r in routes if r in args.routes.split(",")]
-    base_env = {
-        "BENCH_SQLITE_URL": "sqlite:////tmp/otel-reliability-bench.db",
-        "OTEL_RELIABILITY_HEALTH_CACHE": HEALTH_CACHE.default,  # what a user runs (the test default is 0)
-    }
-    if pg:
-        base_env["BENCH_PG_URL"] = pg.url("psycopg")
     table = Table()
     apps: dict[str, AppProcess] = {}
-    try:
-        _start_paused(chosen, base_env, routes, args.duration, apps)
+    with _bench_setup(args, ["/trivial", "/db/sqlite", "/breaker"]) as bench, _stopping(apps):
+        wanted = _wanted(bench.variants, args, default=list(bench.variants), quick=["bare", "ours"])
+        chosen = [v for v in bench.variants.values() if v.name in wanted]
+        routes = bench.routes
+        _start_paused(chosen, bench.base_env, routes, args.duration, apps)
         for round_no, route, name in _cells([v.name for v in chosen], routes, args.rounds):
             m, _, _ = _measure_alone(apps[name], route, args.duration)
             table.rows.setdefault((name, route), []).append(m)
             print(f"round {round_no + 1} {name:10s} {route:11s} {m.rps:8.0f} req/s "
                   f"p99 {m.p99_ms:6.1f} ms app {m.app_cpu_us:6.0f} µs/req (wrk cpu {m.wrk_cpu:.2f})",
                   flush=True)  # fmt: skip
+    return render_throughput(table, chosen, routes, args)
+
+
+@dataclass
+class _Bench:
+    variants: dict[str, Variant]  # every variant, by name
+    routes: list[str]  # the routes to measure (--routes applied; /db/pg when PostgreSQL runs)
+    base_env: dict[str, str]  # every app's environment, before its variant's own
+
+
+@contextlib.contextmanager
+def _bench_setup(
+    args: argparse.Namespace, routes: list[str], extra_env: dict[str, str] | None = None
+) -> Iterator[_Bench]:
+    """What the wrk figures (1, 1b, 1c) run against: an OTLP receiver (for ``ours_otlp``) and, unless --quick, a
+    PostgreSQL; both stopped on the way out, whatever happens in between."""
+    receiver = OtlpReceiver()
+    pg = None
+    try:
+        pg = start_postgres() if not args.quick else None
+        routes = routes + (["/db/pg"] if pg else [])
+        if args.routes:
+            routes = [r for r in routes if r in args.routes.split(",")]
+        base_env = {
+            "BENCH_SQLITE_URL": "sqlite:////tmp/otel-reliability-bench.db",
+            "OTEL_RELIABILITY_HEALTH_CACHE": HEALTH_CACHE.default,  # what a user runs (the test default is 0)
+            **(extra_env or {}),
+        }
+        if pg:
+            base_env["BENCH_PG_URL"] = pg.url("psycopg")
+        yield _Bench({v.name: v for v in variants(receiver.endpoint, args.before)}, routes, base_env)
     finally:
-        _stop_all(apps)
         receiver.close()
         if pg:
             pg.stop("immediate")
-    return render_throughput(table, chosen, routes, args)
+
+
+def _wanted(every: dict[str, Variant], args: argparse.Namespace, default: list[str], quick: list[str]) -> list[str]:
+    """The variants a figure runs: ``quick`` with --quick, else --variants, else ``default``."""
+    wanted = quick if args.quick else (args.variants.split(",") if args.variants else default)
+    unknown = sorted(set(wanted) - set(every))
+    if unknown:
+        raise SystemExit(f"benchmarks: unknown variant(s) {', '.join(unknown)}")
+    return wanted
+
+
+def _start_pinned(variant: Variant, base_env: dict[str, str]) -> AppProcess:
+    """The bench app under ``variant``, pinned to the apps' CPU (when there are two or more)."""
+    app = start_app(
+        "bench_app:app",
+        app_dir=APP_DIR,
+        env={**base_env, **variant.env},
+        instrument=variant.instrument,
+        wait_path="/trivial",
+    )
+    pin = _cpus()[1]
+    if pin:
+        subprocess.run([*pin, str(app.proc.pid)], capture_output=True, check=True)
+    return app
 
 
 def _start_paused(
@@ -242,18 +279,8 @@ def _start_paused(
 ) -> None:
     """Start every variant's app once (into ``apps``, which the caller stops), pinned to the apps' CPU, warmed up
     on every route, then stopped (SIGSTOP) until its cells run."""
-    pin = _cpus()[1]
     for variant in chosen:
-        app = start_app(
-            "bench_app:app",
-            app_dir=APP_DIR,
-            env={**base_env, **variant.env},
-            instrument=variant.instrument,
-            wait_path="/trivial",
-        )
-        apps[variant.name] = app
-        if pin:
-            subprocess.run([*pin, str(app.proc.pid)], capture_output=True, check=True)
+        apps[variant.name] = app = _start_pinned(variant, base_env)
         for route in routes:
             wrk(app.url + route, min(1.0, duration))  # warm-up: imports, first connections, caches
         _pause(app, True)
@@ -284,10 +311,15 @@ def _measure_alone(
         _pause(app, True)
 
 
-def _stop_all(apps: dict[str, AppProcess]) -> None:
-    for app in apps.values():
-        _pause(app, False)
-        app.stop()
+@contextlib.contextmanager
+def _stopping(apps: dict[str, AppProcess]) -> Iterator[None]:
+    """Every app put in ``apps`` meanwhile is resumed (it may be SIGSTOPped) and stopped on the way out."""
+    try:
+        yield
+    finally:
+        for app in apps.values():
+            _pause(app, False)
+            app.stop()
 
 
 def _autogroups() -> bool:
@@ -330,42 +362,19 @@ def paired(args: argparse.Namespace) -> list[str]:
     same machine conditions. On a machine whose speed drifts by tens of percent within seconds (a shared
     VM), this resolves a few percent where consecutive cells cannot. A pair of two bare apps shows the
     method's own bias and spread."""
-    receiver = OtlpReceiver()
-    pg = start_postgres() if not args.quick else None
-    routes = ["/trivial", "/db/sqlite"] + (["/db/pg"] if pg else [])
-    if args.routes:
-        routes = [r for r in routes if r in args.routes.split(",")]
-    every = {v.name: v for v in variants(receiver.endpoint, args.before)}
-    every["bare2"] = Variant("bare2", "a second bare app (the method's own bias)", {}, instrument=False)
-    wanted = ["bare2", "ours"] if args.quick else (args.variants.split(",") if args.variants else ["bare2", "ours"])
-    wanted = [w for w in wanted if w != "bare"]
-    unknown = sorted(set(wanted) - set(every))
-    if unknown:
-        raise SystemExit(f"benchmarks: unknown variant(s) {', '.join(unknown)}")
-    base_env = {
-        "BENCH_SQLITE_URL": "sqlite:////tmp/otel-reliability-bench.db",
-        "OTEL_RELIABILITY_HEALTH_CACHE": HEALTH_CACHE.default,
-    }
-    if pg:
-        base_env["BENCH_PG_URL"] = pg.url("psycopg")
     client, pin = _cpus()
     seconds = max(1, round(args.duration))
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    try:
+    with _bench_setup(args, ["/trivial", "/db/sqlite"]) as bench:
+        every, routes = bench.variants, bench.routes
+        every["bare2"] = Variant("bare2", "a second bare app (the method's own bias)", {}, instrument=False)
+        wanted = [w for w in _wanted(every, args, default=["bare2", "ours"], quick=["bare2", "ours"]) if w != "bare"]
         for name in wanted:
             for first in (name, "bare"):  # each start order once: the app started second gets an edge
                 pair: dict[str, AppProcess] = {}
                 try:
                     for variant in (every[first], every["bare" if first == name else name]):
-                        pair[variant.name] = app = start_app(
-                            "bench_app:app",
-                            app_dir=APP_DIR,
-                            env={**base_env, **variant.env},
-                            instrument=variant.instrument,
-                            wait_path="/trivial",
-                        )
-                        if pin:
-                            subprocess.run([*pin, str(app.proc.pid)], capture_output=True, check=True)
+                        pair[variant.name] = _start_pinned(variant, bench.base_env)
                     for route in routes:
                         for round_no in range(args.rounds + 1):  # the first round warms both up
                             rps, per_request = _loaded_together(pair, route, seconds, client, round_no % 2 == 1)
@@ -379,10 +388,6 @@ def paired(args: argparse.Namespace) -> list[str]:
                 finally:
                     for app in pair.values():
                         app.stop()
-    finally:
-        receiver.close()
-        if pg:
-            pg.stop("immediate")
     lines = [
         "## 1b. Side by side at the same moment (`--only pairs`)",
         "",
@@ -430,33 +435,14 @@ def collector(args: argparse.Namespace) -> list[str]:
     collection (``BENCH_GC=1``: ``gc.callbacks``); each variant's app is started once and pinned, and runs alone
     (the others stopped) while wrk loads it, as in figure 1. A full collection walks every tracked object, and
     the SDK, the instrumentation and their modules add objects to walk: a cost per request that no hook shows."""
-    receiver = OtlpReceiver()
-    pg = start_postgres() if not args.quick else None
-    routes = ["/trivial", "/db/sqlite"] + (["/db/pg"] if pg else [])
-    if args.routes:
-        routes = [r for r in routes if r in args.routes.split(",")]
-    every = {v.name: v for v in variants(receiver.endpoint, args.before)}
-    wanted = (
-        ["bare", "ours"]
-        if args.quick
-        else (args.variants.split(",") if args.variants else ["bare", "ours_off", "ours"])
-    )
-    unknown = sorted(set(wanted) - set(every))
-    if unknown:
-        raise SystemExit(f"benchmarks: unknown variant(s) {', '.join(unknown)}")
-    base_env = {
-        "BENCH_SQLITE_URL": "sqlite:////tmp/otel-reliability-bench.db",
-        "OTEL_RELIABILITY_HEALTH_CACHE": HEALTH_CACHE.default,
-        "BENCH_GC": "1",
-    }
-    if pg:
-        base_env["BENCH_PG_URL"] = pg.url("psycopg")
     apps: dict[str, AppProcess] = {}
     # Per (variant, route): one row per round of (app CPU µs, collector µs, full-collection µs, full collections,
     # requests, tracked objects).
     rows: dict[tuple[str, str], list[tuple[float, float, float, int, int, int]]] = {}
-    try:
-        _start_paused([every[name] for name in wanted], base_env, routes, args.duration, apps)
+    with _bench_setup(args, ["/trivial", "/db/sqlite"], {"BENCH_GC": "1"}) as bench, _stopping(apps):
+        every, routes = bench.variants, bench.routes
+        wanted = _wanted(every, args, default=["bare", "ours_off", "ours"], quick=["bare", "ours"])
+        _start_paused([every[name] for name in wanted], bench.base_env, routes, args.duration, apps)
         for round_no, route, name in _cells(wanted, routes, args.rounds):
             m, before, after = _measure_alone(apps[name], route, args.duration, _collector)
             n = max(m.requests, 1)
@@ -469,11 +455,6 @@ def collector(args: argparse.Namespace) -> list[str]:
             print(f"round {round_no + 1} {name:10s} {route:11s} app {m.app_cpu_us:6.0f} µs/req, collector "
                   f"{spent / n * 1e6:5.1f} µs/req ({fulls} full collections), {after['tracked']} tracked",
                   flush=True)  # fmt: skip
-    finally:
-        _stop_all(apps)
-        receiver.close()
-        if pg:
-            pg.stop("immediate")
     lines = [
         "## 1c. The garbage collector's share (`--only gc`)",
         "",
