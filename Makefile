@@ -18,8 +18,9 @@ install: $(STAMP)
 demo: install
 	bash scripts/demo.sh
 
-## Install and start what the tests need (PostgreSQL, Prometheus, the collector), then run every test.
-test: install services collector
+## Lint first (ruff, ruff format, mypy: CI runs only `make test`), then install and start what the tests need
+## (PostgreSQL, Prometheus, the collector) and run every test.
+test: lint services collector
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## PostgreSQL and Prometheus from Debian's packages (installed when missing; tests start their own instances).
@@ -48,6 +49,7 @@ fleet-sizing: install services collector
 faults: install services collector
 	$(BIN)/python benchmarks/faults.py
 
+## ruff check, ruff format --check and mypy; the first step of `make test`.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
