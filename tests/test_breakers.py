@@ -118,10 +118,12 @@ def test_pybreaker_outcomes_trip_is_failure_refusal_is_rejected_excluded_is_succ
     assert found["state"] == "open" and found["failure_count"] == 2
     assert found["transitions"] == {"closed": 0, "open": 1, "half_open": 0}
 
-    # Half-open is entered lazily, by the first call after the timeout: still "open" until then.
+    # pybreaker enters half-open lazily, by the first call after the timeout; until then the breaker is reported
+    # half_open (the next call is a trial), though no transition has happened yet (tests/test_breakers_idle.py).
     breaker.reset_timeout = 0.05
     time.sleep(0.2)
-    assert entry(readings, "pb")["state"] == "open"
+    assert entry(readings, "pb")["state"] == "half_open"
+    assert entry(readings, "pb")["transitions"] == {"closed": 0, "open": 1, "half_open": 0}
     assert attempt(breaker.call, boom) == "CircuitBreakerError"  # failed trial: a failure, opened again
     found = entry(readings, "pb")
     assert found["calls"] == {"success": 2, "failure": 3, "rejected": 2}

@@ -8,6 +8,7 @@ annotate the current span.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import sys
@@ -205,9 +206,24 @@ class TrackedBreaker:
                     type(exc).__name__,
                 )
             return UNKNOWN
+        if reading.state == OPEN and self._trial_allowed(breaker):
+            reading = dataclasses.replace(reading, state=HALF_OPEN)
         if self.adapter.derive_on_read:
             self.observe(reading.state)
         return reading
+
+    def _trial_allowed(self, breaker: Any) -> bool:
+        """Open, but its reset timeout has passed: the next call is a trial, so it is half-open in all but name.
+
+        pybreaker and purgatory enter half-open lazily, on the first call after the timeout; an idle service
+        makes no call, and "open" would stay on the scrape (and ``CircuitBreakerOpen`` firing) long after the
+        dependency recovered. circuitbreaker computes this itself; the same rule holds for it.
+        """
+        try:
+            remaining = self.adapter.retry_after(breaker, self)
+        except Exception:
+            return False
+        return remaining is not None and remaining <= 0
 
     def retry_after(self) -> float | None:
         breaker = self._ref()
