@@ -15,6 +15,10 @@ so code says which one it means. Names follow the OpenTelemetry semantic convent
 
 from __future__ import annotations
 
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
+"""The semantic-conventions version our names follow, on every meter and tracer of the package: a backend that
+knows schemas can translate our names when the conventions rename one."""
+
 # --- shared attribute keys -------------------------------------------------------------------------------------
 ATTR_ERROR_TYPE = "error.type"
 """Why a call, request or operation failed: the exception's class name or an HTTP status (OTel semconv)."""

@@ -203,3 +203,23 @@ def test_routes_in_front_of_the_app_match_exactly_as_starlette_and_skip_the_rege
         route.path_regex = _NoRegex()  # type: ignore[attr-defined]
         for path in ("/db/sqlite", "/", "/items/42"):
             assert route.matches(_scope(path)) == (Match.NONE, {})
+
+
+def test_every_health_and_admin_answer_says_no_store() -> None:
+    env = {"OTEL_RELIABILITY_HEALTH_TOKEN": HEALTH, "OTEL_RELIABILITY_ADMIN_TOKEN": ADMIN}
+    c = client([fixed(Status.HEALTHY), fixed(Status.UNHEALTHY)], env, actions=[admin_action()])
+    answers = [
+        c.get("/api/health"),
+        c.get("/api/health", headers={"Accept": "application/health+json"}),
+        c.get("/api/health/live"),
+        c.get("/api/health/ready"),
+        c.get(f"/api/health/check-{Status.HEALTHY.value}"),
+        c.get("/api/health/nope"),
+        c.post("/api/admin/monitoring/stuck-operations/cleanup"),
+        c.post(
+            "/api/admin/monitoring/stuck-operations/cleanup?dry_run=true", headers={"Authorization": f"Bearer {ADMIN}"}
+        ),
+    ]
+    assert {r.status_code for r in answers} >= {200, 401, 404, 503}
+    for r in answers:
+        assert r.headers.get_list("cache-control") == ["no-store"], (r.url, r.headers)

@@ -71,13 +71,13 @@ DEFAULT_TIMEOUT = 10.0
 
 class _Telemetry:
     def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
-        meter = metrics.get_meter("otel_reliability.db", __version__, meter_provider=meter_provider)
+        meter = metrics.get_meter("otel_reliability.db", __version__, meter_provider, semconv.SCHEMA_URL)
         self.retries = meter.create_counter(
             semconv.METRIC_DB_CLIENT_TRANSACTION_RETRIES,
             "{retry}",
             "Transactions rolled back and run again after a transient failure.",
         )
-        self.tracer = trace.get_tracer("otel_reliability.db", __version__, tracer_provider)
+        self.tracer = trace.get_tracer("otel_reliability.db", __version__, tracer_provider, semconv.SCHEMA_URL)
 
 
 _telemetry: _Telemetry | None = None

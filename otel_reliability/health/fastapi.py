@@ -24,7 +24,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route
-from starlette.types import Scope
+from starlette.types import Message, Receive, Scope, Send
 
 from otel_reliability import config, host
 from otel_reliability.health.model import (
@@ -130,6 +130,18 @@ class _LiteralFirst(BaseRoute):
         if self._literal not in scope.get("path", ""):
             return Match.NONE, {}
         return super().matches(scope)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every answer of ours (health, admin, their 401/404) says ``Cache-Control: no-store``: it is a reading
+        of now, and a proxy or browser that kept it would show a recovered service as down, or the reverse."""
+
+        async def no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"cache-control"]
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await super().handle(scope, receive, no_store)  # type: ignore[misc]  # Route's and Mount's handle
 
 
 class _HealthRoute(_LiteralFirst, Route):

@@ -287,7 +287,7 @@ class LeanHTTPMiddleware:
         self._broken = False
         from otel_reliability.version import __version__
 
-        meter = metrics.get_meter(__name__, __version__, meter_provider)
+        meter = metrics.get_meter(__name__, __version__, meter_provider, semconv.SCHEMA_URL)
         description = "Duration of HTTP server requests."
         self._duration = BufferedHistogram(
             meter,

@@ -140,7 +140,7 @@ class _Instruments:
 
     def __init__(self, settings: config.Settings, meter: metrics.Meter, tracer_provider: Any = None) -> None:
         self._stuck_threshold = settings.stuck_threshold  # read once: the callbacks run at every collection
-        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
+        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, semconv.SCHEMA_URL)
         self.duration = meter.create_histogram(
             semconv.METRIC_OPERATION_DURATION,
             unit=semconv.UNIT_SECONDS,
@@ -178,7 +178,7 @@ def _tracer() -> trace.Tracer:
     if instruments is not None:
         return instruments.tracer
     if _fallback_tracer is None:
-        _fallback_tracer = trace.get_tracer(SCOPE, __version__)
+        _fallback_tracer = trace.get_tracer(SCOPE, __version__, schema_url=semconv.SCHEMA_URL)
     return _fallback_tracer
 
 
@@ -196,7 +196,7 @@ class OperationsInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         settings = kwargs.get("settings") or config.settings()
-        meter = metrics.get_meter(SCOPE, __version__, meter_provider=kwargs.get("meter_provider"))
+        meter = metrics.get_meter(SCOPE, __version__, kwargs.get("meter_provider"), semconv.SCHEMA_URL)
         _instrumented.start(_Instruments(settings, meter, kwargs.get("tracer_provider")), meter)
 
     def _uninstrument(self, **kwargs: Any) -> None:

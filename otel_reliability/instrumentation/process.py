@@ -237,7 +237,9 @@ class ProcessInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 ", ".join(sorted(skipped)),
                 UPSTREAM_EXCLUDED_VARIABLE,
             )
-        meter = metrics.get_meter("otel_reliability.process", __version__, meter_provider=kwargs.get("meter_provider"))
+        meter = metrics.get_meter(
+            "otel_reliability.process", __version__, kwargs.get("meter_provider"), semconv.SCHEMA_URL
+        )
         _instrumented.start(kwargs.get("sampler") or ProcessSampler(), meter)
         # Instrumented again on the same provider: the SDK returns the instruments made the first time, with their
         # callbacks, which read the current sampler through _instrumented.

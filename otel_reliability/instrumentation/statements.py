@@ -173,8 +173,10 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         version = __version__
         tracer_provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
-        tracer = trace.get_tracer("otel_reliability.statements", version, tracer_provider)
-        meter = metrics.get_meter("otel_reliability.statements", version, meter_provider=kwargs.get("meter_provider"))
+        tracer = trace.get_tracer("otel_reliability.statements", version, tracer_provider, semconv.SCHEMA_URL)
+        meter = metrics.get_meter(
+            "otel_reliability.statements", version, kwargs.get("meter_provider"), semconv.SCHEMA_URL
+        )
         duration = meter.create_histogram(
             DURATION,
             semconv.UNIT_SECONDS,

@@ -60,7 +60,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from otel_reliability import changes, config
+from otel_reliability import changes, config, semconv
 from otel_reliability.instrumentation import _operation_gauges
 from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.instrumentation._operation_gauges import SCOPE, Row
@@ -385,7 +385,7 @@ class StuckInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        meter = metrics.get_meter(SCOPE, __version__, meter_provider=kwargs.get("meter_provider"))
+        meter = metrics.get_meter(SCOPE, __version__, kwargs.get("meter_provider"), semconv.SCHEMA_URL)
         _instrumented.start(_DatabaseRows(), meter)
         _operation_gauges.create(meter)
         changes.mark_changed()

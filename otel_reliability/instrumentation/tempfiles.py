@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from otel_reliability import tempfiles
+from otel_reliability import semconv, tempfiles
 from otel_reliability.version import __version__
 
 _instruments: tuple[str, ...] = ()
@@ -35,7 +35,7 @@ class TempFilesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        tempfiles.bind_meter(metrics.get_meter(SCOPE, __version__, meter_provider=kwargs.get("meter_provider")))
+        tempfiles.bind_meter(metrics.get_meter(SCOPE, __version__, kwargs.get("meter_provider"), semconv.SCHEMA_URL))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         tempfiles.bind_meter(None)

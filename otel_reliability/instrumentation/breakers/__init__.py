@@ -68,7 +68,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from otel_reliability import changes, config
+from otel_reliability import changes, config, semconv
 from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.instrumentation.breakers import _metrics
 from otel_reliability.instrumentation.breakers._registry import (
@@ -192,7 +192,9 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        meter = metrics.get_meter("otel_reliability.breakers", __version__, meter_provider=kwargs.get("meter_provider"))
+        meter = metrics.get_meter(
+            "otel_reliability.breakers", __version__, kwargs.get("meter_provider"), semconv.SCHEMA_URL
+        )
         libraries = _instrumented.start([], meter)
         # Creating the instruments again on the same meter returns the existing ones (with their callbacks), so
         # the callbacks ask whether we are instrumented now, on their meter, rather than capturing an instrumentation.

@@ -156,7 +156,9 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from sqlalchemy.pool import Pool
         from wrapt import wrap_function_wrapper
 
-        meter = metrics.get_meter("otel_reliability.pool", __version__, meter_provider=kwargs.get("meter_provider"))
+        meter = metrics.get_meter(
+            "otel_reliability.pool", __version__, kwargs.get("meter_provider"), semconv.SCHEMA_URL
+        )
         hist = {"explicit_bucket_boundaries_advisory": list(_DURATION_BUCKETS)}
         instruments = _Instruments(
             timeouts=meter.create_counter(
