@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test services collector lint stack bench fleet-sizing faults clean
+.PHONY: install demo test services collector tools lint stack bench fleet-sizing faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ services:
 ## The OpenTelemetry Collector built with ocb from collector-config/builder-config.yaml (cached outside the clone).
 collector:
 	bash scripts/build-collector.sh
+
+## Prometheus 3 + promtool, VictoriaMetrics and Helm built from the Go module proxy (cached outside the clone).
+tools:
+	bash scripts/build-tools.sh
 
 ## The collector and Prometheus on loopback with collector-config/ (next to `make demo`), until Ctrl-C.
 stack: install services collector

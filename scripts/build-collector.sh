@@ -2,9 +2,7 @@
 # Build otelcol-reliability (the OpenTelemetry Collector described by collector-config/builder-config.yaml)
 # with the OpenTelemetry Collector Builder (ocb), and leave build/otelcol-reliability pointing at it.
 #
-# Everything is cached OUTSIDE the clone, under ${OTEL_RELIABILITY_CACHE:-/var/cache/otel-reliability}:
-#   go/                     GOPATH and GOMODCACHE (downloaded modules)
-#   gocache/                GOCACHE (compiled packages)
+# Everything is cached OUTSIDE the clone (scripts/go-env.sh: Go modules, compiled packages), and:
 #   tools/builder-<ver>/    the ocb binary
 #   collector-<hash>/       one finished build per manifest; <hash> = first 12 hex digits of the
 #                           manifest's sha256, so editing the manifest builds anew and reverting it is free.
@@ -29,10 +27,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MANIFEST="$REPO_ROOT/collector-config/builder-config.yaml"
 [[ -f "$MANIFEST" ]] || die "manifest not found: $MANIFEST"
 
-CACHE_ROOT="${OTEL_RELIABILITY_CACHE:-/var/cache/otel-reliability}"
-mkdir -p "$CACHE_ROOT" 2>/dev/null || die "cannot create cache directory $CACHE_ROOT (set OTEL_RELIABILITY_CACHE to a writable directory)"
-[[ -w "$CACHE_ROOT" ]] || die "cache directory $CACHE_ROOT is not writable (set OTEL_RELIABILITY_CACHE)"
-CACHE_ROOT="$(cd "$CACHE_ROOT" && pwd)"
+# shellcheck source=go-env.sh
+source "$REPO_ROOT/scripts/go-env.sh"
 
 HASH="$(sha256sum "$MANIFEST" | cut -c1-12)"
 BUILD_DIR="$CACHE_ROOT/collector-$HASH"
@@ -62,26 +58,7 @@ if command -v flock >/dev/null 2>&1; then
     fi
 fi
 
-# --- Go toolchain -----------------------------------------------------------------------------------------
-if [[ -n "${GO:-}" ]]; then
-    :
-elif command -v go >/dev/null 2>&1; then
-    GO="$(command -v go)"
-elif [[ -x /usr/local/go/bin/go ]]; then
-    GO=/usr/local/go/bin/go
-else
-    die "Go is not installed (looked for \$GO, 'go' on PATH and /usr/local/go/bin/go); install Go >= 1.24"
-fi
-"$GO" version >/dev/null 2>&1 || die "'$GO version' failed"
-# ocb runs `go` from PATH itself: make sure it finds the same one.
-export PATH="$(dirname "$GO"):$PATH"
-
-export GOPATH="$CACHE_ROOT/go"
-export GOMODCACHE="$CACHE_ROOT/go/pkg/mod"
-export GOCACHE="$CACHE_ROOT/gocache"
-export GOFLAGS="${GOFLAGS:-} -modcacherw"
-export CGO_ENABLED=0
-mkdir -p "$GOPATH" "$GOMODCACHE" "$GOCACHE"
+go_toolchain
 
 # --- ocb ----------------------------------------------------------------------------------------------------
 OCB_DIR="$CACHE_ROOT/tools/builder-$OCB_VERSION"
