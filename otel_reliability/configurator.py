@@ -37,7 +37,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKConfigurator
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_reliability import config, export_logs, shutdown
+from otel_reliability import config, export_logs, shutdown, upstream
 from otel_reliability.instrumentation._published import install_quiet_views
 from otel_reliability.readings import Readings, _retention, install
 
@@ -110,6 +110,7 @@ def configure_sdk(**kwargs: Any) -> Readings:
         _initialize_components(resource_attributes=resource_attributes, **kwargs)
     shutdown.install()  # a bounded final export on SIGTERM (uvicorn dies by the signal: no atexit)
     provider = metrics.get_meter_provider()
+    upstream.check_all()  # every private access into a package already imported: one WARNING per changed shape
     install_quiet_views(provider)
     reader = Readings(
         snapshot_interval=settings.snapshot_interval,

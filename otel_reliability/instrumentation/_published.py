@@ -15,19 +15,17 @@ endpoint, the OTLP exporter), through an observable instrument that reports no p
 the values of its own moment.
 
 The SDK has no API to end a series of a synchronous instrument; a breaker that is garbage-collected must
-disappear, not stay at 0 forever. ``_drop_series`` removes it from the SDK's storage; if the SDK's internals
-ever move, the series is set to 0 instead (and the loss is logged once).
+disappear, not stay at 0 forever. ``otel_reliability.upstream.sdk.drop_series`` removes it from the SDK's
+storage; where its check finds the SDK's internals moved, the series is set to 0 instead (one WARNING).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
 import threading
 import weakref
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
@@ -36,18 +34,16 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import ExemplarReservoir
 from opentelemetry.sdk.metrics.view import View
 
-from otel_reliability import giveway
+from otel_reliability import giveway, upstream
+from otel_reliability.upstream.runtime import count_value, counter
+from otel_reliability.upstream.sdk import find_aggregations as _find_aggregations
+from otel_reliability.upstream.sdk import fold_values
+
+__all__ = ["count_value", "counter"]  # lock-free counters for hot paths (see otel_reliability.upstream.runtime)
 
 _logger = logging.getLogger(__name__)
-_drop_warned = False
 
 Attributes = Mapping[str, Any]
-
-
-def count_value(counter: itertools.count[int]) -> int:
-    """How many times ``next()`` was called on ``counter`` (its repr is ``count(N)``), without advancing it. An
-    ``itertools.count`` is a lock-free counter for a hot path: ``next()`` is atomic in CPython."""
-    return int(repr(counter)[6:-1])
 
 
 def on_collect(meter: Meter, name: str, publish: Callable[[], None]) -> None:
@@ -121,26 +117,13 @@ class Published:
 
 def _drop_series(instrument: Any, attributes: Attributes) -> bool:
     """Remove one attribute set's aggregation from every reader's storage (see the module docstring)."""
-    global _drop_warned
-    try:
-        instrument = getattr(instrument, "_real_instrument", None) or instrument  # the API's proxy, if any
-        consumer = instrument._measurement_consumer
-        wanted = dict(attributes)
-        for storage in list(consumer._reader_storages.values()):
-            for match in storage._instrument_view_instrument_matches.get(instrument, ()):
-                with match._lock:
-                    for aggr_key, aggregation in list(match._attributes_aggregation.items()):
-                        if dict(aggregation._attributes or {}) == wanted:
-                            del match._attributes_aggregation[aggr_key]
-        return True
-    except (AttributeError, TypeError):
-        if not _drop_warned:
-            _drop_warned = True
-            _logger.info(
-                "otel-reliability: this OpenTelemetry SDK cannot end a series; series of breakers that are gone "
-                "stay at 0 instead of disappearing"
-            )
+    if not upstream.usable("sdk.drop_series"):
         return False
+    try:
+        upstream.sdk.drop_series(instrument, attributes)
+    except (AttributeError, TypeError):  # an instrument of another SDK (a proxy never bound): set to 0 instead
+        return False
+    return True
 
 
 # --- histograms recorded on a hot path ----------------------------------------------------------------------------
@@ -152,12 +135,12 @@ def _drop_series(instrument: Any, attributes: Attributes) -> bool:
 # value, are folded into those same explicit-bucket aggregations in the order they were observed: the bucket
 # counts, count, min, max and the sum (added one by one, so even its rounding) are exactly what ``record()`` of
 # each value would have produced. Where a series' aggregations are is found once and then checked by identity. The
-# fold reaches into the SDK's storage (as ``_drop_series`` does); anything it does not recognise (another
-# aggregation from a View, attribute filtering, other buckets, a moved internal) replays the values through
-# ``record()`` instead: slower, never different. Only for instruments without exemplars (an exemplar needs the
-# context at the moment of the measurement): our quiet meters, or while no span is ever sampled.
+# fold reaches into the SDK's storage (``otel_reliability.upstream.sdk``, checked once against ``record()``);
+# anything it does not recognise (another aggregation from a View, attribute filtering, other buckets, a moved
+# internal) replays the values through ``record()`` instead: slower, never different. Only for instruments
+# without exemplars (an exemplar needs the context at the moment of the measurement): our quiet meters, or
+# while no span is ever sampled.
 FLUSH_AT = 4096
-_fold_warned = False
 
 
 def drops_every_span(tracer_provider: Any) -> bool:
@@ -276,9 +259,8 @@ if hasattr(os, "register_at_fork"):
 
 def _fold(instrument: Any, boundaries: tuple[float, ...], series: HistogramSeries, values: list[float]) -> bool:
     """Add ``values`` to the SDK aggregations of ``series`` as ``record()`` would; False: nothing was added."""
-    global _fold_warned
-    if not all(0.0 <= v < math.inf for v in values):  # record() drops these with a warning: let it
-        return False
+    if not all(0.0 <= v < math.inf for v in values) or not upstream.usable("sdk.histogram_fold"):
+        return False  # record() drops the former with a warning: let it
     try:
         cached = series.targets
         if cached is None or any(table.get(key) is not aggregation for table, key, aggregation in cached):
@@ -286,50 +268,10 @@ def _fold(instrument: Any, boundaries: tuple[float, ...], series: HistogramSerie
         if not cached:
             return False
         for _, _, aggregation in cached:
-            with aggregation._lock:
-                counts = aggregation._value
-                if counts is None:  # collected since: a fresh interval
-                    counts = aggregation._value = aggregation._get_empty_bucket_counts()
-                total = aggregation._sum
-                for value in values:
-                    counts[bisect_left(boundaries, value)] += 1
-                    total += value
-                aggregation._sum = total
-                if aggregation._record_min_max:
-                    aggregation._min = min(aggregation._min, *values)
-                    aggregation._max = max(aggregation._max, *values)
+            fold_values(aggregation, boundaries, values)
         return True
-    except (AttributeError, TypeError, KeyError):
-        if not _fold_warned:
-            _fold_warned = True
-            _logger.info("otel-reliability: this OpenTelemetry SDK's storage moved; histogram values replayed")
+    except (AttributeError, TypeError, KeyError):  # an instrument of another SDK: replayed
         return False
-
-
-def _find_aggregations(
-    instrument: Any, boundaries: tuple[float, ...], attributes: Attributes
-) -> list[tuple[Mapping[Any, Any], Any, Any]]:
-    """The plain explicit-bucket aggregation of ``attributes`` in every reader's storage, with the table and key
-    it is held under; empty when any reader aggregates differently (the values are then replayed)."""
-    instrument = getattr(instrument, "_real_instrument", None) or instrument  # the API's proxy, if any
-    wanted = dict(attributes)
-    targets = []
-    for storage in list(instrument._measurement_consumer._reader_storages.values()):
-        for match in storage._instrument_view_instrument_matches.get(instrument, ()):
-            if match._view._attribute_keys is not None or getattr(match, "_reset_on_collect", False):
-                return []
-            table = match._attributes_aggregation
-            found = [(key, a) for key, a in list(table.items()) if dict(a._attributes) == wanted]
-            if len(found) != 1:
-                return []
-            key, aggregation = found[0]
-            if type(aggregation).__name__ != "_ExplicitBucketHistogramAggregation":
-                return []
-            if aggregation._boundaries != boundaries or aggregation._value is None:
-                return []
-            _ = (aggregation._lock, aggregation._sum, aggregation._min, aggregation._max, aggregation._record_min_max)
-            targets.append((table, key, aggregation))
-    return targets
 
 
 # --- exemplars -------------------------------------------------------------------------------------------------
@@ -365,11 +307,7 @@ def install_quiet_views(provider: Any) -> bool:
     """Add ``quiet_views()`` to an SDK MeterProvider that was built without them (upstream's configuration
     builds it for us and takes no views). Views are looked up when an instrument is first measured, so this
     must run before the instrumentors; returns False when the provider is not one we can extend."""
-    sdk_config = getattr(provider, "_sdk_config", None)
-    if sdk_config is None or not hasattr(sdk_config, "views"):
-        return False
     try:
-        sdk_config.views = [*sdk_config.views, *quiet_views()]
-    except (AttributeError, TypeError):  # a frozen configuration in some future SDK: keep the defaults
+        return upstream.sdk.add_views(provider, quiet_views())
+    except (AttributeError, TypeError):  # not an SDK provider: keep the defaults
         return False
-    return True

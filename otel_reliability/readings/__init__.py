@@ -36,7 +36,7 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
-from otel_reliability import changes, giveway
+from otel_reliability import changes, giveway, upstream
 from otel_reliability.readings.history import _cumulative_values, _History
 from otel_reliability.readings.model import (
     Attributes,
@@ -100,14 +100,16 @@ class Readings(MetricReader):
         """Register on ``provider`` and remember its resource (service name and instance id for every view)."""
         if self._collect is None:  # type: ignore[has-type]
             provider.add_metric_reader(self)
-        sdk_config = getattr(provider, "_sdk_config", None)
-        if sdk_config is not None:
-            self._resource = MappingProxyType(dict(sdk_config.resource.attributes))
+        attributes = upstream.sdk.provider_resource(provider) if upstream.usable("sdk.config_resource") else None
+        if attributes is not None:  # else taken from the first collection received (the same resource)
+            self._resource = MappingProxyType(attributes)
         return self
 
     # --- MetricReader ---------------------------------------------------------------------------------
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._received_data = metrics_data
+        if not self._resource and metrics_data.resource_metrics:
+            self._resource = MappingProxyType(dict(metrics_data.resource_metrics[0].resource.attributes))
         self._received = to_snapshot(metrics_data, self._clock(), self._resource, time.time())
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:

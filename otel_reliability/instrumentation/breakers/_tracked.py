@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import logging
 import sys
 import threading
@@ -20,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from otel_reliability import changes, semconv
-from otel_reliability.instrumentation._published import count_value
+from otel_reliability.instrumentation._published import count_value, counter
 from otel_reliability.instrumentation.breakers._model import (
     ATTR_NAME,
     ATTR_PREVIOUS_STATE,
@@ -96,9 +95,9 @@ class TrackedBreaker:
         self.explicit_name = explicit_name
         self.fallback_name = fallback_name
         self.counts_calls = counts_calls
-        # Calls by outcome, in OUTCOMES order: itertools.count, whose next() is atomic in CPython, so the call path
-        # takes no lock (a lock round-trip cost more than a third of a pybreaker call).
-        self.calls = (itertools.count(), itertools.count(), itertools.count())
+        # Calls by outcome, in OUTCOMES order: lock-free counters (itertools.count, whose next() is atomic in
+        # CPython), so the call path takes no lock (a lock round-trip cost more than a third of a pybreaker call).
+        self.calls = (counter(), counter(), counter())
         self.transitions = dict.fromkeys(STATES, 0)
         self.last_state: str | None = initial_state
         self._lock = threading.Lock()

@@ -17,11 +17,13 @@ How, and why this way:
   Transitions are therefore derived from the states seen at each call and each collection; a recovery
   (open -> closed) always passes through half_open, so that step is counted even when no collection fell
   inside the half-open period.
+- Its threshold, timeout and opening time have no public accessor; they are read through
+  ``otel_reliability.upstream.breakers``, which checks their shape first and otherwise uses the constructor's
+  arguments and ``open_remaining``.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from otel_reliability.instrumentation._instrumented import is_wrapped
@@ -34,6 +36,7 @@ from otel_reliability.instrumentation.breakers._registry import (
     canonical_state,
     creation_site,
 )
+from otel_reliability.upstream import breakers as upstream
 
 LIBRARY = "circuitbreaker"
 
@@ -48,19 +51,15 @@ class CircuitbreakerAdapter:
         return str(name) if name else None
 
     def read(self, breaker: Any, tracked: TrackedBreaker) -> Reading:
-        return Reading(
-            canonical_state(breaker.state),
-            float(breaker.failure_count),
-            float(breaker._failure_threshold),
-            float(breaker._recovery_timeout),
-        )
+        threshold, timeout = upstream.circuitbreaker_settings(breaker, tracked.extra.get(_GIVEN))
+        return Reading(canonical_state(breaker.state), float(breaker.failure_count), threshold, timeout)
 
     def retry_after(self, breaker: Any, tracked: TrackedBreaker) -> float | None:
-        remaining = (breaker._opened + breaker._recovery_timeout) - time.monotonic()
-        return max(0.0, float(remaining))
+        return upstream.circuitbreaker_remaining(breaker)
 
 
 ADAPTER = CircuitbreakerAdapter()
+_GIVEN = "circuitbreaker.given"  # (threshold, timeout) as its constructor was given them, in tracked.extra
 
 
 def _count_fallback(breaker: Any, tracked: TrackedBreaker) -> None:
@@ -114,17 +113,21 @@ def instrument(registry: BreakerRegistry = BREAKERS) -> None:
     cls = circuitbreaker.CircuitBreaker
     if is_wrapped(cls, "__init__"):
         return
+    upstream.usable("circuitbreaker.settings")  # checked now, before a scratch breaker could be adopted
 
     def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         wrapped(*args, **kwargs)
-        adopt(instance, registry)
+        tracked = adopt(instance, registry)
+        threshold = args[0] if args else kwargs.get("failure_threshold")
+        timeout = args[1] if len(args) > 1 else kwargs.get("recovery_timeout")
+        tracked.extra[_GIVEN] = upstream.circuitbreaker_given(instance, threshold, timeout)
 
     def exit_(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         exc_type, exc = (args[0], args[1]) if len(args) == 3 else _exit_args(*args, **kwargs)  # `with`: positional
         before = canonical_state(instance.state)
         result = wrapped(*args, **kwargs)
         tracked = registry.lookup(instance) or adopt(instance, registry)
-        if exc_type is not None and exc is not None and instance._last_failure is exc:
+        if exc_type is not None and exc is not None and instance.last_failure is exc:
             tracked.record_failure()
         else:
             tracked.record_success()

@@ -18,11 +18,14 @@ How, and why this way:
 - Works for ``breaker.call``, ``@breaker`` and ``with breaker.calling()`` (all go through ``call``), and for
   ``call_async`` (Tornado), the only async form pybreaker has.
 - The state is read at collection time from ``current_state`` and ``fail_counter`` (with a Redis storage
-  that is a Redis round-trip per collection per breaker).
+  that is a Redis round-trip per collection per breaker). Private state (the cached state object a call runs
+  in, the storage's ``opened_at``, a state's breaker) is read through ``otel_reliability.upstream.breakers``,
+  which checks its shape first and falls back to the public attributes.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,6 +44,7 @@ from otel_reliability.instrumentation.breakers._registry import (
     spans_possible,
     tag_error,
 )
+from otel_reliability.upstream import breakers as upstream
 
 LIBRARY = "pybreaker"
 
@@ -63,9 +67,10 @@ class PybreakerAdapter:
         )
 
     def retry_after(self, breaker: Any, tracked: TrackedBreaker) -> float | None:
-        opened_at = breaker._state_storage.opened_at
+        opened_at = upstream.pybreaker_opened_at(breaker)
         if opened_at is None:
-            return None
+            seen = tracked.extra.get(_OPENED)  # the storage cannot be read: when our listener saw it open
+            return None if seen is None else max(0.0, float(breaker.reset_timeout) - (time.monotonic() - seen))
         if opened_at.tzinfo is None:
             opened_at = opened_at.replace(tzinfo=timezone.utc)
         elapsed = (datetime.now(timezone.utc) - opened_at).total_seconds()
@@ -73,10 +78,13 @@ class PybreakerAdapter:
 
 
 ADAPTER = PybreakerAdapter()
+_OPENED = "pybreaker.opened_monotonic"
 
 
 def _listener_class() -> type:
     import pybreaker
+
+    state_name = upstream.pybreaker_state_name()
 
     class _Listener(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
         """Counts calls and transitions of one breaker. Holds the tracked record, never the breaker."""
@@ -93,18 +101,21 @@ def _listener_class() -> type:
             if spans_possible():  # nothing else is paid when no span can record (metrics-only set-ups)
                 span = get_current_span()
                 if span.is_recording():
-                    annotate_span(self.tracked.name, canonical_state(cb._state.name), span)
+                    annotate_span(self.tracked.name, canonical_state(state_name(cb)), span)
 
         def failure(self, cb: Any, exc: BaseException) -> None:
             self.tracked.record_failure()
-            annotate_span(self.tracked.name, canonical_state(cb._state.name))
+            annotate_span(self.tracked.name, canonical_state(state_name(cb)))
             # If this failure trips the breaker, pybreaker raises CircuitBreakerError from inside the handling
             # of ``exc``: the tag on ``exc`` (its __context__) tells the HTTP mapping which breaker opened.
             tag_error(exc, self.tracked)
 
         def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
             old = canonical_state(old_state.name) if old_state is not None else None
-            self.tracked.record_transition(canonical_state(new_state.name), old)
+            new = canonical_state(new_state.name)
+            if new == "open":
+                self.tracked.extra[_OPENED] = time.monotonic()
+            self.tracked.record_transition(new, old)
 
     return _Listener
 
@@ -139,20 +150,24 @@ def instrument(registry: BreakerRegistry = BREAKERS) -> None:
 
     if is_wrapped(pybreaker.CircuitBreaker, "__init__"):
         return
+    upstream.pybreaker_state_name()  # checks pybreaker's private state now, before a scratch breaker is adopted
     error_cls = pybreaker.CircuitBreakerError
+
+    def candidates() -> list[Any]:
+        return [b for b in (t.breaker for t in registry.tracked(LIBRARY)) if b is not None]
 
     def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         wrapped(*args, **kwargs)
         adopt(instance, registry)
 
     def before_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        breaker = instance._breaker
         try:
             return wrapped(*args, **kwargs)
         except error_cls as exc:
             # Still in this very open state: refused without calling. (A failed half-open trial has moved the
             # breaker to a new open state object and was counted as a failure by the listener.)
-            if breaker._state is instance:
+            breaker = upstream.pybreaker_still_refusing(instance, candidates)
+            if breaker is not None:
                 tracked = registry.lookup(breaker)
                 if tracked is not None:
                     tracked.record_rejected(exc)

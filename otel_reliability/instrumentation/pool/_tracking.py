@@ -7,7 +7,6 @@ the hooks and the first use of a pool report into it.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import weakref
@@ -16,7 +15,7 @@ from typing import Any
 
 from otel_reliability import changes, semconv
 from otel_reliability.instrumentation._instrumented import Instrumented
-from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, count_value
+from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, count_value, counter
 
 _logger = logging.getLogger(__name__)
 
@@ -51,8 +50,8 @@ class _PoolState:
         self.pool_ref = weakref.ref(pool)
         # Callers that entered and left a checkout: lock-free counters (32 threads checking out at once must not
         # queue on a lock of ours); pending = entered - left, read at collection.
-        self.entered = itertools.count()
-        self.left = itertools.count()
+        self.entered = counter()
+        self.left = counter()
         # record -> perf_counter() at checkout; also the number of checkouts in progress for pools that do not
         # count them themselves (NullPool, StaticPool, SingletonThreadPool).
         self.checked_out_at: dict[Any, float] = {}

@@ -1,0 +1,119 @@
+"""The breaker libraries' private state read on the user's call path and at collection (see
+``otel_reliability.upstream``). Each instrumentor asks for its accessors in ``instrument()``, before it patches
+anything: the checks build a scratch breaker, which must not be adopted and counted.
+
+Not guarded because it is not needed: circuitbreaker's ``last_failure`` (public) replaces ``_last_failure``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from otel_reliability.upstream._registry import guard, usable
+
+
+@guard(
+    "pybreaker.state",
+    "pybreaker",
+    ("CircuitBreaker._state", "CircuitBreaker._state_storage", "CircuitBreakerState._breaker"),
+    "the breaker's cached state object (.name, the one a call runs in), its storage's opened_at (a datetime) "
+    "and each state object's breaker",
+    "current_state (asks the storage), the time our listener saw the breaker open and the public state property",
+)
+def _check_pybreaker() -> bool:
+    import pybreaker
+
+    cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=60)
+    closed = cb._state.name == cb.current_state == pybreaker.STATE_CLOSED and cb._state._breaker is cb
+    cb.open()
+    opened_at = cb._state_storage.opened_at
+    return (
+        closed
+        and isinstance(cb._state, pybreaker.CircuitOpenState)
+        and cb._state.name == pybreaker.STATE_OPEN
+        and cb._state._breaker is cb
+        and isinstance(opened_at, datetime)
+        and abs(
+            (datetime.now(timezone.utc) - opened_at.replace(tzinfo=opened_at.tzinfo or timezone.utc)).total_seconds()
+        )
+        < 60
+    )
+
+
+def pybreaker_state_name() -> Callable[[Any], str]:
+    """The name of the state a call runs in: the cached state object's (no storage round trip: a Redis storage
+    would cost one per call), or ``current_state`` where that object moved."""
+    if usable("pybreaker.state"):
+        return lambda cb: cb._state.name  # type: ignore[no-any-return]
+    return lambda cb: cb.current_state  # type: ignore[no-any-return]
+
+
+def pybreaker_opened_at(cb: Any) -> datetime | None:
+    """When the storage says the breaker opened; None where that cannot be read (``retry_after`` then uses the
+    moment our listener saw it open)."""
+    if not usable("pybreaker.state"):
+        return None
+    opened_at: datetime | None = cb._state_storage.opened_at
+    return opened_at
+
+
+def pybreaker_still_refusing(state: Any, candidates: Callable[[], Iterable[Any]]) -> Any:
+    """The breaker whose open ``state`` object just refused a call, if it is still in that very state (a failed
+    half-open trial moves the breaker to a new open state: a failure, not a refusal); None otherwise.
+    ``candidates``: the tracked breakers, scanned through the public ``state`` where ``_breaker`` moved."""
+    if usable("pybreaker.state"):
+        breaker = state._breaker
+        return breaker if breaker._state is state else None
+    for breaker in candidates():
+        if breaker.state is state:
+            return breaker
+    return None
+
+
+@guard(
+    "circuitbreaker.settings",
+    "circuitbreaker",
+    ("CircuitBreaker._failure_threshold", "CircuitBreaker._recovery_timeout", "CircuitBreaker._opened"),
+    "the threshold and timeout it was built with and the monotonic() time it last opened",
+    "the arguments its constructor was given (or the class defaults) and open_remaining (whole seconds)",
+)
+def _check_circuitbreaker() -> bool:
+    import circuitbreaker
+
+    cb = circuitbreaker.CircuitBreaker(failure_threshold=2, recovery_timeout=7)
+    built = (cb._failure_threshold, cb._recovery_timeout) == (2, 7)
+
+    def fail() -> None:
+        raise ValueError("upstream check")
+
+    for _ in range(2):
+        with contextlib.suppress(ValueError):
+            cb.call(fail)
+    remaining = (cb._opened + cb._recovery_timeout) - time.monotonic()
+    return built and cb.opened and 0 < remaining <= 7 and cb.open_remaining == math.ceil(remaining)
+
+
+def circuitbreaker_settings(cb: Any, given: tuple[float, float] | None) -> tuple[float, float]:
+    """(failure threshold, recovery timeout); ``given``: what our constructor wrapper saw it built with."""
+    if usable("circuitbreaker.settings"):
+        return float(cb._failure_threshold), float(cb._recovery_timeout)
+    if given is not None:
+        return given
+    return float(cb.FAILURE_THRESHOLD), float(cb.RECOVERY_TIMEOUT)
+
+
+def circuitbreaker_given(cb: Any, failure_threshold: Any, recovery_timeout: Any) -> tuple[float, float]:
+    """What circuitbreaker itself makes of its constructor's arguments (``x or the class default``)."""
+    return float(failure_threshold or cb.FAILURE_THRESHOLD), float(recovery_timeout or cb.RECOVERY_TIMEOUT)
+
+
+def circuitbreaker_remaining(cb: Any) -> float:
+    """Seconds until an open breaker lets a trial call through (exact, or ``open_remaining``'s whole seconds)."""
+    if usable("circuitbreaker.settings"):
+        return max(0.0, float((cb._opened + cb._recovery_timeout) - time.monotonic()))
+    return max(0.0, float(cb.open_remaining))

@@ -1,0 +1,162 @@
+"""Run by tests/test_upstream.py in a subprocess whose path holds a copy of an installed package with one private
+attribute renamed (or, for ``count``, CPython's ``itertools.count`` with another repr). Prints one JSON line:
+what the scenario measured, which guarded accesses are usable, and the WARNINGs ``otel_reliability.upstream``
+logged."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import sys
+from typing import Any
+
+warnings: list[str] = []
+
+
+class _Capture(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            warnings.append(record.getMessage())
+
+
+logging.getLogger("otel_reliability.upstream").addHandler(_Capture())
+scenario = sys.argv[1]
+
+if scenario == "count":
+
+    class _Count(itertools.count):  # type: ignore[misc]  # a CPython whose repr is not ``count(N)``
+        def __repr__(self) -> str:
+            return "<count>"
+
+    itertools.count = _Count  # type: ignore[misc]
+
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+
+from otel_reliability import upstream  # noqa: E402
+
+
+def points(reader: Any) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for p in metric.data.data_points:
+                    shape = (
+                        [p.count, p.sum, p.min, p.max, list(p.bucket_counts)]
+                        if hasattr(p, "bucket_counts")
+                        else p.value
+                    )
+                    found.setdefault(metric.name, []).append([dict(p.attributes), shape])
+    return found
+
+
+def histograms() -> dict[str, Any]:
+    from otel_reliability.instrumentation._published import BufferedHistogram
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("otel_reliability.pool")
+    bounds = [0.0, 0.005, 0.01, 0.1, 1.0]
+    plain = meter.create_histogram("plain", explicit_bucket_boundaries_advisory=bounds)
+    buffered = BufferedHistogram(
+        meter, meter.create_histogram("buffered", explicit_bucket_boundaries_advisory=bounds), bounds
+    )
+    series = buffered.series("k", {"pool": "p"})
+    values = [0.001 * i + 0.0003 for i in range(300)]
+    for i, value in enumerate(values):
+        plain.record(value, {"pool": "p"})
+        series.record(value)
+        if i in (0, 150):
+            reader.get_metrics_data()  # a collection in between: the rest go to a fresh interval
+    got = points(reader)
+    return {"plain": got["plain"], "buffered": got["buffered"]}
+
+
+def sdk_config() -> dict[str, Any]:
+    from otel_reliability.instrumentation._published import install_quiet_views
+    from otel_reliability.readings import Readings
+
+    readings = Readings(background=False, cache_seconds=0.0)
+    provider = MeterProvider(metric_readers=[readings], resource=Resource.create({"service.name": "renamed"}))
+    readings.bind(provider)
+    views = install_quiet_views(provider)
+    provider.get_meter("otel_reliability.breakers").create_counter("c").add(2)
+    snap = readings.snapshot()
+    return {"views": views, "service": snap.resource.get("service.name"), "c": [p.value for p in snap.metrics["c"]]}
+
+
+def suppress() -> dict[str, Any]:
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    import otel_reliability.instrumentation.statements  # noqa: F401  (imported: no ImportError)
+    from otel_reliability.instrumentation._instrumented import suppressed
+
+    outside = suppressed()
+    with suppress_instrumentation():
+        inside = suppressed()
+    return {"outside": outside, "inside": inside}
+
+
+def breakers(library: str) -> dict[str, Any]:
+    from otel_reliability.instrumentation.breakers import BreakersInstrumentor
+    from otel_reliability.instrumentation.breakers._registry import BREAKERS
+
+    BreakersInstrumentor().instrument(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+    def fail() -> None:
+        raise ValueError("down")
+
+    def attempt(call: Any) -> None:
+        with contextlib.suppress(Exception):
+            call()
+
+    if library == "pybreaker":
+        import pybreaker
+
+        cb = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60, name="p")
+        run: Any = lambda f: cb.call(f)  # noqa: E731
+    else:
+        import circuitbreaker
+
+        cb = circuitbreaker.CircuitBreaker(failure_threshold=2, recovery_timeout=30, name="c")
+        run = lambda f: cb.decorate(f)()  # noqa: E731  (the decorator refuses while open; call() does not)
+    for _ in range(3):
+        run(lambda: "ok")
+    for _ in range(2):
+        attempt(lambda: run(fail))
+    for _ in range(4):
+        attempt(lambda: run(lambda: "refused"))
+    (tracked,) = BREAKERS.tracked(library)
+    counts, transitions = tracked.counts()
+    reading = tracked.read()
+    return {
+        "calls": list(counts),
+        "open": transitions["open"],
+        "reading": [reading.state, reading.consecutive_failures, reading.failure_threshold, reading.reset_timeout],
+        "retry_after": tracked.retry_after(),
+    }
+
+
+def pool() -> dict[str, Any]:
+    from otel_reliability.instrumentation._published import count_value, counter
+
+    c = counter()
+    for _ in range(7):
+        next(c)
+    return {"pool_counter": count_value(c), "type": type(c).__name__}
+
+
+RUN = {
+    "histogram": histograms,
+    "sdk_config": sdk_config,
+    "suppress": suppress,
+    "pybreaker": lambda: breakers("pybreaker"),
+    "circuitbreaker": lambda: breakers("circuitbreaker"),
+    "count": lambda: {**breakers("pybreaker"), **pool()},
+}
+result = RUN[sys.argv[2] if len(sys.argv) > 2 else scenario]()
+usable = {key: p.usable() for key, p in upstream.GUARDED.items()}
+print(json.dumps({"result": result, "usable": usable, "warnings": warnings}, default=str))
