@@ -283,6 +283,43 @@ HOST_DIR = Variable(
     "their readings); not for users.",
 )
 
+# semconv.HTTP_SERVER_DURATION_BUCKETS (this floor imports nothing; tests/test_config.py checks they are equal):
+# a latency SLI is the share of requests in the bucket at the threshold, so the threshold must be a bound.
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+
+
+def _latency_threshold(raw: str) -> float:
+    value = float(raw)
+    for bound in _HTTP_BUCKETS:
+        if value == bound:
+            return bound
+    raise ValueError(raw)
+
+
+SLO_AVAILABILITY = Variable(
+    "OTEL_RELIABILITY_SLO_AVAILABILITY",
+    "99.9",
+    _number(50, 99.999),
+    "a percentage between 50 and 99.999",
+    "Availability objective: percent of HTTP requests that must not fail (5xx or raised) over 30 days; the "
+    "rest is the error budget. Read by `otel-reliability check` and `otel-reliability slo-rules`.",
+)
+SLO_LATENCY_THRESHOLD = Variable(
+    "OTEL_RELIABILITY_SLO_LATENCY_THRESHOLD",
+    "0.5",
+    _latency_threshold,
+    "seconds, one of the HTTP duration buckets " + ", ".join(f"{b:g}" for b in _HTTP_BUCKETS),
+    "Latency objective: a request slower than this many seconds counts against the latency budget.",
+)
+SLO_LATENCY_TARGET = Variable(
+    "OTEL_RELIABILITY_SLO_LATENCY_TARGET",
+    "99",
+    _number(50, 99.999),
+    "a percentage between 50 and 99.999",
+    "Latency objective: percent of HTTP requests that must finish within OTEL_RELIABILITY_SLO_LATENCY_THRESHOLD "
+    "over 30 days.",
+)
+
 HTTP_LAYERS = ("auto", "lean", "contrib", "native")
 
 
@@ -310,7 +347,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     ERROR_MIN_REQUESTS, ERROR_SPIKE_THRESHOLD, POOL_WARN_UTILIZATION, STUCK_THRESHOLD, STUCK_CHECK_INTERVAL,
     EXPECTED_STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_INTERVAL, AUTO_MOUNT, CHECK_TIMEOUT, HEALTH_CACHE, SNAPSHOT_INTERVAL,
     CRITICAL_BREAKERS, BREAKER_HTTP_MAPPING, MEMORY_WARN_PERCENT, CPU_WARN_PERCENT, FD_WARN_PERCENT, HTTP_LAYER,
-    PREFORK, HOST_DIR,
+    PREFORK, HOST_DIR, SLO_AVAILABILITY, SLO_LATENCY_THRESHOLD, SLO_LATENCY_TARGET,
 )  # fmt: skip
 
 
@@ -343,6 +380,9 @@ class Settings:
     http_layer: str
     prefork: bool
     host_dir: str | None
+    slo_availability: float
+    slo_latency_threshold: float
+    slo_latency_target: float
 
     def describe(self) -> dict[str, str]:
         """The effective configuration as strings, secrets masked: safe to log."""

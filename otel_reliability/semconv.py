@@ -23,6 +23,26 @@ knows schemas can translate our names when the conventions rename one."""
 ATTR_ERROR_TYPE = "error.type"
 """Why a call, request or operation failed: the exception's class name or an HTTP status (OTel semconv)."""
 
+HTTP_SERVER_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1,
+    2.5,
+    5,
+    7.5,
+    10,
+)
+"""The stable HTTP conventions' advisory buckets of ``http.server.request.duration`` (s), as the contrib
+instrumentation gives them: whole numbers as ints, since the Prometheus ``le`` label is their text ("1", not
+"1.0": another series). A latency objective's threshold is one of them (its SLI is a bucket)."""
+
 # --- circuit breakers ------------------------------------------------------------------------------------------
 METRIC_CIRCUIT_BREAKER_STATE = "circuit_breaker.state"
 """1 for the state a breaker is in, 0 for the others (labelled by ``ATTR_CIRCUIT_BREAKER_STATE``)."""

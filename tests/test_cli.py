@@ -20,7 +20,7 @@ import fake_services
 
 HEALTH_TOKEN = "cli-health-token"
 ADMIN_TOKEN = "cli-admin-token"
-ITEMS = ["breakers", "error rate", "pool", "stuck operations", "resources", "statement timeout"]
+ITEMS = ["breakers", "error rate", "pool", "stuck operations", "resources", "statement timeout", "error budget"]
 
 
 def check(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

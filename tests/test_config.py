@@ -36,6 +36,9 @@ BAD_VALUES = {
     "OTEL_RELIABILITY_HTTP_LAYER": "fast",
     "OTEL_RELIABILITY_PREFORK": "sometimes",
     "OTEL_RELIABILITY_HOST_DIR": "relative/dir",
+    "OTEL_RELIABILITY_SLO_AVAILABILITY": "100",
+    "OTEL_RELIABILITY_SLO_LATENCY_THRESHOLD": "0.3",
+    "OTEL_RELIABILITY_SLO_LATENCY_TARGET": "99.9999",
 }
 
 
@@ -49,6 +52,14 @@ def test_defaults_match_the_contract() -> None:
     assert (s.health_token, s.admin_token) == (None, None)
     assert (s.error_window, s.error_rate_threshold, s.pool_warn_utilization) == (300, 1.0, 80.0)
     assert (s.stuck_threshold, s.expected_statement_timeout, s.auto_mount) == (7200.0, 300.0, True)
+    assert (s.slo_availability, s.slo_latency_threshold, s.slo_latency_target) == (99.9, 0.5, 99.0)
+
+
+def test_a_latency_threshold_is_a_bound_of_the_http_duration_histogram() -> None:
+    from otel_reliability import semconv
+
+    assert config._HTTP_BUCKETS == semconv.HTTP_SERVER_DURATION_BUCKETS
+    assert config.load({"OTEL_RELIABILITY_SLO_LATENCY_THRESHOLD": "1.0"}).slo_latency_threshold == 1
 
 
 @pytest.mark.parametrize("name", sorted(BAD_VALUES))

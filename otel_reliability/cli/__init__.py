@@ -2,6 +2,8 @@
 
     otel-reliability check [--url URL] [--token T] [--admin-token T] [--json] [--timeout S]
     otel-reliability check --prometheus URL [--job NAME] [--json] [--timeout S] [--stale-after S]
+    otel-reliability export-config DIR [--force]
+    otel-reliability slo-rules [--job NAME]
 
 One module per source of readings: ``app.py`` asks one app's health endpoints, ``fleet.py`` asks a
 Prometheus-compatible query API (``promapi.py``) about every service and instance; ``report.py`` holds what
@@ -64,7 +66,49 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=5.0, help="seconds per HTTP call (default %(default)s)")
     check.add_argument("--health-path", default=os.environ.get(config.HEALTH_PATH.name) or config.HEALTH_PATH.default)
     check.add_argument("--admin-path", default=os.environ.get(config.ADMIN_PATH.name) or config.ADMIN_PATH.default)
+    export = commands.add_parser(
+        "export-config",
+        help="write the shipped collector configs, Prometheus configs and rules, promtool tests and dashboards",
+        description="Write the monitoring files shipped in the package (identical to the repository's "
+        "collector-config/) into DIR.",
+    )
+    export.add_argument("dir", metavar="DIR", help="directory to write into (created if missing)")
+    export.add_argument("--force", action="store_true", help="replace existing files that differ")
+    rules = commands.add_parser(
+        "slo-rules",
+        help="print the SLO recording and alert rules for the objectives in the environment",
+        description="Print Prometheus rules (multiwindow, multi-burn-rate) for OTEL_RELIABILITY_SLO_* as set in the "
+        "environment; collector-config/slo.yml is the output for the defaults.",
+    )
+    rules.add_argument("--job", default=None, help="only for this service (the job label); default: every job")
     return parser
+
+
+def _export(directory: str, force: bool) -> int:
+    from pathlib import Path
+
+    from otel_reliability.cli import export
+
+    try:
+        written = export.export(Path(directory), force=force)
+    except (OSError, FileExistsError) as exc:
+        sys.stderr.write(f"otel-reliability: {exc}\n")
+        return EXIT_UNREACHABLE
+    sys.stdout.write(f"wrote {len(written)} files to {directory}\n")
+    return EXIT_OK
+
+
+def _slo_rules(job: str | None) -> int:
+    from otel_reliability import slo
+    from otel_reliability.config import ConfigError
+
+    try:
+        settings = config.load()
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_UNREACHABLE
+    sys.stdout.write(slo.rules(settings, job))
+    return EXIT_OK
 
 
 def _fleet_thresholds(stale_after: float) -> Thresholds:
@@ -84,6 +128,10 @@ def _fleet_thresholds(stale_after: float) -> Thresholds:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "export-config":
+        return _export(args.dir, args.force)
+    if args.command == "slo-rules":
+        return _slo_rules(args.job)
     if args.timeout <= 0:
         sys.stderr.write("otel-reliability: --timeout must be a positive number of seconds\n")
         return EXIT_UNREACHABLE

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_reliability import config
-from otel_reliability.cli import http
+from otel_reliability.cli import budget, http
 from otel_reliability.cli import report as advice
 from otel_reliability.cli.report import (
     ACTION,
@@ -296,6 +296,14 @@ def check_statement_timeout(client: Client, paths: Paths, tokens: Tokens, aggreg
     return Item("statement timeout", ACTION, summary, action, endpoint, 200, body)
 
 
+def check_error_budget(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
+    endpoint = f"{paths.health}/error-rate"
+    reply = client.get(endpoint)
+    if reply.status != 200 or not reply.is_json_object:
+        return _failed("error budget", endpoint, reply)
+    return budget.app_item(reply.body, endpoint)
+
+
 Check = Callable[["Client", "Paths", "Tokens", Mapping[str, Any]], Item]
 CHECKS: tuple[Check, ...] = (
     check_breakers,
@@ -304,6 +312,7 @@ CHECKS: tuple[Check, ...] = (
     check_stuck,
     check_resources,
     check_statement_timeout,
+    check_error_budget,
 )
 
 

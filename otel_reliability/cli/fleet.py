@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from otel_reliability.cli import budget
 from otel_reliability.cli import report as advice
 from otel_reliability.cli.promapi import PromClient, QueryError, Sample, Unreachable
 from otel_reliability.cli.report import ACTION, ERROR, OK, Item, Report, duration
@@ -359,6 +360,7 @@ CHECKS: tuple[tuple[str, Callable[[Fleet], Item]], ...] = (
     ("stuck operations", check_stuck),
     ("resources", check_resources),
     ("statement timeout", check_statement_timeout),
+    ("error budget", lambda f: budget.fleet_item(f.q, lambda m, extra: f.sel(m, *([extra] if extra else [])))),
 )
 
 

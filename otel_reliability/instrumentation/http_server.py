@@ -67,9 +67,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DURATION = semconv.METRIC_HTTP_SERVER_REQUEST_DURATION
-# The stable HTTP semantic conventions' advisory buckets, exactly as the contrib instrumentation gives them:
-# whole numbers as ints, since the Prometheus ``le`` label is their text ("1", not "1.0": another series).
-DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+DURATION_BUCKETS = semconv.HTTP_SERVER_DURATION_BUCKETS
 _SCOPE_KEY = "otel_reliability.http"
 _FASTAPI_KEY = "fastapi.telemetry"
 _CACHE_LIMIT = 4096
