@@ -195,7 +195,7 @@ def _known_prometheus_names() -> set[str]:
         "collector-config/grafana/generate.py",
         "collector-config/alerts.yml",
         "otel_reliability/cli/fleet.py",
-        "otel_reliability/cli/report.py",
+        "otel_reliability/checklist/advice.py",
     ],
 )
 def test_promql_names_are_semconv_names(source):

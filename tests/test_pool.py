@@ -251,3 +251,32 @@ def test_connection_found_lost_is_an_error_invalidated_on_purpose_is_not(
         assert c.execute(sa.text("SELECT 1")).scalar_one() == 1
     assert snap(readings).total(ERRORS, {POOL_NAME: name}) == 1
     engine.dispose()
+
+
+def test_wait_p95_is_read_from_the_wait_time_buckets_of_the_window(readings: Readings, tmp_path: Any) -> None:
+    """Six fast checkouts (the first one opens the connection) and one that waits ~0.4 s for it: the p95 falls in
+    the slow one's bucket (0.25-0.5 s, interpolated as Prometheus' histogram_quantile does), the median below."""
+    from otel_reliability.readings import quantile
+
+    engine = sa.create_engine(
+        f"sqlite:///{tmp_path}/db.sqlite", poolclass=sa_pool.QueuePool, pool_size=1, max_overflow=0, pool_timeout=5
+    )
+    name = f"sqlite:{tmp_path}/db.sqlite"
+    ctx = CheckContext(readings=readings, settings=config.load({}))
+    for _ in range(5):
+        engine.connect().close()
+    snap(readings)
+    fast = pool_view.compute(ctx).body["pools"][name]
+    assert fast["wait_time_p95_seconds"] is not None and fast["wait_time_p95_seconds"] < 0.25
+    assert fast["wait_time_window_seconds"] == 300
+    held = engine.connect()
+    releaser = threading.Timer(0.4, held.close)
+    releaser.start()
+    engine.connect().close()  # waits for the held connection
+    releaser.join()
+    snap(readings)  # a fresh collection for the view (the fixture's Readings reuse one for 1 s)
+    slow = pool_view.compute(ctx).body["pools"][name]["wait_time_p95_seconds"]
+    assert 0.25 <= slow <= 0.5
+    waits = snap(readings).points("db.client.connection.wait_time", {POOL_NAME: name})
+    median = quantile(waits, 0.5)
+    assert median is not None and median < 0.25

@@ -95,8 +95,25 @@ def test_history_memory_is_bounded_by_time_not_traffic() -> None:
         counter.add(1000)
         readings.tick()
         clock.now += 5
-    # retention 400 s / 5 s per snapshot (+ the base entry)
-    assert len(readings._history.entries) <= 400 / 5 + 2
+    # retention 400 s / 5 s per snapshot (+ the base entry), and the coarse tier beyond it (the status page's
+    # sparkline): one entry per 30 s up to 960 s
+    assert len(readings._history.entries) <= 400 / 5 + 2 + 960 / 30 + 1
+    assert readings._history.entries[0][0] >= clock.now - 5 - 960 - 30
+
+
+def test_the_history_reaches_15_minutes_back_for_the_sparkline() -> None:
+    """Windows up to 15 minutes start within one coarse step (30 s) of their start, beyond the retention."""
+    clock = FakeClock()
+    readings, provider = make(clock)
+    counter = provider.get_meter("t").create_counter("requests")
+    for _ in range(1000):  # 1000 s, one request per second
+        counter.add(1)
+        readings.tick()
+        clock.now += 1
+    for seconds in (60.0, 300.0, 600.0, 900.0):
+        window = readings.window(seconds)
+        assert seconds <= window.covered + 30 and window.covered <= seconds
+        assert abs(window.total("requests") - window.covered) <= 30 + 1
 
 
 def test_snapshot_is_cached_for_a_burst() -> None:

@@ -1,6 +1,6 @@
 """``otel-reliability check``: the morning checklist, for one app or for a fleet, with what to do about it.
 
-    otel-reliability check [--url URL] [--token T] [--admin-token T] [--json] [--timeout S]
+    otel-reliability check [--url URL] [--token T] [--admin-token T] [--json] [--timeout S] [--html FILE]
     otel-reliability check --prometheus URL [--job NAME] [--json] [--timeout S] [--stale-after S]
     otel-reliability export-config DIR [--force]
     otel-reliability slo-rules [--job NAME]
@@ -21,10 +21,11 @@ import sys
 from collections.abc import Sequence
 
 from otel_reliability import config
-from otel_reliability.cli.app import Paths, Tokens, run_check
+from otel_reliability.cli.app import Paths, Tokens, run_check, write_snapshot
 from otel_reliability.cli.fleet import Thresholds, run_fleet_check
 from otel_reliability.cli.report import (
     ADMIN_TOKEN_ENV,
+    ERROR,
     EXIT_ACTION,
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--token", default=None, help=f"health token for the pool details (or {HEALTH_TOKEN_ENV})")
     check.add_argument("--admin-token", default=None, help=f"admin token for stuck operations (or {ADMIN_TOKEN_ENV})")
     check.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    html_help = "also write the app's status page to FILE as a static snapshot (needs the health token)"
+    check.add_argument("--html", metavar="FILE", default=None, help=html_help)
     check.add_argument("--timeout", type=float, default=5.0, help="seconds per HTTP call (default %(default)s)")
     check.add_argument("--health-path", default=os.environ.get(config.HEALTH_PATH.name) or config.HEALTH_PATH.default)
     check.add_argument("--admin-path", default=os.environ.get(config.ADMIN_PATH.name) or config.ADMIN_PATH.default)
@@ -147,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             sys.stderr.write(f"{exc}\n")
             return EXIT_UNREACHABLE
+        if args.html is not None:
+            sys.stderr.write("otel-reliability: --html writes one app's status page: use it with --url\n")
+            return EXIT_UNREACHABLE
         report = run_fleet_check(
             args.prometheus, job=args.job, thresholds=thresholds, timeout=args.timeout, admin_path=args.admin_path
         )
@@ -160,6 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         paths = Paths(health=args.health_path.rstrip("/"), admin=args.admin_path.rstrip("/"))
         report = run_check(args.url or DEFAULT_URL, paths=paths, tokens=tokens, timeout=args.timeout)
+        if args.html is not None and report.reachable:
+            problem = write_snapshot(report.url, args.html, paths=paths, tokens=tokens, timeout=args.timeout)
+            if problem is not None:
+                sys.stderr.write(f"otel-reliability: {problem}\n")
+                report.items.append(Item("status page", ERROR, problem, None, f"{paths.health}/ui"))
     if args.json:
         sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
     else:

@@ -25,9 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from otel_reliability import config
+from otel_reliability import checklist
 from otel_reliability.cli import budget, http
-from otel_reliability.cli import report as advice
 from otel_reliability.cli.report import (
     ACTION,
     ADMIN_TOKEN_ENV,
@@ -37,7 +36,6 @@ from otel_reliability.cli.report import (
     SKIPPED,
     Item,
     Report,
-    duration,
 )
 
 
@@ -90,81 +88,21 @@ def _failed(name: str, endpoint: str, reply: Reply, token_hint: str | None = Non
     return Item(name, ERROR, f"HTTP {reply.status}", "look at the app's log for this endpoint", endpoint, reply.status)
 
 
-def _view_needs_action(body: Mapping[str, Any]) -> bool:
-    return body.get("status") in ("degraded", "unhealthy")
+def _judged(name: str, endpoint: str, reply: Reply, judge: Callable[[Mapping[str, Any], str], Item]) -> Item:
+    """The view's body judged by the checklist (``otel_reliability.checklist``), or why it could not be."""
+    if reply.status != 200 or not reply.is_json_object:
+        return _failed(name, endpoint, reply)
+    return judge(reply.body, endpoint)
 
 
 def check_breakers(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
     endpoint = f"{paths.health}/circuit-breakers"
-    reply = client.get(endpoint)
-    if reply.status != 200 or not reply.is_json_object:
-        return _failed("breakers", endpoint, reply)
-    breakers: Mapping[str, Any] = reply.body.get("breakers") or {}
-    states = {name: str((info or {}).get("state", "unknown")) for name, info in breakers.items()}
-    open_ = sorted(n for n, s in states.items() if s == "open")
-    half = sorted(n for n, s in states.items() if s == "half_open")
-    unknown = sorted(n for n, s in states.items() if s not in ("open", "half_open", "closed"))
-    if not breakers:
-        return Item("breakers", OK, "no circuit breakers in this app", None, endpoint, 200, reply.body)
-    if not (open_ or half or unknown) and not _view_needs_action(reply.body):
-        return Item("breakers", OK, f"{len(breakers)} breakers, all closed", None, endpoint, 200, reply.body)
-    parts = []
-    if open_:
-        parts.append(
-            f"{len(open_)} of {len(breakers)} open: {', '.join(_breaker_detail(n, breakers[n]) for n in open_)}"
-        )
-    if half:
-        parts.append(f"half-open (trying again): {', '.join(half)}")
-    if unknown:
-        parts.append(f"state unknown: {', '.join(unknown)}")
-    action: str | None = None
-    if open_:
-        action = advice.breakers_open(open_)
-    elif unknown:
-        action = f"the state getter of {', '.join(unknown)} fails: look at the app's log"
-    status = ACTION if (open_ or unknown or _view_needs_action(reply.body)) else OK
-    if status == ACTION and action is None:
-        action = "a breaker is not closed: watch that it closes after its reset timeout"
-    return Item("breakers", status, "; ".join(parts), action, endpoint, 200, reply.body)
-
-
-def _breaker_detail(name: str, info: Mapping[str, Any]) -> str:
-    """'gemini (critical; 3 failures, 15 calls rejected, retries after 30s)' from what the view knows."""
-    facts = []
-    if info.get("critical"):
-        facts.append("critical")
-    if isinstance(info.get("failure_count"), (int, float)):
-        facts.append(f"{info['failure_count']:g} failures")
-    rejected = (info.get("calls") or {}).get("rejected")
-    if rejected:
-        facts.append(f"{rejected:g} calls rejected")
-    if isinstance(info.get("reset_timeout"), (int, float)):
-        facts.append(f"tries again {info['reset_timeout']:g}s after opening")
-    return f"{name} ({', '.join(facts)})" if facts else name
+    return _judged("breakers", endpoint, client.get(endpoint), checklist.breakers)
 
 
 def check_error_rate(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
     endpoint = f"{paths.health}/error-rate"
-    reply = client.get(endpoint)
-    if reply.status != 200 or not reply.is_json_object:
-        return _failed("error rate", endpoint, reply)
-    body = reply.body
-    rate = body.get("error_rate_percent", 0)
-    total = body.get("total_requests", 0)
-    window = body.get("window_seconds")
-    threshold = body.get("threshold_percent")
-    summary = f"{rate:g}% of {total} requests failed in the last {window}s"
-    if threshold is not None:
-        summary += f" (threshold {threshold:g}%)"
-    if not _view_needs_action(body):
-        minimum = body.get("min_requests")
-        if minimum is not None and total < minimum:
-            summary += f"; fewer than {minimum} requests, not judged"
-        return Item("error rate", OK, summary, None, endpoint, 200, body)
-    top = [r for r in body.get("top_routes") or [] if r.get("errors")]
-    routes = ", ".join(f"{r.get('route')} ({r.get('errors')} errors)" for r in top[:3]) or "see the request metrics"
-    action = advice.error_rate(routes)
-    return Item("error rate", ACTION, summary, action, endpoint, 200, body)
+    return _judged("error rate", endpoint, client.get(endpoint), checklist.error_rate)
 
 
 def check_pool(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
@@ -182,30 +120,7 @@ def check_pool(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[
     reply = client.get(endpoint, tokens.health)
     if reply.status != 200 or not reply.is_json_object:
         return _failed("pool", endpoint, reply, f"--token / {HEALTH_TOKEN_ENV}")
-    pools: Mapping[str, Any] = reply.body.get("pools") or {}
-    if not pools:
-        return Item("pool", OK, "no database pools in this app", None, endpoint, 200, reply.body)
-    lines, warned = [], []
-    for name, info in pools.items():
-        current = info.get("current") or {}
-        configuration = info.get("configuration") or {}
-        used = current.get("checked_out")
-        capacity = configuration.get("total_capacity")
-        utilization = info.get("utilization_percent")
-        text = f"{name} {utilization:g}%" if isinstance(utilization, (int, float)) else str(name)
-        if used is not None and capacity:
-            text += f" ({used}/{capacity} in use"
-            pending = current.get("pending")
-            text += f", {pending} waiting)" if pending else ")"
-        lines.append(text)
-        if info.get("warning"):
-            warned.append(str(name))
-    status = ACTION if (warned or _view_needs_action(reply.body)) else OK
-    action: str | None = None
-    if status == ACTION:
-        names = ", ".join(warned) or "a pool"
-        action = advice.pool_full(names)
-    return Item("pool", status, "; ".join(lines), action, endpoint, 200, reply.body)
+    return checklist.pool(reply.body, endpoint)
 
 
 def check_stuck(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
@@ -219,81 +134,21 @@ def check_stuck(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping
                 summary = f"skipped: the stuck-operations list needs --admin-token (or {ADMIN_TOKEN_ENV})"
                 return Item("stuck operations", SKIPPED, summary, None, endpoint)
             return _failed("stuck operations", f"{paths.health}/operations", reply)
-        count = int(reply.body.get("stuck_count") or 0)
-        in_flight = int(reply.body.get("in_flight") or 0)
-        if count == 0:
-            return Item("stuck operations", OK, f"none stuck ({in_flight} in flight); {note}", None, endpoint, 200,
-                        reply.body)  # fmt: skip
-        action = advice.stuck(cleanup, in_process=False, listed=False)
-        return Item("stuck operations", ACTION, f"{count} stuck ({in_flight} in flight); {note}", action, endpoint,
-                    200, reply.body)  # fmt: skip
+        return checklist.stuck_counts(reply.body, cleanup, endpoint, note)
     reply = client.get(endpoint, tokens.admin)
     if reply.status != 200 or not reply.is_json_object:
         return _failed("stuck operations", endpoint, reply, f"--admin-token / {ADMIN_TOKEN_ENV}")
-    body = reply.body
-    count = int(body.get("stuck_count") or 0)
-    threshold = body.get("stuck_threshold_seconds")
-    if count == 0 and not body.get("action_required"):
-        summary = "none stuck" + (f" (threshold {duration(threshold)})" if threshold else "")
-        return Item("stuck operations", OK, summary, None, endpoint, 200, body)
-    listed = body.get("stuck_operations") or []
-    oldest = max(listed, key=lambda r: r.get("age_seconds") or 0, default=None)
-    summary = f"{count} stuck"
-    if oldest:
-        age = duration(oldest.get("age_seconds"))
-        summary += f"; oldest: {oldest.get('name')} {oldest.get('key') or ''} for {age}"
-    sources = {r.get("source") for r in listed}
-    action = advice.stuck(cleanup, in_process="in_process" in sources)
-    return Item("stuck operations", ACTION, summary.strip(), action, endpoint, 200, body)
+    return checklist.stuck_list(reply.body, cleanup, endpoint)
 
 
 def check_resources(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
     endpoint = f"{paths.health}/resources"
-    reply = client.get(endpoint)
-    if reply.status != 200 or not reply.is_json_object:
-        return _failed("resources", endpoint, reply)
-    body = reply.body
-    parts = []
-    if body.get("memory_mb") is not None:
-        memory = f"memory {body['memory_mb']:g} MB"
-        if body.get("memory_percent") is not None:
-            memory += f" ({body['memory_percent']:.1f}% of limit)"
-        parts.append(memory)
-    if body.get("cpu_percent") is not None:
-        parts.append(f"CPU {body['cpu_percent']:.0f}%")
-    if body.get("open_files") is not None:
-        parts.append(f"{body['open_files']} open files")
-    if body.get("threads") is not None:
-        parts.append(f"{body['threads']} threads")
-    summary = ", ".join(parts) or "no readings"
-    if not _view_needs_action(body):
-        return Item("resources", OK, summary, None, endpoint, 200, body)
-    warnings = body.get("warnings")
-    # The view sends {"resource", "percent", "threshold_percent", "message"} per warning: show the message.
-    messages = [str(w.get("message", w.get("resource"))) for w in warnings or () if isinstance(w, dict)]
-    reason = "; ".join(messages) + ": " if messages else ""
-    action = advice.resources(reason)
-    return Item("resources", ACTION, summary, action, endpoint, 200, body)
+    return _judged("resources", endpoint, client.get(endpoint), checklist.resources)
 
 
 def check_statement_timeout(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
     endpoint = f"{paths.health}/db-timeout"
-    reply = client.get(endpoint)
-    if reply.status != 200 or not reply.is_json_object:
-        return _failed("statement timeout", endpoint, reply)
-    body = reply.body
-    value = body.get("statement_timeout")
-    configured = body.get("configured")
-    if configured is True and not _view_needs_action(body):
-        return Item("statement timeout", OK, f"statement_timeout = {value}", None, endpoint, 200, body)
-    if (configured is None or value in (None, "not supported", "unknown")) and not _view_needs_action(body):
-        return Item("statement timeout", OK, "not applicable (no PostgreSQL pool to read it from)", None, endpoint,
-                    200, body)  # fmt: skip
-    expected = body.get("expected_seconds")
-    want = f"{expected}" if expected is not None else config.EXPECTED_STATEMENT_TIMEOUT.name
-    summary = f"statement_timeout = {value}, expected {want}"
-    action = advice.statement_timeout(expected)
-    return Item("statement timeout", ACTION, summary, action, endpoint, 200, body)
+    return _judged("statement timeout", endpoint, client.get(endpoint), checklist.statement_timeout)
 
 
 def check_error_budget(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
@@ -380,3 +235,27 @@ def run_check(url: str, *, paths: Paths, tokens: Tokens, timeout: float) -> AppR
             name = check.__name__.removeprefix("check_").replace("_", " ")
             report.items.append(Item(name, ERROR, f"unexpected answer ({type(exc).__name__}: {exc})", None))
     return report
+
+
+def write_snapshot(url: str, path: str, *, paths: Paths, tokens: Tokens, timeout: float) -> str | None:
+    """Write the app's status page (``{health}/ui``) to ``path`` as a static snapshot, for a ticket or an e-mail:
+    the same sections the live page shows, without its script. Returns why it could not, or None."""
+    if not tokens.health:
+        return f"--html needs the health token (--token or {HEALTH_TOKEN_ENV}): the status page is behind it"
+    client = Client(url, timeout)
+    endpoint = f"{paths.health}/ui"
+    reply = client.get(endpoint, tokens.health)
+    body = reply.body if reply.is_json_object else {}
+    if reply.status != 200 or not isinstance(body.get("html"), str):
+        reason = reply.error or f"HTTP {reply.status}" + (" (token rejected)" if reply.status == 401 else "")
+        return f"cannot fetch {client.base_url}{endpoint}: {reason}"
+    from otel_reliability.health.page import render  # only here: the renderer imports the health floor
+
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(
+                render.document(body["html"], str(body.get("title")), body.get("status"), body.get("observed_at"))
+            )
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from otel_reliability import config, slo
-from otel_reliability.cli import report as advice
+from otel_reliability.checklist import advice
 from otel_reliability.cli.report import ACTION, OK, SKIPPED, Item
 
 NAME = "error budget"

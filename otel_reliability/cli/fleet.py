@@ -6,8 +6,9 @@ Where ``--url`` asks one app's health endpoints, this asks a Prometheus-compatib
 Mimir, Thanos Query, Cortex, VictoriaMetrics: anything answering ``/api/v1/query``) about every service
 (``job``) and instance it holds, whether the data was scraped from :9464, scraped from a collector, or
 remote-written by the gateways. It reads the metric names of shared/CONTRACT.md only, so it needs nothing from
-the apps but their metrics, and it gives the same items and the same advice as ``--url`` (``report.py``), naming
-the service and instance of each finding, plus one item ``--url`` cannot have: instances that stopped reporting.
+the apps but their metrics, and it gives the same items and the same advice as ``--url``
+(``otel_reliability/checklist/advice.py``), naming the service and instance of each finding, plus one item
+``--url`` cannot have: instances that stopped reporting.
 
 Thresholds are the apps' own defaults, read through ``otel_reliability.config`` (so
 ``OTEL_RELIABILITY_ERROR_RATE_THRESHOLD`` and friends mean the same here). Exit codes as for ``--url``: 0 nothing
@@ -23,10 +24,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from otel_reliability.checklist import advice
+from otel_reliability.checklist.advice import duration
 from otel_reliability.cli import budget
-from otel_reliability.cli import report as advice
 from otel_reliability.cli.promapi import PromClient, QueryError, Sample, Unreachable
-from otel_reliability.cli.report import ACTION, ERROR, OK, Item, Report, duration
+from otel_reliability.cli.report import ACTION, ERROR, OK, Item, Report
 
 # Series whose presence makes an instance part of the fleet: one per instrumentor, so an app with only some
 # of them switched on still counts.

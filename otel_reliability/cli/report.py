@@ -1,39 +1,22 @@
-"""What both checklist sources share: the item model, exit codes, rendering, and the advice for each finding.
+"""What both checklist sources share: the report model, exit codes and rendering.
 
-One app (``--url``) and a fleet (``--prometheus``) are checked from different readings, but a person reading
-either report must get the same words for the same problem: an open breaker, a failing route, a full pool, a
-stuck job, a process near its limits, a missing statement timeout. So every action text lives here, once, and
-both sources fill in the names they found. Only the standard library.
+One app (``--url``) and a fleet (``--prometheus``) are checked from different readings; the items, and the
+advice each gives, come from ``otel_reliability.checklist`` (shared with the status page), so a person reading
+any of them gets the same words for the same problem. Only the standard library.
 """
 
 from __future__ import annotations
 
 import shutil
 import textwrap
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from otel_reliability import config
+from otel_reliability.checklist import ACTION, ADMIN_TOKEN_ENV, ERROR, HEALTH_TOKEN_ENV, OK, SKIPPED, Item
 
-OK, ACTION, SKIPPED, ERROR = "ok", "action", "skipped", "error"
+__all__ = ["ACTION", "ADMIN_TOKEN_ENV", "ERROR", "HEALTH_TOKEN_ENV", "OK", "SKIPPED", "Item", "Report", "render"]
 EXIT_OK, EXIT_ACTION, EXIT_UNREACHABLE = 0, 1, 2
 _LABELS = {OK: "ok", ACTION: "ACTION", SKIPPED: "skipped", ERROR: "ERROR"}
-HEALTH_TOKEN_ENV = config.HEALTH_TOKEN.name  # the variables are named once, in config.py
-ADMIN_TOKEN_ENV = config.ADMIN_TOKEN.name
-
-
-@dataclass
-class Item:
-    """One line of the checklist."""
-
-    name: str
-    status: str
-    summary: str
-    action: str | None = None
-    endpoint: str | None = None
-    http_status: int | None = None
-    details: Any = None
 
 
 @dataclass
@@ -90,92 +73,3 @@ def render(report: Report) -> str:
 
 def _columns() -> int:
     return max(80, min(shutil.get_terminal_size((110, 24)).columns, 140))
-
-
-# --- advice: the same words for the same finding, whichever source found it ------------------------------------
-
-
-def breakers_open(names: Sequence[str]) -> str:
-    joined = ", ".join(names)
-    return (
-        f"{joined} failed {plural(len(names), 'its', 'their')} recent calls: check the provider's status page and "
-        f"this app's log for the errors behind it. Callers get 503 + Retry-After meanwhile; the breaker closes by "
-        f"itself after a successful trial call, so no restart is needed. If it keeps reopening while the provider "
-        f"is up, its timeout is too short or fail_max too low."
-    )
-
-
-def error_rate(routes: str) -> str:
-    return (
-        f"most errors come from {routes}: read the exceptions for those routes in the log or traces; if they began "
-        f"with a deploy, roll it back. 502/503 on routes that call a provider usually match an open breaker above."
-    )
-
-
-def pool_full(names: str) -> str:
-    return (
-        f"{names} is nearly full: find what holds connections (slow queries; sessions kept open across calls to "
-        f"external services: compare db_client_connection_use_time_seconds with request durations). Raise "
-        f"pool_size/max_overflow only if the database's max_connections has room for every instance."
-    )
-
-
-def stuck(cleanup: str, *, in_process: bool, listed: bool = True) -> str:
-    if not listed:
-        return (
-            f"rerun with --admin-token to list them, then POST {cleanup}?dry_run=true to preview and without "
-            f"dry_run to mark the stuck database rows as error"
-        )
-    text = (
-        f"preview with POST {cleanup}?dry_run=true, then POST {cleanup} marks the stuck database rows as error "
-        f"(users can retry them)."
-    )
-    if in_process:
-        text += " In-process operations cannot be killed: restart that worker once it has drained."
-    return text + " Then find why they hung: usually a call without a timeout."
-
-
-def resources(reason: str) -> str:
-    return (
-        f"{reason}memory that grows steadily (process_memory_usage_bytes) is a leak, a step follows one kind of "
-        f"request; CPU pinned at the limit means too few workers or a hot loop; file descriptors climbing mean "
-        f"unclosed files or connections. A restart buys time, not a fix."
-    )
-
-
-def statement_timeout(expected: Any) -> str:
-    return (
-        f"set it on the server, e.g. ALTER DATABASE <db> SET statement_timeout = '{seconds_literal(expected)}' "
-        f"(or per role), then let the pool reconnect; without it one runaway query holds its connection and its locks "
-        f"indefinitely. If the new value is intended, set OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT to match."
-    )
-
-
-def stopped_reporting() -> str:
-    return (
-        "check that each instance named is running (its health endpoint, its process manager's log); if it runs, "
-        "its metrics do not arrive: check OTEL_EXPORTER_OTLP_ENDPOINT, the agent and gateway collectors' "
-        "health_check and logs, or, scraped directly, that Prometheus reaches its :9464. Until then no alert can "
-        "fire for it."
-    )
-
-
-# --- small formatting helpers ---------------------------------------------------------------------------------
-
-
-def plural(n: int, one: str, many: str) -> str:
-    return one if n == 1 else many
-
-
-def duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "?"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def seconds_literal(expected: Any) -> str:
-    return f"{expected:g}s" if isinstance(expected, (int, float)) else "300s"

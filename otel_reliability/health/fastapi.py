@@ -6,14 +6,20 @@ Routes, under OTEL_RELIABILITY_HEALTH_PATH (default /api/health):
 - ``GET {path}/live``: the process answers; no check runs.
 - ``GET {path}/ready``: 503 while a readiness view is unhealthy.
 - ``GET {path}/<view>``: one view's details (protected views need the health token).
+- ``GET {path}/ui``: the status page (health token; a browser logs in with HTTP Basic, any user name, the token
+  as the password); ``Accept: application/json`` gives the sections it redraws (``health.page``); ``GET {path}``
+  answers the page, too, to a client that prefers ``text/html``. ``{path}/ui/page.js`` is its script.
 and under OTEL_RELIABILITY_ADMIN_PATH the admin actions, behind the admin token only.
 
 Tokens are compared in constant time; with no token configured a protected route answers 401 and says which
-variable to set. The admin routes never accept the health token.
+variable to set. The admin routes never accept the health token, nor HTTP Basic: a browser that keeps Basic
+credentials would send them with any cross-site form, and the admin actions change things.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,7 +28,7 @@ from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
@@ -55,14 +61,21 @@ def _workers(ctx: CheckContext) -> int:
     return count() if callable(count) else 1
 
 
-def _authorized(request: Request, token: str | None) -> bool:
+def _authorized(request: Request, token: str | None, basic: bool = False) -> bool:
+    """``Authorization: Bearer <token>``, or with ``basic`` also HTTP Basic with the token as the password."""
     if token is None:
         return False
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented:
+    presented = presented.strip()
+    if basic and scheme.lower() == "basic" and presented:
+        try:
+            presented = base64.b64decode(presented, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(presented.strip().encode(), token.encode())
+    return bool(presented) and hmac.compare_digest(presented.encode(), token.encode())
 
 
 def _unauthorized(variable: str, configured: bool) -> JSONResponse:
@@ -75,6 +88,44 @@ def _unauthorized(variable: str, configured: bool) -> JSONResponse:
         status_code=401,
         headers={"WWW-Authenticate": "Bearer"},
     )
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+_REALM = 'Basic realm="otel-reliability health", charset="UTF-8"'
+
+
+def _login_required(configured: bool) -> Response:
+    """The status page's 401: a Basic challenge, so that a browser asks for the token (as the password)."""
+    if configured:
+        text = "Log in with any user name and the health token (OTEL_RELIABILITY_HEALTH_TOKEN) as the password."
+    else:
+        text = f"The status page is closed: set {config.HEALTH_TOKEN.name} in the app's environment."
+    body = f"<!doctype html><title>401</title><p>{text}</p>"
+    headers = {**_PAGE_HEADERS, "WWW-Authenticate": _REALM, "Content-Security-Policy": "default-src 'none'"}
+    return HTMLResponse(body, 401, headers=headers)
+
+
+def _prefers_html(accept: str) -> bool:
+    """A browser's ``text/html,...,*/*;q=0.8``: yes; ``*/*``, JSON or nothing (probes, curl, scripts): no."""
+    weights: dict[str, float] = {}
+    for part in accept.lower().split(","):
+        kind, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        weights[kind.strip()] = max(quality, weights.get(kind.strip(), 0.0))
+    html = weights.get("text/html", 0.0)
+    return html > 0 and html > weights.get("application/json", 0.0)
 
 
 def _stamp(ctx: CheckContext) -> dict[str, Any]:
@@ -161,6 +212,8 @@ def build_routes(
     base = settings.health_path
 
     async def aggregate(request: Request) -> Response:
+        if _prefers_html(request.headers.get("accept", "")):
+            return await page(request, aggregate_code=True)
         ctx = context()
         views = registry.views()
         results = await run_views(views, ctx)
@@ -169,7 +222,7 @@ def build_routes(
         stamp = _stamp(ctx)
         if HEALTH_JSON in request.headers.get("accept", ""):
             return JSONResponse(_health_json(status, results, views, stamp), code, media_type=HEALTH_JSON)
-        show_protected = _authorized(request, settings.health_token)
+        show_protected = _authorized(request, settings.health_token, basic=True)
         checks: dict[str, Any] = {}
         for view in views:
             result = results[view.name]
@@ -193,18 +246,42 @@ def build_routes(
         view = registry.view(request.path_params["view"])
         if view is None:
             return JSONResponse({"error": {"code": "not_found", "message": "no such health view"}}, 404)
-        if view.protected and not _authorized(request, settings.health_token):
+        if view.protected and not _authorized(request, settings.health_token, basic=True):
             return _unauthorized(config.HEALTH_TOKEN.name, settings.health_token is not None)
         ctx = context()
         result = (await run_views([view], ctx))[view.name]
         body = {"status": result.status.value, **result.body, **_stamp(ctx)}
         return JSONResponse(body, 200)
 
+    async def page(request: Request, aggregate_code: bool = False) -> Response:
+        """The status page; served at ``{base}`` too (``aggregate_code``), where it keeps that route's 503."""
+        if not _authorized(request, settings.health_token, basic=True):
+            return _login_required(settings.health_token is not None)
+        from otel_reliability.health.page import model, render
+
+        ctx = context()
+        parts = render.payload(await model.gather(ctx, registry, _stamp(ctx)))
+        code = 503 if aggregate_code and parts["status"] == Status.UNHEALTHY.value else 200
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse(parts, headers=_PAGE_HEADERS)
+        body = render.document(
+            parts["html"], parts["title"], parts["status"], parts["observed_at"],
+            poll_url=f"{base}/ui", script_url=f"{base}/ui/page.js",
+        )  # fmt: skip
+        return HTMLResponse(body, code, headers={**_PAGE_HEADERS, "Content-Security-Policy": render.LIVE_CSP})
+
+    async def script(request: Request) -> Response:
+        from otel_reliability.health.page import render
+
+        return Response(render.SCRIPT, media_type="text/javascript; charset=utf-8", headers=_PAGE_HEADERS)
+
     # Two prefix matches (a Route and a Mount) in front of the app's own routes, not one per endpoint: every
     # request of the app walks past them (each first tests its literal prefix: _LiteralFirst).
     health_routes = [
         Route("/live", live, methods=["GET"], name="otel_reliability_live"),
         Route("/ready", ready, methods=["GET"], name="otel_reliability_ready"),
+        Route("/ui", page, methods=["GET"], name="otel_reliability_ui"),
+        Route("/ui/page.js", script, methods=["GET"], name="otel_reliability_ui_script"),
         Route("/{view}", detail, methods=["GET"], name="otel_reliability_view"),
     ]
     admin_routes = [

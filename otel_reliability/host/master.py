@@ -10,7 +10,9 @@ that, every ``COMBINE_INTERVAL`` (0.25 s):
   each worker answers health from that one file (less its own part, plus its fresh readings) instead of
   reading every other worker's file;
 - every ``history_interval`` seconds writes the host's merged cumulative values to history-<t>.json and
-  removes entries older than the retention: the base of every worker's window, whatever its age.
+  removes entries older than the retention: the base of every worker's window, whatever its age; beyond the
+  retention it keeps the first entry of every ``COARSE_STEP`` seconds up to ``COARSE_SPAN`` (the status page's
+  15-minute sparkline), as the in-process history does.
 
 It also serves :9464 (when the Prometheus exporter is chosen): the host's metrics merged on each scrape.
 """
@@ -33,6 +35,7 @@ from opentelemetry.sdk.metrics.export import MetricsData
 
 from otel_reliability import giveway, tally
 from otel_reliability.host import merge, store
+from otel_reliability.readings.history import COARSE_SPAN, COARSE_STEP
 
 _logger = logging.getLogger(__name__)
 
@@ -166,12 +169,19 @@ class HostAggregator:
         raw, _ = self._merged(live_gauges=False)
         store.write_atomically(self.path / store.history_name(at), {"at": at, "values": raw.cumulative()})
         _, names = self.directory.listing()
-        for name in names:
-            taken = store._history_time(name)
-            # Keep the newest entry older than the retention: the base of the widest window.
-            if taken is not None and taken < at - self.retention - self.history_interval:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path / name)
+        timed = sorted((t, n) for n in names if (t := store._history_time(n)) is not None)
+        slot = None
+        for taken, name in timed:
+            # Keep the newest entry older than the retention: the base of the widest window; beyond it, the first
+            # of each coarse step, for the sparkline.
+            if taken >= at - self.retention - self.history_interval:
+                break
+            first_of_slot = int(taken // COARSE_STEP) != slot
+            slot = int(taken // COARSE_STEP)
+            if first_of_slot and taken >= at - COARSE_SPAN - COARSE_STEP:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path / name)
 
     def _merged(self, live_gauges: bool = True) -> tuple[merge.RawAccumulator, dict[str, Any]]:
         """Every worker file plus the retired sums, as one RawAccumulator, and a worker's resource."""

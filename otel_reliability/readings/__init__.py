@@ -43,12 +43,13 @@ from otel_reliability.readings.model import (
     Point,
     Snapshot,
     Window,
+    quantile,
     rfc3339,
     to_snapshot,
     window_between,
 )
 
-__all__ = ["Attributes", "Point", "Readings", "Snapshot", "Window", "install", "readings", "rfc3339"]
+__all__ = ["Attributes", "Point", "Readings", "Snapshot", "Window", "install", "quantile", "readings", "rfc3339"]
 
 _logger = logging.getLogger(__name__)
 

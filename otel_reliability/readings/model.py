@@ -23,9 +23,13 @@ from opentelemetry.sdk.metrics.export import (
     Histogram as HistogramData,
 )
 
-from otel_reliability import giveway
+from otel_reliability import giveway, semconv
 
 Attributes = Mapping[str, Any]
+
+KEEP_BUCKETS = frozenset({semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME})
+"""Histograms whose bucket counts a Snapshot and the window history keep (for a quantile: the pool's wait p95).
+Only these: copying every HTTP histogram's buckets would cost each collection and the history's memory."""
 
 
 def rfc3339(at: float) -> str:
@@ -41,15 +45,45 @@ _SeriesKey = tuple[str, frozenset[tuple[str, Any]]]
 class Point:
     """One series of one metric: its attributes and its value.
 
-    For sums and gauges ``value`` is the value; for histograms it is the count and ``total`` the sum.
+    For sums and gauges ``value`` is the value; for histograms it is the count and ``total`` the sum, and for the
+    histograms of ``KEEP_BUCKETS`` ``buckets`` the count per bucket of ``bounds`` (the last one above them).
     """
 
     attributes: Attributes
     value: float
     total: float | None = None
+    buckets: tuple[float, ...] | None = None
+    bounds: tuple[float, ...] | None = None
 
     def matches(self, where: Attributes | None) -> bool:
         return where is None or all(self.attributes.get(k) == v for k, v in where.items())
+
+
+def quantile(points: Iterable[Point], q: float) -> float | None:
+    """The ``q`` quantile of histogram points with buckets (added up), interpolated within its bucket as
+    Prometheus' ``histogram_quantile`` does; None without buckets or observations. Above the last bound: that bound."""
+    counts: list[float] = []
+    bounds: tuple[float, ...] = ()
+    for point in points:
+        if point.buckets is None or point.bounds is None:
+            continue
+        if not counts:
+            counts, bounds = [0.0] * len(point.buckets), point.bounds
+        if point.bounds != bounds:
+            return None
+        counts = [a + b for a, b in zip(counts, point.buckets, strict=True)]
+    total = sum(counts)
+    if not counts or total <= 0:
+        return None
+    rank, seen = q * total, 0.0
+    for index, count in enumerate(counts):
+        if count > 0 and seen + count >= rank:
+            if index >= len(bounds):
+                return bounds[-1] if bounds else None
+            lower = bounds[index - 1] if index > 0 else 0.0
+            return lower + (bounds[index] - lower) * (rank - seen) / count
+        seen += count
+    return bounds[-1] if bounds else None
 
 
 @dataclass(frozen=True)
@@ -117,7 +151,7 @@ def attrs_key(attributes: Attributes) -> frozenset[tuple[str, Any]]:
 def window_between(
     now: Snapshot,
     base_at: float,
-    base_values: Mapping[tuple[str, frozenset[tuple[str, Any]]], tuple[float, float | None]],
+    base_values: Mapping[tuple[str, frozenset[tuple[str, Any]]], tuple[Any, ...]],
     seconds: float,
     names: Iterable[str] | None = None,
 ) -> Window:
@@ -128,9 +162,17 @@ def window_between(
     for name in wanted:
         deltas = []
         for p in now.metrics.get(name, ()):
-            old_value, old_total = base_values.get((name, attrs_key(p.attributes)), (0.0, 0.0))
+            old = base_values.get((name, attrs_key(p.attributes)))
+            old_value, old_total = (old[0], old[1]) if old is not None else (0.0, 0.0)
             total = None if p.total is None else p.total - (old_total or 0.0)
-            deltas.append(Point(p.attributes, p.value - old_value, total))
+            buckets = p.buckets
+            if buckets is not None and old is not None:  # a base without buckets (a host's history): unknown
+                old_buckets = old[2] if len(old) > 2 else None
+                if old_buckets is None or len(old_buckets) != len(buckets):
+                    buckets = None
+                else:
+                    buckets = tuple(a - b for a, b in zip(buckets, old_buckets, strict=True))
+            deltas.append(Point(p.attributes, p.value - old_value, total, buckets, p.bounds))
         metrics[name] = tuple(deltas)
     return Window(
         now.taken_at,
@@ -158,7 +200,20 @@ def to_snapshot(data: MetricsData, taken_at: float, resource: Attributes, observ
             for metric in sm.metrics:
                 points = metrics.setdefault(metric.name, [])
                 payload = metric.data
-                if isinstance(payload, HistogramData):
+                if isinstance(payload, HistogramData) and metric.name in KEEP_BUCKETS:
+                    monotonic.add(metric.name)
+                    points.extend(
+                        Point(
+                            hp.attributes or _NO_ATTRIBUTES,
+                            float(hp.count),
+                            hp.sum,
+                            tuple(hp.bucket_counts),
+                            tuple(hp.explicit_bounds),
+                        )
+                        for hp in payload.data_points
+                        if isinstance(hp, HistogramDataPoint)
+                    )
+                elif isinstance(payload, HistogramData):
                     monotonic.add(metric.name)
                     for part in giveway.in_slices(payload.data_points):
                         points.extend(

@@ -12,6 +12,10 @@ scrapes (see otel_reliability/instrumentation/pool/ for how each pool class repo
 - utilization_percent = checked_out / total_capacity * 100; warning when above
   ``OTEL_RELIABILITY_POOL_WARN_UTILIZATION`` (default 80).
 
+- wait_time_p95_seconds: the 95th percentile of the time checkouts waited for a connection over the last
+  ``OTEL_RELIABILITY_ERROR_WINDOW`` seconds (``wait_time_window_seconds``), from the buckets of
+  ``db.client.connection.wait_time`` (as ``histogram_quantile`` reads them); null without checkouts in the window,
+  and under a prefork server (the host's combined readings keep no buckets);
 - connection_errors: connections that could not be opened or were found lost (``db.client.connection.errors``)
   in the last ``RECENT_SECONDS`` and since start, by error type.
 
@@ -28,7 +32,7 @@ from typing import Any
 
 from otel_reliability import semconv
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
-from otel_reliability.readings import Point, Snapshot
+from otel_reliability.readings import Point, Snapshot, quantile
 
 POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
 STATE = semconv.ATTR_DB_CLIENT_CONNECTION_STATE
@@ -120,7 +124,11 @@ def compute(ctx: CheckContext) -> ViewResult:
         {str(p.attributes.get(POOL_NAME)) for p in snap.points(semconv.METRIC_DB_CLIENT_CONNECTION_COUNT)} | set(errors)
     )
     pools = {name: _report(by_pool.get(name, {}), warn) for name in names}
+    waits = ctx.readings.window(ctx.settings.error_window, names=(CHECKOUTS,)).group(CHECKOUTS, by=POOL_NAME)
     for name, report in pools.items():
+        p95 = quantile(waits.get(name, ()), 0.95)
+        report["wait_time_p95_seconds"] = None if p95 is None else round(p95, 6)
+        report["wait_time_window_seconds"] = ctx.settings.error_window
         found = errors.get(name, {"recent": 0, "total": 0, "types": {}, "recent_checkouts": 0})
         report["connection_errors"] = {
             "recent": found["recent"],

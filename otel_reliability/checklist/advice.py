@@ -1,0 +1,99 @@
+"""The advice of the morning checklist: the same words for the same finding, whichever source found it.
+
+One app (``otel-reliability check --url``), a fleet (``--prometheus``) and the status page (``/api/health/ui``)
+judge different readings, but a person reading any of them must get the same words for the same problem: an
+open breaker, a failing route, a full pool, a stuck job, a process near its limits, a missing statement
+timeout. So every action text lives here, once, and each source fills in the names it found. Only the
+standard library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def breakers_open(names: Sequence[str]) -> str:
+    joined = ", ".join(names)
+    return (
+        f"{joined} failed {plural(len(names), 'its', 'their')} recent calls: check the provider's status page and "
+        f"this app's log for the errors behind it. Callers get 503 + Retry-After meanwhile; the breaker closes by "
+        f"itself after a successful trial call, so no restart is needed. If it keeps reopening while the provider "
+        f"is up, its timeout is too short or fail_max too low."
+    )
+
+
+def error_rate(routes: str) -> str:
+    return (
+        f"most errors come from {routes}: read the exceptions for those routes in the log or traces; if they began "
+        f"with a deploy, roll it back. 502/503 on routes that call a provider usually match an open breaker above."
+    )
+
+
+def pool_full(names: str) -> str:
+    return (
+        f"{names} is nearly full: find what holds connections (slow queries; sessions kept open across calls to "
+        f"external services: compare db_client_connection_use_time_seconds with request durations). Raise "
+        f"pool_size/max_overflow only if the database's max_connections has room for every instance."
+    )
+
+
+def stuck(cleanup: str, *, in_process: bool, listed: bool = True) -> str:
+    if not listed:
+        return (
+            f"rerun with --admin-token to list them, then POST {cleanup}?dry_run=true to preview and without "
+            f"dry_run to mark the stuck database rows as error"
+        )
+    text = (
+        f"preview with POST {cleanup}?dry_run=true, then POST {cleanup} marks the stuck database rows as error "
+        f"(users can retry them)."
+    )
+    if in_process:
+        text += " In-process operations cannot be killed: restart that worker once it has drained."
+    return text + " Then find why they hung: usually a call without a timeout."
+
+
+def resources(reason: str) -> str:
+    return (
+        f"{reason}memory that grows steadily (process_memory_usage_bytes) is a leak, a step follows one kind of "
+        f"request; CPU pinned at the limit means too few workers or a hot loop; file descriptors climbing mean "
+        f"unclosed files or connections. A restart buys time, not a fix."
+    )
+
+
+def statement_timeout(expected: Any) -> str:
+    return (
+        f"set it on the server, e.g. ALTER DATABASE <db> SET statement_timeout = '{seconds_literal(expected)}' "
+        f"(or per role), then let the pool reconnect; without it one runaway query holds its connection and its locks "
+        f"indefinitely. If the new value is intended, set OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT to match."
+    )
+
+
+def stopped_reporting() -> str:
+    return (
+        "check that each instance named is running (its health endpoint, its process manager's log); if it runs, "
+        "its metrics do not arrive: check OTEL_EXPORTER_OTLP_ENDPOINT, the agent and gateway collectors' "
+        "health_check and logs, or, scraped directly, that Prometheus reaches its :9464. Until then no alert can "
+        "fire for it."
+    )
+
+
+# --- small formatting helpers ---------------------------------------------------------------------------------
+
+
+def plural(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
+def duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def seconds_literal(expected: Any) -> str:
+    return f"{expected:g}s" if isinstance(expected, (int, float)) else "300s"
