@@ -90,8 +90,7 @@ def _unauthorized(variable: str, configured: bool) -> JSONResponse:
     )
 
 
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
+_PAGE_HEADERS = {  # and Cache-Control: no-store, as on every answer of ours (_LiteralFirst.handle)
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
