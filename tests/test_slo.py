@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from otel_reliability import config, slo
+from otel_reliability import checklist, config, slo
 from otel_reliability.cli import budget
 from otel_reliability.cli.report import ACTION, OK, SKIPPED
 from tests.support import BIN, ROOT, promtool_binary, require
@@ -92,8 +92,8 @@ def test_fleet_budget_item_reports_what_is_left_and_asks_for_action_when_spent_o
 def test_app_budget_item_gives_the_burn_rate_over_the_window() -> None:
     settings = config.load({})
     calm = {"total_requests": 1000, "error_count": 1, "window_seconds": 300, "min_requests": 20}
-    item = budget.app_item(calm, "/api/health/error-rate", settings)
+    item = checklist.error_budget(calm, "/api/health/error-rate", settings)
     assert item.status == OK and "1.0x" in item.summary  # 0.1 % failing: exactly the budget's pace
     on_fire = {**calm, "error_count": 50}
-    item = budget.app_item(on_fire, "/api/health/error-rate", settings)
+    item = checklist.error_budget(on_fire, "/api/health/error-rate", settings)
     assert item.status == ACTION and "50.0x" in item.summary and "lasts 14.4 h" in (item.action or "")

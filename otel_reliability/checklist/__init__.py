@@ -5,7 +5,8 @@ them in the process; both hand them to the functions here, so the verdict and th
 whichever way a person looks. A body is what ``GET {health}/<view>`` answers (``status`` included). The fleet
 check judges Prometheus series instead and shares only the advice (``advice.py``).
 
-Below the CLI and the health views (it imports only the standard library and ``config``): both floors use it.
+Below the CLI and the health views (it imports only the standard library, ``config`` and ``slo``): both floors
+use it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from otel_reliability import config
+from otel_reliability import config, slo
 from otel_reliability.checklist import advice
 from otel_reliability.checklist.advice import duration
 
@@ -195,3 +196,35 @@ def statement_timeout(body: Mapping[str, Any], endpoint: str | None = None) -> I
     want = f"{expected}" if expected is not None else config.EXPECTED_STATEMENT_TIMEOUT.name
     summary = f"statement_timeout = {value}, expected {want}"
     return Item("statement timeout", ACTION, summary, advice.statement_timeout(expected), endpoint, 200, body)
+
+
+def error_budget(
+    error_rate: Mapping[str, Any], endpoint: str | None = None, settings: config.Settings | None = None
+) -> Item:
+    """From the app's error-rate view: the burn rate of the availability budget over its window."""
+    settings = settings or config.load()
+    availability = slo.objectives(settings)[0]
+    total = error_rate.get("total_requests", 0) or 0
+    errors = error_rate.get("error_count", 0) or 0
+    window = error_rate.get("window_seconds")
+    objective = f"{availability.target * 100:g}% availability objective"
+    if not total:
+        return Item("error budget", OK, f"no requests in the last {window}s ({objective})", None, endpoint, 200)
+    burn = (errors / total) / availability.budget
+    summary = (
+        f"burning the {objective}'s budget at {burn:.1f}x over the last {window}s ({errors} of {total} requests "
+        f"failed); the budget left over 30 days needs check --prometheus"
+    )
+    page = slo.BURN_ALERTS[0][3]
+    minimum = error_rate.get("min_requests") or 0
+    if burn < page or total < minimum:
+        return Item("error budget", OK, summary, None, endpoint, 200)
+    days = 30 / burn
+    return Item(
+        "error budget",
+        ACTION,
+        summary,
+        advice.budget_spent(f"at this pace the 30-day budget lasts {advice.duration(days * 86400)}"),
+        endpoint,
+        200,
+    )

@@ -69,6 +69,13 @@ def statement_timeout(expected: Any) -> str:
     )
 
 
+def budget_spent(what: str) -> str:
+    return (
+        f"{what}: by the SLO's error-budget policy, put reliability first (fix the failing or slow routes, hold "
+        "risky deployments) until the budget recovers; the SLO row of the overview dashboard shows since when"
+    )
+
+
 def stopped_reporting() -> str:
     return (
         "check that each instance named is running (its health endpoint, its process manager's log); if it runs, "

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_reliability import checklist
-from otel_reliability.cli import budget, http
+from otel_reliability.cli import http
 from otel_reliability.cli.report import (
     ACTION,
     ADMIN_TOKEN_ENV,
@@ -153,10 +153,7 @@ def check_statement_timeout(client: Client, paths: Paths, tokens: Tokens, aggreg
 
 def check_error_budget(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
     endpoint = f"{paths.health}/error-rate"
-    reply = client.get(endpoint)
-    if reply.status != 200 or not reply.is_json_object:
-        return _failed("error budget", endpoint, reply)
-    return budget.app_item(reply.body, endpoint)
+    return _judged("error budget", endpoint, client.get(endpoint), checklist.error_budget)
 
 
 Check = Callable[["Client", "Paths", "Tokens", Mapping[str, Any]], Item]

@@ -3,27 +3,20 @@
 A fleet (``--prometheus``) has the 30 days: ``slo.yml``'s recording rules keep the budget left per service and
 SLO, and its alerts say which budgets burn too fast now. One app (``--url``) only remembers its error-rate
 window (minutes), so it reports the burn rate over that window against the availability objective; the budget
-left needs the fleet's Prometheus.
+left needs the fleet's Prometheus. That one is judged in ``otel_reliability.checklist`` (``error_budget``), which
+the status page shares; both say the same words (``checklist/advice.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-from otel_reliability import config, slo
+from otel_reliability import slo
 from otel_reliability.checklist import advice
 from otel_reliability.cli.report import ACTION, OK, SKIPPED, Item
 
 NAME = "error budget"
 Query = Callable[[str], list[tuple[dict[str, str], float]]]
-
-
-def _spent_advice(what: str) -> str:
-    return (
-        f"{what}: by the SLO's error-budget policy, put reliability first (fix the failing or slow routes, hold "
-        "risky deployments) until the budget recovers; the SLO row of the overview dashboard shows since when"
-    )
 
 
 def fleet_item(query: Query, selector: Callable[[str, str], str]) -> Item:
@@ -54,34 +47,6 @@ def fleet_item(query: Query, selector: Callable[[str, str], str]) -> Item:
     summary = "; ".join(parts) + " of the 30-day budgets"
     if not spent:
         return Item(NAME, OK, summary, details=details)
-    return Item(NAME, ACTION, summary, _spent_advice(", ".join(spent) + " spent or burning too fast"), details=details)
-
-
-def app_item(error_rate: Mapping[str, Any], endpoint: str, settings: config.Settings | None = None) -> Item:
-    """From the app's error-rate view: the burn rate of the availability budget over its window."""
-    settings = settings or config.load()
-    availability = slo.objectives(settings)[0]
-    total = error_rate.get("total_requests", 0) or 0
-    errors = error_rate.get("error_count", 0) or 0
-    window = error_rate.get("window_seconds")
-    objective = f"{availability.target * 100:g}% availability objective"
-    if not total:
-        return Item(NAME, OK, f"no requests in the last {window}s ({objective})", None, endpoint, 200)
-    burn = (errors / total) / availability.budget
-    summary = (
-        f"burning the {objective}'s budget at {burn:.1f}x over the last {window}s ({errors} of {total} requests "
-        f"failed); the budget left over 30 days needs check --prometheus"
-    )
-    page = slo.BURN_ALERTS[0][3]
-    minimum = error_rate.get("min_requests") or 0
-    if burn < page or total < minimum:
-        return Item(NAME, OK, summary, None, endpoint, 200)
-    days = 30 / burn
     return Item(
-        NAME,
-        ACTION,
-        summary,
-        _spent_advice(f"at this pace the 30-day budget lasts {advice.duration(days * 86400)}"),
-        endpoint,
-        200,
+        NAME, ACTION, summary, advice.budget_spent(", ".join(spent) + " spent or burning too fast"), details=details
     )

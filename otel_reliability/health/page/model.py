@@ -36,6 +36,7 @@ _JUDGES = (
     ("resources", checklist.resources),
     ("db-timeout", checklist.statement_timeout),
 )
+_BUDGET = ("error-rate", checklist.error_budget)  # the last item, as in ``otel-reliability check``
 
 
 async def gather(ctx: CheckContext, registry: HealthRegistry, stamp: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +52,8 @@ async def gather(ctx: CheckContext, registry: HealthRegistry, stamp: dict[str, A
         cleanup = f"{settings.admin_path}/stuck-operations/cleanup"
         items.append(checklist.stuck_counts(bodies["operations"], cleanup, f"{health}/operations"))
     items += [judge(bodies[name], f"{health}/{name}") for name, judge in _JUDGES[3:] if name in bodies]
+    if _BUDGET[0] in bodies:
+        items.append(checklist.error_budget(bodies[_BUDGET[0]], f"{health}/{_BUDGET[0]}", settings))
     breakers = (bodies.get("circuit-breakers") or {}).get("breakers") or {}
     opened = {name: _open_for(ctx, name) for name, b in breakers.items() if b.get("state") == "open"}
     return {
