@@ -243,21 +243,24 @@ class ProcessInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _instrumented.start(kwargs.get("sampler") or ProcessSampler(), meter)
         # Instrumented again on the same provider: the SDK returns the instruments made the first time, with their
         # callbacks, which read the current sampler through _instrumented.
-        gauges: tuple[tuple[str, str, str, Callable[[ProcessSampler], float]], ...] = (
-            (CPU_UTILIZATION, "", "CPU time used as a fraction of the CPUs this process may use (cgroup "
+        # Kinds as semconv (v1.44) has them: usage and counts are UpDownCounters (a level that is added up over
+        # processes), utilization and our limit are gauges. Prometheus shows both as gauges, same names.
+        # Unit "" on utilization, not semconv's "1": the Python exporter drops "1" while the collector and
+        # Prometheus 3 append `_ratio` to a gauge with unit "1"; "" gives `process_cpu_utilization` everywhere.
+        updown, gauge = meter.create_observable_up_down_counter, meter.create_observable_gauge
+        instruments: tuple[tuple[Callable[..., Any], str, str, str, Callable[[ProcessSampler], float]], ...] = (
+            (gauge, CPU_UTILIZATION, "", "CPU time used as a fraction of the CPUs this process may use (cgroup "
              "quota and affinity aware), since the previous reading.", ProcessSampler.cpu_utilization),
-            (MEMORY_USAGE, semconv.UNIT_BYTES, "Resident set size.", ProcessSampler.memory_usage),
-            (MEMORY_LIMIT, semconv.UNIT_BYTES, "Memory this process may use: the cgroup limit, else physical memory.",
-             ProcessSampler.memory_limit),
-            (FD_COUNT, "{file_descriptor}", "Open file descriptors.", ProcessSampler.file_descriptors),
-            (THREAD_COUNT, "{thread}", "Threads of this process.", ProcessSampler.threads),
+            (updown, MEMORY_USAGE, semconv.UNIT_BYTES, "Resident set size.", ProcessSampler.memory_usage),
+            (gauge, MEMORY_LIMIT, semconv.UNIT_BYTES, "Memory this process may use: the cgroup limit, else physical "
+             "memory.", ProcessSampler.memory_limit),
+            (updown, FD_COUNT, "{file_descriptor}", "Open file descriptors.", ProcessSampler.file_descriptors),
+            (updown, THREAD_COUNT, "{thread}", "Threads of this process.", ProcessSampler.threads),
         )  # fmt: skip
-        for name, unit, description, read in gauges:
+        for create, name, unit, description, read in instruments:
             if name in skipped:
                 continue
-            meter.create_observable_gauge(
-                name, callbacks=[_instrumented.gate(meter, _observer(read))], unit=unit, description=description
-            )
+            create(name, callbacks=[_instrumented.gate(meter, _observer(read))], unit=unit, description=description)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         # The SDK cannot remove an instrument; its callbacks report nothing while uninstrumented.

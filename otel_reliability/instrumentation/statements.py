@@ -99,6 +99,8 @@ _instruments = ("sqlalchemy >= 1.4",)
 DURATION = semconv.METRIC_DB_CLIENT_OPERATION_DURATION
 SYSTEM = "db.system.name"
 NAMESPACE = "db.namespace"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
 OPERATION = "db.operation.name"
 COLLECTION = "db.collection.name"
 QUERY_TEXT = "db.query.text"
@@ -107,6 +109,7 @@ ERROR_TYPE = semconv.ATTR_ERROR_TYPE
 STATUS_CODE = "db.response.status_code"
 WAIT_TIME = semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME
 WAIT_EVENT = "db.client.connection.wait"
+_METRIC_ENGINE_ATTRS = frozenset({SYSTEM, NAMESPACE, SERVER_ADDRESS, SERVER_PORT})
 
 # The stable semantic conventions' advisory buckets for db.client.operation.duration (seconds).
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
@@ -227,9 +230,9 @@ def _engine_info(engine: Any) -> _EngineInfo:
     if url.database and dialect != "sqlite":  # a SQLite "database" is a file path: not a namespace worth a label
         attrs[NAMESPACE] = str(url.database)
     if url.host:
-        attrs["server.address"] = str(url.host)
+        attrs[SERVER_ADDRESS] = str(url.host)
     if url.port:
-        attrs["server.port"] = int(url.port)
+        attrs[SERVER_PORT] = int(url.port)
     info = _EngineInfo(system, dialect in ("mysql", "mariadb"), attrs)
     engine.__dict__[_ENGINE] = info
     return info
@@ -258,7 +261,9 @@ def _describe(statement: str, info: _EngineInfo, batch: bool) -> _Described:
     if operation is not None and batch:
         operation = f"BATCH {operation}"
     span_attrs = dict(info.span_attrs)
-    metric_attrs = {SYSTEM: info.system}
+    # The stable convention's attributes of db.client.operation.duration: db.namespace (conditionally required),
+    # server.address / server.port (recommended): one value per engine, so bounded.
+    metric_attrs = {k: v for k, v in info.span_attrs.items() if k in _METRIC_ENGINE_ATTRS}
     if parsed.query_text:
         span_attrs[QUERY_TEXT] = parsed.query_text
     if operation is not None:
@@ -416,11 +421,14 @@ def _failed(state: _State, exc: BaseException) -> None:
     elapsed = perf_counter() - start
     kind = error_type(exc)
     tel = _instrumented.state
+    code = sqlstate(exc)
     if tel is not None:
-        tel.duration.record(elapsed, {**described.metric_attrs, ERROR_TYPE: kind})
+        failed = {**described.metric_attrs, ERROR_TYPE: kind}
+        if code is not None:  # conditionally required on failure, where the database gives one (a SQLSTATE)
+            failed[STATUS_CODE] = code
+        tel.duration.record(elapsed, failed)
     if span.is_recording():
         span.set_attribute(ERROR_TYPE, kind)
-        code = sqlstate(exc)
         if code is not None:
             span.set_attribute(STATUS_CODE, code)
         span.set_status(Status(StatusCode.ERROR, kind))
