@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from otel_reliability import cli
-from tests.support import ROOT, AppProcess, http, start_app
+from tests.support import ROOT, AppProcess, http, start_app, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +157,34 @@ def test_the_token_never_reaches_the_log(app: AppProcess) -> None:
     page(app, basic("me", TOKEN))
     page(app, {"Authorization": f"Bearer {TOKEN}"})
     assert TOKEN not in app.log()
+
+
+def test_under_prefork_the_page_speaks_for_the_whole_host(tmp_path: Path) -> None:
+    """gunicorn with two workers: whichever answers, the page says it covers both, with one line per worker, and
+    the breaker one worker opened shows as open (the host's worst state)."""
+    env = {"OTEL_RELIABILITY_HEALTH_TOKEN": TOKEN}
+    host = start_app(
+        "status_app:app",
+        app_dir=ROOT / "tests" / "apps" / "ui",
+        env=env,
+        log_dir=tmp_path,
+        server="gunicorn",
+        workers=2,
+    )
+    try:
+        wait_until(
+            lambda: json.loads(http("GET", host.url + "/api/health")[2])["workers"] == 2,
+            timeout=40,
+            what="both workers in the host's readings",
+        )
+        assert http("POST", host.url + "/open/1")[0] == 200  # in whichever worker takes it
+        opened = 'class="breaker b-open" data-breaker="gemini"'
+        wait_until(lambda: opened in page(host, basic("me", TOKEN))[2], timeout=5, what="the other worker's breaker")
+        for _ in range(6):  # both workers answer in turn
+            _, _, body = page(host, basic("me", TOKEN))
+            assert "whole host, 2 workers" in body and "<caption>2 workers</caption>" in body
+            assert body.count("<tr><td>") >= 2  # a line per worker (and the operations')
+            assert opened in body
+            assert 'id="errors"' in body and '<svg class="spark"' in body
+    finally:
+        host.stop()
