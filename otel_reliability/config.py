@@ -271,8 +271,9 @@ PREFORK = Variable(
     "true",
     _boolean,
     "true or false",
-    "Under gunicorn or `uvicorn --workers`, answer health and :9464 for every worker of the host (false: each "
-    "worker answers for itself and one worker serves :9464, as in one process).",
+    "Under a prefork server (gunicorn, granian, `uvicorn --workers`, `fastapi run --workers`, reloaders, hypercorn), "
+    "answer health and :9464 for every worker of the host (false: each worker answers for itself and one worker "
+    "serves :9464, as in one process).",
 )
 HOST_DIR = Variable(
     "OTEL_RELIABILITY_HOST_DIR",

@@ -16,19 +16,20 @@ Differences from ``opentelemetry-sdk``'s own configurator:
 - prometheus_client's own process/platform/gc collectors are removed from :9464, so the direct path shows
   the same metric names as the collector path.
 
-Prefork servers (gunicorn, ``uvicorn --workers``): the master or supervisor starts the host aggregator
-(otel_reliability/host/) and serves :9464 for the whole host; each worker publishes its readings for it and
-answers health for the host. By OTLP each worker still exports its own metrics under its own
-``service.instance.id``. With OTEL_RELIABILITY_PREFORK=false, one worker serves :9464 for itself, as before.
+Prefork servers (gunicorn, granian, uvicorn's and hypercorn's supervisors: otel_reliability/launchers.py):
+the master starts the host aggregator (otel_reliability/host/) and serves :9464 for the whole host; each worker
+publishes its readings for it and answers health for the host. A spawning supervisor (``uvicorn --workers``,
+``fastapi run --workers``, ``fastapi dev``, hypercorn) is set up as a single process first and becomes the
+master when it starts its workers; its :9464 then renders the host. By OTLP each worker still exports its own
+metrics under its own ``service.instance.id``. With OTEL_RELIABILITY_PREFORK=false, one worker serves :9464
+for itself, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,7 +38,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKConfigurator
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_reliability import config, export_logs, shutdown, upstream
+from otel_reliability import config, export_logs, launchers, shutdown, upstream
 from otel_reliability.instrumentation._published import install_quiet_views
 from otel_reliability.readings import Readings, _retention, install
 
@@ -70,31 +71,6 @@ def _user_instance_id() -> bool:
     return any(part.split("=", 1)[0].strip() == _INSTANCE_ID for part in attrs.split(","))
 
 
-def is_gunicorn_master() -> bool:
-    return os.path.basename(sys.argv[0] if sys.argv else "") == "gunicorn" and multiprocessing.parent_process() is None
-
-
-def is_uvicorn_supervisor() -> bool:
-    """``uvicorn --workers N`` (N > 1): this process only supervises spawned workers."""
-    argv = sys.argv
-    if not argv or os.path.basename(argv[0]) != "uvicorn" or multiprocessing.parent_process() is not None:
-        return False
-    workers = os.environ.get("WEB_CONCURRENCY", "1")
-    for i, arg in enumerate(argv):
-        if arg == "--workers" and i + 1 < len(argv):
-            workers = argv[i + 1]
-        elif arg.startswith("--workers="):
-            workers = arg.split("=", 1)[1]
-    return workers.isdigit() and int(workers) > 1
-
-
-def is_multiprocessing_helper() -> bool:
-    """multiprocessing's resource tracker or forkserver: started by ``python -c`` with our sitecustomize on
-    PYTHONPATH (e.g. by ``uvicorn --workers``), serving no requests; it must not take the metrics port."""
-    command = " ".join(getattr(sys, "orig_argv", sys.argv))
-    return "multiprocessing.resource_tracker" in command or "multiprocessing.forkserver" in command
-
-
 def configure_sdk(**kwargs: Any) -> Readings:
     """Build the providers (traces, metrics, logs) from the environment and attach the Readings."""
     settings = config.settings()
@@ -124,25 +100,43 @@ def configure_sdk(**kwargs: Any) -> Readings:
     from otel_reliability import host
 
     # A prefork worker publishes to its master, which serves :9464 for the host.
-    hosted = not is_multiprocessing_helper() and host.start_worker(reader)
-    if wants_prometheus and not hosted and not is_uvicorn_supervisor() and not is_multiprocessing_helper():
+    helper = launchers.is_multiprocessing_helper()
+    hosted = not helper and host.start_worker(reader)
+    if wants_prometheus and not hosted and not helper:
         _start_prometheus(reader)
     return reader
 
 
-def _start_host_master() -> None:
-    """In a gunicorn master or uvicorn supervisor: the shared directory for the workers, and :9464 for the
-    host (the one process that does not come and go with workers)."""
+def _start_host_master(launcher: str) -> None:
+    """In a forking master (gunicorn, granian): the shared directory for the workers, and :9464 for the host
+    (the one process that does not come and go with workers)."""
     from otel_reliability import host
 
     if not host.enabled():
         return
-    aggregator = host.start_master(config.settings())
+    aggregator = host.start_master(config.settings(), launcher)
     if "prometheus" in _exporter_names("METRICS"):
-        server = _serve_prometheus(aggregator.export)
-        if server is not None:
+        served = _serve_prometheus(aggregator.export)
+        if isinstance(served, _Endpoint) and served.server is not None:
             # A forked worker must not keep the master's listening socket open.
-            os.register_at_fork(after_in_child=server.socket.close)
+            os.register_at_fork(after_in_child=served.server.socket.close)
+
+
+def _supervisor_starting(launcher: str) -> None:
+    """A spawning supervisor (launchers.watch_supervisors) starts its workers: this process, set up as a
+    single process so far, becomes the host's master, and the :9464 it serves renders the host from now on."""
+    from otel_reliability import host
+
+    served = _endpoint
+    if host.aggregator() is not None:
+        return
+    if not host.enabled():
+        if served is not None:
+            served.close()  # one worker serves :9464 for itself, as in one process
+        return
+    aggregator = host.start_master(config.settings(), launcher)
+    if served is not None:
+        served.export = aggregator.export
 
 
 def _start_prometheus(readings: Readings) -> None:
@@ -159,12 +153,30 @@ def _start_prometheus(readings: Readings) -> None:
 _NO_TRANSLATION: Any = object()
 
 
+class _Endpoint:
+    """The Prometheus endpoint this process serves, and what a scrape renders (this process's Readings, or the
+    host's merge once this process became a prefork master)."""
+
+    def __init__(self, server: Any, export: Callable[[], MetricsData | None]) -> None:
+        self.server = server
+        self.export = export
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+_endpoint: _Endpoint | None = None
+
+
 def _serve_prometheus(export: Callable[[], MetricsData | None]) -> Any:
     """Bind the Prometheus endpoint and render ``export()`` on each scrape with the exporter's translation.
 
-    Returns the HTTP server, None when the port is taken, or ``_NO_TRANSLATION`` when the exporter's
+    Returns the ``_Endpoint``, None when the port is taken, or ``_NO_TRANSLATION`` when the exporter's
     translation class moved (the caller falls back to the exporter's own reader where it has an SDK).
     """
+    global _endpoint
     from prometheus_client import REGISTRY, gc_collector, platform_collector, process_collector, start_http_server
 
     host = os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
@@ -179,13 +191,20 @@ def _serve_prometheus(export: Callable[[], MetricsData | None]) -> Any:
     try:
         served = start_http_server(port=port, addr=host)
     except OSError as exc:
+        from otel_reliability import host as host_readings
+
+        # A spawned process without a master (not a worker of a launcher in otel_reliability/launchers.py)
+        worker = launchers.is_spawned() and host_readings.enabled()
         _logger.warning(
-            "otel-reliability: metrics endpoint %s:%s not started (%s); another process (a sibling worker?) "
-            "serves it. This process keeps its SDK; export its metrics by OTLP to a collector "
-            "(OTEL_EXPORTER_OTLP_ENDPOINT) to see every worker.",
+            "otel-reliability: metrics endpoint %s:%s not started (%s); %s This process keeps its SDK; export "
+            "its metrics by OTLP to a collector (OTEL_EXPORTER_OTLP_ENDPOINT) to see every worker.",
             host,
             port,
             exc.strerror or exc,
+            "this process is a worker of a server otel-reliability does not know as a prefork server (README: "
+            "Prefork servers): health and metrics answer for this worker only."
+            if worker
+            else "another process serves it.",
         )
         return None
     try:
@@ -193,37 +212,41 @@ def _serve_prometheus(export: Callable[[], MetricsData | None]) -> Any:
     except ImportError:  # the exporter's translation moved: fall back to its own reader (a second aggregation)
         return _NO_TRANSLATION
     collector = _CustomCollector()
+    endpoint = _Endpoint(served[0] if isinstance(served, tuple) else None, export)
 
     def feed() -> None:
-        data = export()
+        data = endpoint.export()
         if data is not None:
             collector.add_metrics_data(data)
 
     collector._callback = feed  # type: ignore[assignment]
     REGISTRY.register(collector)
-    return served[0] if isinstance(served, tuple) else None
+    _endpoint = endpoint
+    return endpoint
 
 
 class ReliabilityConfigurator(_OTelSDKConfigurator):
     """Entry point ``opentelemetry_configurator: otel_reliability``."""
 
     def _configure(self, **kwargs: Any) -> None:
-        if is_gunicorn_master():
+        forking = launchers.forking_master()
+        if forking is not None:
             # The master forks workers; set up the SDK in each of them, after the fork (and only in the
-            # master's direct children: a worker's own forks inherit the worker's SDK).
+            # master's direct children: a worker's own forks inherit the worker's SDK). A worker spawned
+            # instead (granian on Python 3.14) sets itself up like any process under opentelemetry-instrument.
             master = os.getpid()
 
             def in_worker() -> None:
                 if os.getppid() == master:
                     configure_sdk(**dict(kwargs))
 
-            _start_host_master()
+            _start_host_master(forking)
             os.register_at_fork(after_in_child=in_worker)
-            _logger.info("otel-reliability: gunicorn master detected; the SDK is set up in each worker")
+            _logger.info("otel-reliability: %s master detected; the SDK is set up in each worker", forking)
             return
-        if is_uvicorn_supervisor():
-            _start_host_master()
         configure_sdk(**kwargs)
+        if not launchers.is_multiprocessing_helper():
+            launchers.watch_supervisors(_supervisor_starting)
 
 
 _configured = False

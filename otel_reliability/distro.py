@@ -38,6 +38,7 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 from otel_reliability import changes, config
+from otel_reliability.launchers import guess_service_name
 
 _logger = logging.getLogger("otel_reliability")
 
@@ -49,19 +50,6 @@ STATEMENTS = "reliability_statements"
 def disabled_instrumentations(env: MutableMapping[str, str]) -> set[str]:
     """The entry point names in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``, as opentelemetry-instrument reads them."""
     return {name.strip() for name in env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",") if name.strip()}
-
-
-_APP_TARGET = re.compile(r"^([A-Za-z_][\w.]*):[A-Za-z_][\w.]*(\(\))?$")
-
-
-def guess_service_name(argv: list[str]) -> str | None:
-    """The module of the app a server was asked to run (``uvicorn shop.main:app`` -> ``shop.main``), so metrics
-    and health say something better than ``unknown_service``; OTEL_SERVICE_NAME wins."""
-    for arg in argv[1:]:
-        match = _APP_TARGET.match(arg)
-        if match:
-            return match.group(1)
-    return None
 
 
 def environment_defaults(
@@ -78,6 +66,7 @@ def environment_defaults(
 
     default("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     if "service.name=" not in env.get("OTEL_RESOURCE_ATTRIBUTES", "") and (name := guess_service_name(argv)):
+        # the app's module, the same under every launcher (otel_reliability.launchers), inherited by workers
         default("OTEL_SERVICE_NAME", name)
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
         for signal in ("TRACES", "METRICS", "LOGS"):

@@ -155,6 +155,36 @@ class AppProcess:
         return int(self.proc.returncode or 0)
 
 
+LAUNCHERS = ("uvicorn", "gunicorn", "gunicorn-preload", "fastapi-run", "fastapi-dev", "hypercorn", "granian")
+
+
+def launcher_command(server: str, target: str, port: int, workers: int) -> list[str]:
+    """The command line a user types to serve ``target`` (``module:app``) with ``server`` on ``port``."""
+    module_path = target.split(":")[0].replace(".", "/") + ".py"  # what fastapi run/dev take
+    if server == "uvicorn":
+        cmd = [str(BIN / "uvicorn"), target, "--host", "127.0.0.1", "--port", str(port)]
+        return cmd + (["--workers", str(workers)] if workers > 1 else [])
+    if server in ("gunicorn", "gunicorn-preload"):
+        cmd = [str(BIN / "gunicorn"), target, "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers)]
+        cmd += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
+        return cmd + (["--preload"] if server == "gunicorn-preload" else [])
+    if server == "fastapi-run":
+        cmd = [str(BIN / "fastapi"), "run", module_path, "--host", "127.0.0.1", "--port", str(port)]
+        return cmd + (["--workers", str(workers)] if workers > 1 else [])
+    if server == "fastapi-dev":  # a reloader and one worker: `fastapi dev` has no --workers
+        if workers != 1:
+            raise ValueError("fastapi dev has one worker")
+        return [str(BIN / "fastapi"), "dev", module_path, "--host", "127.0.0.1", "--port", str(port)]
+    if server == "hypercorn":
+        return [str(BIN / "hypercorn"), target, "-w", str(workers), "-b", f"127.0.0.1:{port}"]
+    if server == "granian":
+        return [str(BIN / "granian"), "--interface", "asgi", target, "--workers", str(workers),
+                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    if server == "script":  # ``python target PORT``: a script that serves on its own
+        return [str(BIN / "python"), target, str(port)]
+    raise ValueError(server)
+
+
 def start_app(
     target: str,
     *,
@@ -183,15 +213,7 @@ def start_app(
         }
     )
     full_env.update(env or {})
-    if server == "uvicorn":
-        cmd = [str(BIN / "uvicorn"), target, "--host", "127.0.0.1", "--port", str(port)]
-        if workers > 1:
-            cmd += ["--workers", str(workers)]
-    elif server == "gunicorn":
-        cmd = [str(BIN / "gunicorn"), target, "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers)]
-        cmd += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
-    else:
-        raise ValueError(server)
+    cmd = launcher_command(server, target, port, workers)
     cmd += list(server_args)
     if instrument:
         cmd = [str(BIN / "opentelemetry-instrument"), *cmd]

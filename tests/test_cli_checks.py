@@ -140,12 +140,15 @@ def test_error_rate_names_the_top_failing_routes() -> None:
         "covered_seconds": 300.0,
         "threshold_percent": 1.0,
         "min_requests": 20,
-        "top_routes": [{"route": "/upload", "errors": 30, "client_errors": 0, "requests": 40}],
+        "top_routes": [
+            {"route": "/upload", "errors": 29, "client_errors": 0, "requests": 40},
+            {"route": "/login", "errors": 1, "client_errors": 0, "requests": 5},
+        ],
     }
     item = run(app.check_error_rate, "/api/health/error-rate", body)
     assert item.status == ACTION
     assert item.summary == "30% of 100 requests failed in the last 300s (threshold 1%)"
-    assert item.action is not None and "/upload (30 errors)" in item.action
+    assert item.action is not None and "/upload (29 errors), /login (1 error)" in item.action
 
 
 def test_stuck_operations_list_names_the_oldest() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_distro_defaults_only_where_the_user_set_nothing() -> None:
     assert "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS" not in generic  # the user's generic list wins
 
 
-def test_service_name_defaults_to_the_app_module_unless_set() -> None:
+def test_service_name_defaults_to_the_app_module_unless_set(tmp_path: Path) -> None:
     settings = config.load({})
     env: dict[str, str] = {}
     environment_defaults(env, settings, ["uvicorn", "--port", "8000", "shop.main:app"])
@@ -118,7 +119,7 @@ def test_service_name_defaults_to_the_app_module_unless_set() -> None:
     by_resource = {"OTEL_RESOURCE_ATTRIBUTES": "service.name=billing"}
     environment_defaults(by_resource, settings, ["uvicorn", "shop.main:app"])
     assert "OTEL_SERVICE_NAME" not in by_resource
-    assert guess_service_name(["python", "-c", "print(1)"]) is None
+    assert guess_service_name(["python", "-c", "print(1)"], tmp_path) is None
 
 
 def test_excluded_urls_match_health_and_metrics_but_not_lookalikes() -> None:

@@ -103,7 +103,8 @@ def error_rate(body: Mapping[str, Any], endpoint: str | None = None) -> Item:
             summary += f"; fewer than {minimum} requests, not judged"
         return Item("error rate", OK, summary, None, endpoint, 200, body)
     top = [r for r in body.get("top_routes") or [] if r.get("errors")]
-    routes = ", ".join(f"{r.get('route')} ({r.get('errors')} errors)" for r in top[:3]) or "see the request metrics"
+    routes = ", ".join(f"{r.get('route')} ({advice.count(r.get('errors'), 'error')})" for r in top[:3])
+    routes = routes or "see the request metrics"
     return Item("error rate", ACTION, summary, advice.error_rate(routes), endpoint, 200, body)
 
 

@@ -92,6 +92,12 @@ def plural(n: int, one: str, many: str) -> str:
     return one if n == 1 else many
 
 
+def count(n: Any, noun: str) -> str:
+    """``1 error``, ``3 errors`` (``n`` as a JSON body gives it: an int, a float, or missing)."""
+    number = f"{n:.0f}" if isinstance(n, (int, float)) else "?"
+    return f"{number} {noun}" if number == "1" else f"{number} {noun}s"
+
+
 def duration(seconds: Any) -> str:
     if not isinstance(seconds, (int, float)):
         return "?"

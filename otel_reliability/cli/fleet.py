@@ -178,7 +178,9 @@ def check_error_rate(f: Fleet) -> Item:
         "; ".join(f"{job} {rate:.1f}% of {total:.0f} requests failed" for job, rate, total in failing) + " " + window
     )
     top = [
-        f"{job} {route} ({n:.0f} errors)" for job, _, _ in failing for n, route in sorted(routes[job], reverse=True)[:3]
+        f"{job} {route} ({advice.count(n, 'error')})"
+        for job, _, _ in failing
+        for n, route in sorted(routes[job], reverse=True)[:3]
     ]
     return Item(
         "error rate", ACTION, summary, advice.error_rate(", ".join(top) or "see the request metrics"), details=details

@@ -43,7 +43,7 @@ def enabled() -> bool:
     return bool(config.PREFORK.parse(os.environ.get(config.PREFORK.name, config.PREFORK.default).strip()))
 
 
-def start_master(settings: config.Settings) -> HostAggregator:
+def start_master(settings: config.Settings, launcher: str) -> HostAggregator:
     """In the master or supervisor, before any worker starts: the shared directory and its aggregator."""
     global _aggregator
     from otel_reliability.host.master import HostAggregator
@@ -54,7 +54,7 @@ def start_master(settings: config.Settings) -> HostAggregator:
     os.environ[config.HOST_DIR.name] = str(aggregator.path)  # inherited by forked and spawned workers
     aggregator.start()
     _aggregator = aggregator
-    _logger.info("otel-reliability: prefork master; health and :9464 answer for every worker")
+    _logger.info("otel-reliability: %s master; health and :9464 answer for every worker", launcher)
     return aggregator
 
 
