@@ -141,6 +141,42 @@ BREAKER_STATE_MAPPINGS: list[dm.ValueMapping] = [
     )
 ]
 
+# Descriptions of the panels whose call does not give one (Grafana shows it in the panel's (i) tooltip). Every panel
+# has one: ``common`` raises for a title that has neither (dashboard-linter's panel-title-description rule).
+DESCRIPTIONS = {
+    "Rejected calls": "Calls refused without reaching the dependency because the breaker was open, per second.",
+    "Consecutive failures": "Failures since the last success; the breaker opens when this reaches its fail_max.",
+    "Current state": "Each breaker's state now: closed, half open (reset timeout passed: the next call is a trial) "
+    "or open.",
+    "Utilization (used / max)": "Connections in use over pool_size + max_overflow. The alert fires above 80 % for "
+    "5 minutes.",
+    "Connections": "Connections by state: used (checked out) and idle (in the pool).",
+    "Timeouts": "Checkouts that gave up waiting for a connection; each one failed a request.",
+    "Wait time p50 / p99": "How long a checkout waited for a free connection.",
+    "Use time p99 / create time p99": "How long a connection stayed checked out, and how long opening one took.",
+    "Transaction retries": "run_in_transaction retries, by the transient error that caused them.",
+    "Statement timeout per pool": "The server's statement_timeout per pool (0 = none); expected 300 s.",
+    "Request rate by route": "Requests per second by route template (health and metrics paths excluded).",
+    "Request rate by status": "Requests per second by HTTP status code.",
+    "Latency p50 / p99": "Request duration percentiles over all routes of the service.",
+    "p99 latency by route": "The slowest routes by their 99th percentile.",
+    "In flight": "track_operation blocks and database rows in progress now.",
+    "Stuck": "Operations in flight longer than the stuck threshold (default 2 h); they will not finish by themselves.",
+    "Oldest in flight": "Age of the oldest operation in progress, per operation name.",
+    "Max memory vs limit": "The highest RSS over memory limit of any instance. The alert fires above 90 %.",
+    "Circuit breakers": "Every breaker's state over time; a short open period shows as well (one series per state).",
+    "HTTP error ratio by service": "5xx responses and raised requests over all requests, per service.",
+    "Pool utilization": "Used over max connections of every pool.",
+    "Memory vs limit": "Resident memory and the limit it is held to (cgroup limit, else physical memory).",
+    "Memory used of limit": "Resident memory as a share of the limit. The alert fires above 90 % for 5 minutes.",
+    "Open file descriptors": "File descriptors the process has open (sockets included).",
+    "Threads": "Threads of the process.",
+    "SLO error budget left (30 days)": "Share of each SLO's 30-day error budget not spent yet (slo.yml's "
+    "job_slo:error_budget_remaining:ratio): 100 % untouched, 0 spent, below 0 overspent.",
+    "SLO bad share (1 h)": "Share of requests that spent budget over the last hour, per service and SLO "
+    "(availability: failed; latency: slower than the threshold). The page fires at 14.4x the allowed share.",
+}
+
 AnyPanel = TypeVar("AnyPanel", timeseries.Panel, stat.Panel, gauge.Panel, statetimeline.Panel, table.Panel)
 PanelBuilder = timeseries.Panel | stat.Panel | gauge.Panel | statetimeline.Panel | table.Panel
 
@@ -160,10 +196,10 @@ def common(
     color: dm.FieldColorModeId = dm.FieldColorModeId.PALETTE_CLASSIC,
     mappings: list[dm.ValueMapping] | None = None,
 ) -> AnyPanel:
-    """What every panel carries: title, data source, targets, unit, thresholds, colour mode, size."""
+    """What every panel carries: title, description, data source, targets, unit, thresholds, colour mode, size."""
     p = (
         p.title(title)
-        .description(description)
+        .description(description or DESCRIPTIONS[title])
         .datasource(DS)
         .targets(list(targets))
         .unit(unit)
@@ -214,7 +250,7 @@ def reduce_last() -> common_builders.ReduceDataOptions:
     return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
 
 
-def stat_panel(title: str, expr: str, unit: str, *, w: int = 4, h: int = 5, **kw: Any) -> stat.Panel:
+def stat_panel(title: str, expr: str, unit: str, *, w: int = 4, h: int = 5, legend: str = "", **kw: Any) -> stat.Panel:
     p = (
         stat.Panel()
         .reduce_options(reduce_last())
@@ -224,7 +260,7 @@ def stat_panel(title: str, expr: str, unit: str, *, w: int = 4, h: int = 5, **kw
         .orientation(cm.VizOrientation.AUTO)
         .text_mode(cm.BigValueTextMode.AUTO)
     )
-    return common(p, title, [target(expr)], unit, w=w, h=h, color=dm.FieldColorModeId.THRESHOLDS, **kw)
+    return common(p, title, [target(expr, legend)], unit, w=w, h=h, color=dm.FieldColorModeId.THRESHOLDS, **kw)
 
 
 def gauge_panel(title: str, targets: list[prometheus.Dataquery], unit: str, **kw: Any) -> gauge.Panel:
@@ -289,7 +325,7 @@ def query_variable(name: str, label: str, query: str) -> dashboard.QueryVariable
         .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .include_all(True)
         .multi(True)
-        .all_value(".*")
+        .all_value(".+")
         .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
         .sort(dm.VariableSort.ALPHABETICAL_ASC)
         .regex("")
@@ -308,7 +344,7 @@ def variables() -> list[Builder[dm.VariableModel]]:
         .include_all(False),
         # job = service.name (collector path) or the scrape job (direct path); instance = service.instance.id
         # (collector path) or host:port (direct path).
-        query_variable("job", "Service (job)", "label_values(target_info, job)"),
+        query_variable("job", "Job", "label_values(target_info, job)"),
         query_variable("instance", "Instance", 'label_values(target_info{job=~"$job"}, instance)'),
     ]
 
@@ -321,7 +357,7 @@ def build(uid: str, title: str, description: str, panels: list[PanelBuilder]) ->
         .uid(uid)
         .description(description)
         .tags([TAG])
-        .editable()
+        .readonly()
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
         .refresh("30s")
         .version(1)
@@ -403,7 +439,7 @@ def overview() -> dm.Dashboard:
         "otel-rel-overview",
         "otel-reliability / Overview",
         "The morning checklist at a glance: open breakers, error ratio, pool utilization, stuck operations, "
-        "memory, for the services picked in $job (one row each in the Services table). Anything red has an "
+        "memory, the SLOs' error budgets, for the services picked in $job (one row each in the Services table). Anything red has an "
         "alert in alerts.yml and a detail dashboard.",
         [
             stat_panel(
@@ -449,6 +485,24 @@ def overview() -> dm.Dashboard:
                 steps=((None, "green"), (0.8, "orange"), (0.9, "red")),
             ),
             services_table(),
+            # SLOs are per service: slo.yml records them by job only, so these two filter on $job alone.
+            stat_panel(
+                "SLO error budget left (30 days)",
+                'job_slo:error_budget_remaining:ratio{job=~"$job"}',
+                "percentunit",
+                legend="{{job}} {{slo}}",
+                steps=((None, "red"), (0, "orange"), (0.25, "green")),
+                w=8,
+                h=6,
+            ),
+            timeseries_panel(
+                "SLO bad share (1 h)",
+                [target('job_slo:request_errors:ratio_rate1h{job=~"$job"}', "{{job}} {{slo}}")],
+                "percentunit",
+                minimum=0,
+                w=16,
+                h=6,
+            ),
             breaker_timeline("Circuit breakers", "{{job}} {{circuit_breaker_name}} {{instance}}", h=7),
             timeseries_panel(
                 "HTTP error ratio by service",
