@@ -457,25 +457,12 @@ def test_prometheus_names_are_exactly_the_contract_names(readings: Readings) -> 
 
 def _patched_methods() -> dict[tuple[type, str], Any]:
     """Every library method the breaker instrumentor wraps, as the class holds it now."""
-    from purgatory.domain import model
-    from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
-    from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
-
     places = [
-        (pybreaker.CircuitBreaker, "__init__"),
-        (pybreaker.CircuitOpenState, "before_call"),
+        *pybreaker_adapter._patched(),
         (circuitbreaker.CircuitBreaker, "__init__"),
         (circuitbreaker.CircuitBreaker, "__exit__"),
         (circuitbreaker.CircuitBreakerError, "__init__"),
-        (purgatory.SyncCircuitBreakerFactory, "__init__"),
-        (purgatory.AsyncCircuitBreakerFactory, "__init__"),
-        (model.ClosedState, "handle_exception"),
-        (model.HalfOpenedState, "handle_exception"),
-        (model.OpenedState, "handle_exception"),
-        (SyncCircuitBreaker, "__enter__"),
-        (SyncCircuitBreaker, "__exit__"),
-        (AsyncCircuitBreaker, "__aenter__"),
-        (AsyncCircuitBreaker, "__aexit__"),
+        *purgatory_adapter._patched(),
     ]
     return {(cls, name): cls.__dict__[name] for cls, name in places}
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,7 +39,11 @@ _logger = logging.getLogger(__name__)
 
 SQL = "SELECT current_setting('statement_timeout'), setting FROM pg_settings WHERE name = 'statement_timeout'"
 METRIC = semconv.METRIC_DB_CLIENT_STATEMENT_TIMEOUT
-READ = "otel_reliability.statement_timeout_read"  # key in the connection record's info: read once per connection
+# Connection record -> which of its DBAPI connections was read: (id, the record's ``starttime``, set at each of
+# its connects), so a record that reconnects is read again. Kept beside the record, never in its ``info``: that
+# dict is the application's. Not the DBAPI connection itself: it is rarely weak-referenceable (sqlite3,
+# SQLAlchemy's async adapters), and a strong reference would keep a detached connection open.
+_read_tokens: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -78,12 +83,24 @@ def create_gauge(meter: Meter, pool_attribute: str, gated: Callable[[Callback], 
     )
 
 
+def _token(record: Any) -> tuple[int, float]:
+    return (id(record.dbapi_connection), getattr(record, "starttime", 0.0))
+
+
+def unread(record: Any) -> bool:
+    """Whether the DBAPI connection ``record`` holds now has not been read yet."""
+    try:
+        return _read_tokens.get(record) != _token(record)
+    except TypeError:  # a record that cannot be weakly referenced: never read
+        return False
+
+
 def on_checkout(dbapi_connection: Any, record: Any, pool_name: str, dialect: str) -> None:
     """Read the value on ``dbapi_connection`` if this connection has not been read yet."""
-    info = getattr(record, "info", None)
-    if info is None or info.get(READ):
+    token = _token(record)
+    if dbapi_connection is None or _read_tokens.get(record) == token:
         return
-    info[READ] = True
+    _read_tokens[record] = token
     if dialect != "postgresql":
         _store(TimeoutReading(pool_name, dialect or "unknown", supported=False))
         return
@@ -139,3 +156,4 @@ def server_settings() -> dict[str, TimeoutReading]:
 def clear() -> None:
     with _lock:
         _results.clear()
+    _read_tokens.clear()

@@ -64,6 +64,20 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
         ("_fallback_function", "_circuit_breaker"),
         "a refusal served by a fallback is counted through it only where the attribute is present",
     ),
+    "pybreaker (where it tells its listeners)": (
+        ("_inc_counter", "_create_new_state", "_handle_success"),
+        "wrapped on the classes instead of a listener of ours in the public listeners; wrapt fails at "
+        "instrument() if one is gone (no breaker counted, one log line), never on a call",
+    ),
+    "purgatory (message bus)": (
+        ("SyncMessageRegistry.handle", "AsyncMessageRegistry.handle"),
+        "public methods of purgatory's bus classes, wrapped instead of a hook in the public factory.listeners",
+    ),
+    "sqlalchemy.event": (
+        ("_clear", "_Dispatch"),
+        "Pool.dispatch._clear() is wrapped to listen our pool listeners again; without it they come back at the "
+        "next collection (pool/_armed.py)",
+    ),
     "uvicorn": (("_captured_signals",), "without it uvicorn re-raises the signal as before"),
     "sys, os": (("_getframe", "_exit"), "CPython's documented private-named functions"),
 }

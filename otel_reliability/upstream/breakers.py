@@ -23,7 +23,7 @@ from otel_reliability.upstream._registry import guard, usable
     ("CircuitBreaker._state", "CircuitBreaker._state_storage", "CircuitBreakerState._breaker"),
     "the breaker's cached state object (.name, the one a call runs in), its storage's opened_at (a datetime) "
     "and each state object's breaker",
-    "current_state (asks the storage), the time our listener saw the breaker open and the public state property",
+    "current_state (asks the storage), the time we saw the breaker open and the public state property",
 )
 def _check_pybreaker() -> bool:
     import pybreaker
@@ -55,11 +55,22 @@ def pybreaker_state_name() -> Callable[[Any], str]:
 
 def pybreaker_opened_at(cb: Any) -> datetime | None:
     """When the storage says the breaker opened; None where that cannot be read (``retry_after`` then uses the
-    moment our listener saw it open)."""
+    moment we saw it open)."""
     if not usable("pybreaker.state"):
         return None
     opened_at: datetime | None = cb._state_storage.opened_at
     return opened_at
+
+
+def pybreaker_breaker_of(state: Any, candidates: Callable[[], Iterable[Any]]) -> Any:
+    """The breaker a state object belongs to (``_breaker``; where that moved, the tracked breaker whose cached
+    state it is, found through the public ``state``)."""
+    if usable("pybreaker.state"):
+        return state._breaker
+    for breaker in candidates():
+        if breaker.state is state:
+            return breaker
+    return None
 
 
 def pybreaker_still_refusing(state: Any, candidates: Callable[[], Iterable[Any]]) -> Any:

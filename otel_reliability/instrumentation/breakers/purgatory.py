@@ -6,11 +6,13 @@ How, and why this way:
 - A purgatory breaker is a *name inside a factory* (the factory's unit of work stores its state, in memory
   or in Redis); it exists from the factory's first ``get_breaker(name)`` (the decorator calls it on the
   first call). The factory is held weakly: when it goes, its breakers go.
-- Each factory gets one hook through purgatory's public listener API (``factory.add_listener``): breaker
-  created, state changed (the transitions, and the state we report), failed (the consecutive failures),
-  recovered. The hook is synchronous for both factories, so it works the same for sync and async.
-  State and failure count come from these events rather than from the unit of work, which for Redis (and
-  for any async repository) cannot be read synchronously at collection time.
+- What purgatory tells the listeners of a factory (breaker created, state changed: the transitions and the
+  state we report; failed: the consecutive failures; recovered) is taken from the factory's message bus:
+  ``SyncMessageRegistry.handle`` / ``AsyncMessageRegistry.handle`` are wrapped on the class, and a message
+  handled on the bus of a known factory is looked at once purgatory has handled it (where its own
+  ``PublicEvent`` would have told a hook). Not through ``factory.add_listener``: our hook would show in the
+  public ``factory.listeners``. State and failure count come from these messages rather than from the unit of
+  work, which for Redis (and for any async repository) cannot be read synchronously at collection time.
 - Calls: ``__enter__``/``__aenter__`` of the per-call breaker object raise ``OpenedState`` when refused:
   a rejection. ``__exit__``/``__aexit__`` end every call that ran; it is a failure when the state took
   it as one (``ClosedState``/``HalfOpenedState.handle_exception``, marked on the context), otherwise a
@@ -39,7 +41,6 @@ LIBRARY = "purgatory"
 # Set by the state machine when it takes an exception as a failure; per thread and per task, so concurrent
 # calls through one shared in-memory context never see each other's outcome.
 _failed: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_reliability_purgatory_failed", default=False)
-_HOOK = "_otel_reliability_hook"
 
 # Factories by id of their message bus: the per-call breaker objects only know the bus.
 _factories_by_bus: dict[int, weakref.ref[Any]] = {}
@@ -104,31 +105,41 @@ def _factory_of(breaker: Any) -> Any:
     return None if ref is None else ref()
 
 
-def _make_hook(registry: BreakerRegistry, factory: Any) -> Any:
-    factory_ref = weakref.ref(factory)
-
-    def hook(name: str, event_type: str, event: Any) -> None:
-        owner = factory_ref()
-        if owner is None:
-            return
-        key = ("purgatory", id(owner), name)
-        tracked = registry.get(key)
-        if event_type == "circuit_breaker_created" or tracked is None:
-            tracked = registry.track(owner, ADAPTER, key=key, name=str(name), ref_target=owner)
-            if event_type == "circuit_breaker_created":
-                tracked.extra.update(threshold=event.threshold, ttl=event.ttl, failures=0)
-        if event_type == "state_changed":
-            state = canonical_state(event.state)
-            tracked.record_transition(state)
-            tracked.extra["opened_at"] = event.opened_at
-            if state == "closed":
-                tracked.extra["failures"] = 0
-        elif event_type == "failed":
-            tracked.extra["failures"] = event.failure_count
-        elif event_type == "recovered":
+def _on_message(registry: BreakerRegistry, bus: Any, message: Any) -> None:
+    """``message`` was handled on ``bus``: what a hook on the factory would have been told."""
+    kind = _KINDS.get(type(message))
+    if kind is None:
+        return
+    ref = _factories_by_bus.get(id(bus))
+    owner = None if ref is None else ref()
+    if owner is None:
+        return
+    name = message.name
+    key = ("purgatory", id(owner), name)
+    tracked = registry.get(key)
+    if kind == "created" or tracked is None:
+        tracked = registry.track(owner, ADAPTER, key=key, name=str(name), ref_target=owner)
+        if kind == "created":
+            tracked.extra.update(threshold=message.threshold, ttl=message.ttl, failures=0)
+    if kind == "state_changed":
+        state = canonical_state(message.state)
+        tracked.record_transition(state)
+        tracked.extra["opened_at"] = message.opened_at
+        if state == "closed":
             tracked.extra["failures"] = 0
+    elif kind == "failed":
+        tracked.extra["failures"] = message.failure_count
+    elif kind == "recovered":
+        tracked.extra["failures"] = 0
 
-    return hook
+
+_KINDS: dict[type, str] = {}
+"""purgatory's message classes -> what they tell (filled by ``instrument``; the created breaker is the
+``CreateCircuitBreaker`` command, handled before the ``CircuitBreakerCreated`` event it raises)."""
+
+
+def _message(message: Any, *args: Any, **kwargs: Any) -> Any:
+    return message
 
 
 def _enter(registry: BreakerRegistry, breaker: Any) -> TrackedBreaker | None:
@@ -141,7 +152,9 @@ def _patched() -> list[tuple[Any, str]]:
     import purgatory
     from purgatory.domain import model
     from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
+    from purgatory.service._async.messagebus import AsyncMessageRegistry
     from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
+    from purgatory.service._sync.messagebus import SyncMessageRegistry
 
     return [
         (purgatory.SyncCircuitBreakerFactory, "__init__"),
@@ -153,6 +166,8 @@ def _patched() -> list[tuple[Any, str]]:
         (SyncCircuitBreaker, "__exit__"),
         (AsyncCircuitBreaker, "__aenter__"),
         (AsyncCircuitBreaker, "__aexit__"),
+        (SyncMessageRegistry, "handle"),
+        (AsyncMessageRegistry, "handle"),
     ]
 
 
@@ -161,12 +176,21 @@ def instrument(registry: BreakerRegistry = BREAKERS) -> None:
     failure) and the per-call breaker's enter/exit, sync and async (count calls and refusals), with wrapt;
     ``uninstrument`` unwraps them."""
     from purgatory.domain import model
+    from purgatory.domain.messages import commands, events
     from wrapt import wrap_function_wrapper
 
     patched = _patched()
     if is_wrapped(*patched[0]):
         return
     opened_error = model.OpenedState
+    _KINDS.update(
+        {
+            commands.CreateCircuitBreaker: "created",
+            events.ContextChanged: "state_changed",
+            events.CircuitBreakerFailed: "failed",
+            events.CircuitBreakerRecovered: "recovered",
+        }
+    )
 
     def factory_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         wrapped(*args, **kwargs)
@@ -226,22 +250,30 @@ def instrument(registry: BreakerRegistry = BREAKERS) -> None:
         finally:
             finished(tracked, before)
 
+    def handle(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        _on_message(registry, instance, _message(*args, **kwargs))
+        return result
+
+    async def ahandle(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = await wrapped(*args, **kwargs)
+        _on_message(registry, instance, _message(*args, **kwargs))
+        return result
+
     wrappers = [factory_init, factory_init, handle_exception, handle_exception, handle_exception]
-    wrappers += [enter, exit_, aenter, aexit]
+    wrappers += [enter, exit_, aenter, aexit, handle, ahandle]
     for (owner, name), wrapper in zip(patched, wrappers, strict=True):
         wrap_function_wrapper(owner, name, wrapper)
 
 
 def adopt_factory(factory: Any, registry: BreakerRegistry = BREAKERS) -> None:
-    """Listen to one factory (created before instrumentation, or from ``__init__``), once."""
-    if getattr(factory, _HOOK, None) is not None:
+    """Know one factory (created before instrumentation, or from ``__init__``): its bus is looked at from now on.
+    Nothing is added to the factory: it is known by its message bus, weakly."""
+    if factory in _factories:
         return
-    hook = _make_hook(registry, factory)
-    factory.add_listener(hook)
-    setattr(factory, _HOOK, hook)
     _factories.add(factory)
-    _factories_by_bus[id(factory.messagebus)] = weakref.ref(factory)
     bus_id = id(factory.messagebus)
+    _factories_by_bus[bus_id] = weakref.ref(factory)
     weakref.finalize(factory, _factories_by_bus.pop, bus_id, None)
 
 
@@ -250,10 +282,7 @@ def uninstrument(registry: BreakerRegistry = BREAKERS) -> None:
 
     for owner, name in _patched():
         unwrap(owner, name)
-    for factory in list(_factories):
-        hook = getattr(factory, _HOOK, None)
-        if hook is not None:
-            factory.remove_listener(hook)
-            delattr(factory, _HOOK)
+    _factories.clear()
     _factories_by_bus.clear()
+    _KINDS.clear()
     registry.clear(LIBRARY)

@@ -2,19 +2,21 @@
 
 How, and why this way:
 
-- ``CircuitBreaker.__init__`` is wrapped: each new breaker is registered (weakly) and gets one listener
-  (pybreaker's public ``CircuitBreakerListener`` API; it shows in ``breaker.listeners``). pybreaker has no
-  registry of its own, so a breaker created *before* instrumentation is only known through
+- ``CircuitBreaker.__init__`` is wrapped: each new breaker is registered (weakly). pybreaker has no registry of
+  its own, so a breaker created *before* instrumentation is only known through
   ``register_breaker(name, breaker)``.
-- The listener counts ``success`` and ``failure`` and the transitions. pybreaker calls ``success`` for an
-  excluded exception too (an excluded exception is a business error, not a failing dependency): that is a
-  success here as well. The call that trips the breaker raises ``CircuitBreakerError`` but has run and
-  failed: the listener saw the ``failure``, so it is a failure, not a rejection.
+- Outcomes and transitions are counted where pybreaker notifies its listeners, by wrapping those places on the
+  classes, not with a listener of ours: a listener would show in the public ``breaker.listeners`` tuple, and
+  ``CircuitBreaker(listeners=a.listeners)`` would copy it (each call on the copy counted for both). A failure
+  is ``_inc_counter`` (where pybreaker calls ``failure``), a success ``CircuitBreakerState._handle_success``
+  (``success``; pybreaker takes an excluded exception as a success, and so do we), a transition
+  ``_create_new_state(notify=True)`` (``state_change``). The call that trips the breaker raises
+  ``CircuitBreakerError`` but has run and failed: it is a failure, not a rejection.
 - A refused call raises in ``CircuitOpenState.before_call`` before any listener runs, so that method is
   wrapped: a ``CircuitBreakerError`` leaving it while the breaker is still in that same open state is a
   ``rejected`` call. When the reset timeout has passed, the same method moves the breaker to half-open and
   makes the trial call (pybreaker enters half-open lazily, on the first call after the timeout); whatever
-  that trial raises is a success or failure seen by the listener, never a rejection.
+  that trial raises is counted as a success or failure, never as a rejection.
 - Works for ``breaker.call``, ``@breaker`` and ``with breaker.calling()`` (all go through ``call``), and for
   ``call_async`` (Tornado), the only async form pybreaker has.
 - The state is read at collection time from ``current_state`` and ``fail_counter`` (with a Redis storage
@@ -25,6 +27,7 @@ How, and why this way:
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -51,7 +54,7 @@ LIBRARY = "pybreaker"
 
 class PybreakerAdapter:
     library = LIBRARY
-    derive_transitions = False  # pybreaker tells us through the listener
+    derive_transitions = False  # pybreaker tells its listeners, where we count them
     derive_on_read = False
 
     def name_of(self, breaker: Any) -> str | None:
@@ -69,7 +72,7 @@ class PybreakerAdapter:
     def retry_after(self, breaker: Any, tracked: TrackedBreaker) -> float | None:
         opened_at = upstream.pybreaker_opened_at(breaker)
         if opened_at is None:
-            seen = tracked.extra.get(_OPENED)  # the storage cannot be read: when our listener saw it open
+            seen = tracked.extra.get(_OPENED)  # the storage cannot be read: when we saw it open
             return None if seen is None else max(0.0, float(breaker.reset_timeout) - (time.monotonic() - seen))
         if opened_at.tzinfo is None:
             opened_at = opened_at.replace(tzinfo=timezone.utc)
@@ -81,76 +84,45 @@ ADAPTER = PybreakerAdapter()
 _OPENED = "pybreaker.opened_monotonic"
 
 
-def _listener_class() -> type:
-    import pybreaker
-
-    state_name = upstream.pybreaker_state_name()
-
-    class _Listener(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
-        """Counts calls and transitions of one breaker. Holds the tracked record, never the breaker."""
-
-        __slots__ = ("tracked",)
-
-        def __init__(self, tracked: TrackedBreaker) -> None:
-            self.tracked = tracked
-
-        # The span is annotated when the call ends (success / failure), not in ``before_call``: same span, one
-        # listener call fewer per call. The state shown is the one the call ran in.
-        def success(self, cb: Any) -> None:
-            self.tracked.record_success()
-            if spans_possible():  # nothing else is paid when no span can record (metrics-only set-ups)
-                span = get_current_span()
-                if span.is_recording():
-                    annotate_span(self.tracked.name, canonical_state(state_name(cb)), span)
-
-        def failure(self, cb: Any, exc: BaseException) -> None:
-            self.tracked.record_failure()
-            annotate_span(self.tracked.name, canonical_state(state_name(cb)))
-            # If this failure trips the breaker, pybreaker raises CircuitBreakerError from inside the handling
-            # of ``exc``: the tag on ``exc`` (its __context__) tells the HTTP mapping which breaker opened.
-            tag_error(exc, self.tracked)
-
-        def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-            old = canonical_state(old_state.name) if old_state is not None else None
-            new = canonical_state(new_state.name)
-            if new == "open":
-                self.tracked.extra[_OPENED] = time.monotonic()
-            self.tracked.record_transition(new, old)
-
-    return _Listener
-
-
-_listener_cls: type | None = None
-
-
 def adopt(breaker: Any, registry: BreakerRegistry = BREAKERS, name: str | None = None) -> TrackedBreaker:
-    """Know one pybreaker breaker (created before instrumentation, or from ``__init__``): register it and
-    attach the counting listener once."""
-    global _listener_cls
-    if _listener_cls is None:
-        _listener_cls = _listener_class()
-    existing = registry.lookup(breaker)
-    tracked = registry.track(
+    """Know one pybreaker breaker (created before instrumentation, or from ``__init__``). Nothing is attached to
+    it: its outcomes are counted by the class-level wrappers of ``instrument``."""
+    return registry.track(
         breaker,
         ADAPTER,
         name=name,
         fallback_name=creation_site(1),
         initial_state=canonical_state(breaker.current_state) or "closed",
     )
-    if existing is None or not any(isinstance(x, _listener_cls) for x in breaker.listeners):
-        breaker.add_listener(_listener_cls(tracked))
-    return tracked
+
+
+def _patched() -> list[tuple[Any, str]]:
+    """Every (class, method) this module wraps."""
+    import pybreaker
+
+    return [
+        (pybreaker.CircuitBreaker, "__init__"),
+        (pybreaker.CircuitBreaker, "_inc_counter"),
+        (pybreaker.CircuitBreaker, "_create_new_state"),
+        (pybreaker.CircuitBreakerState, "_handle_success"),
+        (pybreaker.CircuitOpenState, "before_call"),
+    ]
 
 
 def instrument(registry: BreakerRegistry = BREAKERS) -> None:
-    """Wrap ``CircuitBreaker.__init__`` (adopt every new breaker) and ``CircuitOpenState.before_call`` (count
-    refusals) with wrapt; ``uninstrument`` unwraps both."""
+    """Wrap, with wrapt, ``CircuitBreaker.__init__`` (adopt every new breaker), the three places where pybreaker
+    notifies its listeners (``_inc_counter``: a failure; ``CircuitBreakerState._handle_success``: a success;
+    ``_create_new_state(notify=True)``: a transition) and ``CircuitOpenState.before_call`` (count refusals);
+    ``uninstrument`` unwraps them. No listener of ours is ever in ``breaker.listeners``: a user who builds a
+    breaker from another's listeners (``CircuitBreaker(listeners=a.listeners)``) copies only their own, and
+    pybreaker's own listener API behaves as if we were not there."""
     import pybreaker
     from wrapt import wrap_function_wrapper
 
-    if is_wrapped(pybreaker.CircuitBreaker, "__init__"):
+    patched = _patched()
+    if is_wrapped(*patched[0]):
         return
-    upstream.pybreaker_state_name()  # checks pybreaker's private state now, before a scratch breaker is adopted
+    state_name = upstream.pybreaker_state_name()  # checks pybreaker's private state before a scratch breaker
     error_cls = pybreaker.CircuitBreakerError
 
     def candidates() -> list[Any]:
@@ -160,12 +132,56 @@ def instrument(registry: BreakerRegistry = BREAKERS) -> None:
         wrapped(*args, **kwargs)
         adopt(instance, registry)
 
+    # pybreaker counts a failure (and tells its listeners) right after ``_inc_counter``, inside the ``except``
+    # of the call: the exception in hand is the failure. Counted before ``on_failure`` may open the breaker,
+    # as a listener's ``failure`` was; the span shows the state the call ran in.
+    def inc_counter(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        tracked = registry.lookup(instance)
+        if tracked is not None:
+            tracked.record_failure()
+            annotate_span(tracked.name, canonical_state(state_name(instance)))
+            # If this failure trips the breaker, pybreaker raises CircuitBreakerError from inside the handling
+            # of the failure: the tag on it (its __context__) tells the HTTP mapping which breaker opened.
+            failure = sys.exc_info()[1]
+            if failure is not None:
+                tag_error(failure, tracked)
+        return result
+
+    # A success (an excluded exception is one too: pybreaker handles it as a success), counted where pybreaker
+    # tells its listeners: after ``on_success``, so the span shows the state the call left the breaker in.
+    def handle_success(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        breaker = upstream.pybreaker_breaker_of(instance, candidates)
+        tracked = None if breaker is None else registry.lookup(breaker)
+        if tracked is not None:
+            tracked.record_success()
+            if spans_possible():  # nothing else is paid when no span can record (metrics-only set-ups)
+                span = get_current_span()
+                if span.is_recording():
+                    annotate_span(tracked.name, canonical_state(state_name(breaker)), span)
+        return result
+
+    # ``notify=True`` is exactly when pybreaker tells its listeners ``state_change``.
+    def create_new_state(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        state = wrapped(*args, **kwargs)
+        if _notifies(*args, **kwargs):
+            tracked = registry.lookup(instance)
+            if tracked is not None:
+                old = _prev_state(*args, **kwargs)
+                previous = canonical_state(old.name) if old is not None else None
+                new = canonical_state(state.name)
+                if new == "open":
+                    tracked.extra[_OPENED] = time.monotonic()
+                tracked.record_transition(new, previous)
+        return state
+
     def before_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         try:
             return wrapped(*args, **kwargs)
         except error_cls as exc:
             # Still in this very open state: refused without calling. (A failed half-open trial has moved the
-            # breaker to a new open state object and was counted as a failure by the listener.)
+            # breaker to a new open state object and was counted as a failure.)
             breaker = upstream.pybreaker_still_refusing(instance, candidates)
             if breaker is not None:
                 tracked = registry.lookup(breaker)
@@ -173,19 +189,20 @@ def instrument(registry: BreakerRegistry = BREAKERS) -> None:
                     tracked.record_rejected(exc)
             raise
 
-    wrap_function_wrapper(pybreaker, "CircuitBreaker.__init__", init)
-    wrap_function_wrapper(pybreaker, "CircuitOpenState.before_call", before_call)
+    wrappers = [init, inc_counter, create_new_state, handle_success, before_call]
+    for (owner, name), wrapper in zip(patched, wrappers, strict=True):
+        wrap_function_wrapper(owner, name, wrapper)
+
+
+def _notifies(new_state: Any, prev_state: Any = None, notify: bool = False) -> bool:
+    return notify
+
+
+def _prev_state(new_state: Any, prev_state: Any = None, notify: bool = False) -> Any:
+    return prev_state
 
 
 def uninstrument(registry: BreakerRegistry = BREAKERS) -> None:
-    import pybreaker
-
-    unwrap(pybreaker.CircuitBreaker, "__init__")
-    unwrap(pybreaker.CircuitOpenState, "before_call")
-    for tracked in registry.tracked(LIBRARY):
-        breaker = tracked.breaker
-        if breaker is not None and _listener_cls is not None:
-            for listener in breaker.listeners:
-                if isinstance(listener, _listener_cls):
-                    breaker.remove_listener(listener)
+    for owner, name in _patched():
+        unwrap(owner, name)
     registry.clear(LIBRARY)

@@ -44,14 +44,17 @@ How: ``Pool.connect`` (and ``SingletonThreadPool.connect``, which overrides it) 
 not a wrapt wrapper: it runs on every checkout) to count pending callers, time the checkout, count
 ``sqlalchemy.exc.TimeoutError`` and note when each connection was handed out; the ``connect``, ``checkin``,
 ``detach`` and ``invalidate`` pool events are listened to on the ``Pool`` class (so every pool, including those
-``engine.dispose()`` recreates, is covered), not ``checkout``: with no checkout listener SQLAlchemy skips its
-per-checkout event block; ``Pool.__init__`` is wrapped to track pools weakly;
-``Engine.__init__`` is wrapped to learn each pool's URL for its name. Connection errors are counted at the pool:
+``engine.dispose()`` recreates, is covered; listened again after a ``Pool.dispatch._clear()``: ``_armed``), not
+``checkout``: with no checkout listener SQLAlchemy skips its per-checkout event block; ``Pool.__init__`` is
+wrapped to track pools weakly; ``Engine.__init__`` is wrapped to learn each pool's URL for its name. Connection
+errors are counted at the pool:
 a connection that could not be opened (``Pool.connect`` raised a driver error, also a pre-ping's reconnect) or
 one found lost (a hard ``invalidate`` event with an exception: a disconnect in a statement, a failed pre-ping,
 a failed reset at checkin); each one also marks the Readings stale, so health shows database trouble at once.
 No engine-level event (``handle_error``) is listened to: that alone puts every statement of every engine on
-SQLAlchemy's event-dispatching path.
+SQLAlchemy's event-dispatching path. What we keep per pool and per connection lives beside them (``_tracking``,
+``statement_timeout``), never in a pool's ``__dict__`` or a connection's ``info``: both are SQLAlchemy's and the
+application's (``recreate()`` copies a pool's attributes; ``info`` is the user's dict).
 
 Pool name: the pool's ``logging_name`` (``create_engine(..., pool_logging_name=...)``) if set, else
 ``host:port/database`` from the engine URL (``sqlite:<path>`` for SQLite), never the user or the password.
@@ -89,16 +92,14 @@ from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import statement_timeout
 from otel_reliability.instrumentation._instrumented import classes_defining, override, restore
 from otel_reliability.instrumentation._published import BufferedHistogram
-from otel_reliability.instrumentation.pool import _tracking
+from otel_reliability.instrumentation.pool import _armed, _tracking
 from otel_reliability.instrumentation.pool._figures import PoolFigures, _by_name, _sum, figures
 from otel_reliability.instrumentation.pool._tracking import (
     _RECORD_POOL,
-    _STATE_ATTR,
     _dialect_kinds,
     _dialect_names,
     _Instruments,
     _lock,
-    _pools,
     _PoolState,
     _state,
     _track,
@@ -139,7 +140,6 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Entry point ``opentelemetry_instrumentor: reliability_pool``."""
 
     _wrapped: list[tuple[Any, str]]
-    _listeners: list[tuple[Any, str, Any]]
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -147,11 +147,9 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         self._wrapped = []
         self._overridden: list[type] = []
-        self._listeners = []
         if importlib.util.find_spec("sqlalchemy") is None:
             return
         import sqlalchemy
-        from sqlalchemy import event
         from sqlalchemy.engine.base import Engine
         from sqlalchemy.pool import Pool
         from wrapt import wrap_function_wrapper
@@ -248,38 +246,31 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._wrapped.append((Pool, "__init__"))
         wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
         self._wrapped.append((Engine, "__init__"))
-        for name, fn in (
-            ("connect", _on_connect),
-            ("checkin", _on_checkin),
-            ("detach", _on_detach),
-            ("invalidate", _on_invalidate),
-            ("soft_invalidate", _on_soft_invalidate),
-        ):
-            event.listen(Pool, name, fn)
-            self._listeners.append((Pool, name, fn))
+        _armed.arm(
+            [
+                ("connect", _on_connect),
+                ("checkin", _on_checkin),
+                ("detach", _on_detach),
+                ("invalidate", _on_invalidate),
+                ("soft_invalidate", _on_soft_invalidate),
+            ]
+        )
         changes.mark_changed()
         _logger.debug("otel-reliability: SQLAlchemy %s pools instrumented", sqlalchemy.__version__)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        if not getattr(self, "_wrapped", None) and not getattr(self, "_listeners", None):
+        if not getattr(self, "_wrapped", None):
             return
-        from sqlalchemy import event
-
-        for target, name, fn in self._listeners:
-            event.remove(target, name, fn)
+        _armed.disarm()
         for cls, attr in self._wrapped:
             unwrap(cls, attr)
         for cls in self._overridden:
             restore(cls, "connect")
-        self._wrapped, self._overridden, self._listeners = [], [], []
+        self._wrapped, self._overridden = [], []
         statement_timeout.clear()
         changes.mark_changed()
         _tracking.instrumented.stop()
-        with _lock:
-            pools = list(_pools)
-            _pools.clear()
-        for pool in pools:
-            pool.__dict__.pop(_STATE_ATTR, None)
+        _tracking.forget_all()
 
 
 # --- hooks (every one of them cheap: they run on each checkout) --------------------------------------------------
@@ -324,7 +315,7 @@ def _checked_out(state: _PoolState, connection: Any, now: float) -> None:
     record = connection._connection_record
     if record not in state.checked_out_at:
         state.checked_out_at[record] = now
-    if not record.info.get(statement_timeout.READ):  # a new connection: once per DBAPI connection
+    if statement_timeout.unread(record):  # a new connection: once per DBAPI connection
         pool = state.pool_ref()
         dialect = dialect_of(pool)[0] if pool is not None else ""
         statement_timeout.on_checkout(connection.dbapi_connection, record, state.attrs()[POOL_NAME], dialect)
@@ -414,6 +405,7 @@ def _on_soft_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> N
 
 # --- observable callbacks ---------------------------------------------------------------------------------------
 def _observe_count(options: CallbackOptions) -> Iterator[Observation]:
+    _armed.ensure()  # our pool listeners removed by something other than Pool.dispatch._clear(): back from now on
     for name, rows in _by_name().items():
         yield Observation(sum(f.used for _, f, _n in rows), {POOL_NAME: name, STATE: "used"})
         yield Observation(sum(f.idle for _, f, _n in rows), {POOL_NAME: name, STATE: "idle"})

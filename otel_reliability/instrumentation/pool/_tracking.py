@@ -37,7 +37,6 @@ instrumented: Instrumented[_Instruments] = Instrumented()
 """While instrumented: the synchronous instruments the checkout hooks record into."""
 
 
-_STATE_ATTR = "_otel_reliability_pool_state"
 _RECORD_POOL = "_ConnectionRecord__pool"  # the pool a _ConnectionRecord belongs to (stable since 1.x)
 
 
@@ -47,7 +46,9 @@ class _PoolState:
     __slots__ = ("_attrs", "_series", "checked_out_at", "entered", "left", "pool_ref")
 
     def __init__(self, pool: Any) -> None:
-        self.pool_ref = weakref.ref(pool)
+        key = id(pool)
+        # The pool's entry in _states goes with the pool (the callback runs before its id can be reused).
+        self.pool_ref = weakref.ref(pool, lambda _ref: _states.pop(key, None))
         # Callers that entered and left a checkout: lock-free counters (32 threads checking out at once must not
         # queue on a lock of ours); pending = entered - left, read at collection.
         self.entered = counter()
@@ -90,13 +91,17 @@ class _PoolState:
 # --- tracking ---------------------------------------------------------------------------------------------------
 _lock = threading.Lock()
 _pools: weakref.WeakSet[Any] = weakref.WeakSet()
+# id(pool) -> its state, beside the pool and never in it: the pool's own __dict__ stays SQLAlchemy's (``recreate()``
+# and equality checks on it see nothing of ours). A plain dict by id rather than a WeakKeyDictionary: it is read on
+# every checkout and checkin, and each state's weakref callback removes its entry.
+_states: dict[int, _PoolState] = {}
 _dialect_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _newest_pool: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = weakref.WeakKeyDictionary()
 _dialect_kinds: weakref.WeakKeyDictionary[Any, tuple[str, bool]] = weakref.WeakKeyDictionary()
 
 
 def _state(pool: Any) -> _PoolState | None:
-    return pool.__dict__.get(_STATE_ATTR)
+    return _states.get(id(pool))
 
 
 def _track(pool: Any) -> _PoolState:
@@ -107,7 +112,7 @@ def _track(pool: Any) -> _PoolState:
         state = _state(pool)
         if state is None:
             state = _PoolState(pool)
-            pool.__dict__[_STATE_ATTR] = state
+            _states[id(pool)] = state
             _pools.add(pool)
             dialect = pool.__dict__.get("_dialect")
             if dialect is not None and _weakrefable(dialect):
@@ -144,6 +149,13 @@ def dialect_of(pool: Any) -> tuple[str, bool]:
         return ("", False)
     with _lock:
         return _dialect_kinds.get(dialect, ("", False))
+
+
+def forget_all() -> None:
+    """Drop every pool's state (the instrumentor is uninstrumented)."""
+    with _lock:
+        _pools.clear()
+        _states.clear()
 
 
 def tracked_pools() -> list[Any]:

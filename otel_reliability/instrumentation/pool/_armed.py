@@ -1,0 +1,87 @@
+"""Our pool event listeners on SQLAlchemy's ``Pool`` class, and keeping them there.
+
+``Pool.dispatch._clear()`` removes every class-level pool listener, ours included, for the rest of the process:
+SQLAlchemy's own ``PoolEventsTest`` does it in its teardown, and a user's test set-up can do the same. Nothing
+would fail; checkin, invalidation, detach and connect events would silently stop being counted. So:
+
+- the class-level dispatch's ``_clear`` is wrapped (wrapt, on SQLAlchemy's generated ``PoolEventsDispatch``
+  class): right after a clear of the ``Pool`` class's dispatch, our listeners are listened again;
+- any other way of removing them (``Pool.dispatch.checkin.clear()``, ...) is noticed at the next collection
+  (``ensure``, called from a collection callback): they are listened again and one DEBUG line says so.
+
+Nothing is checked per checkout: a ``fn in pool.dispatch.checkin`` test costs about a microsecond.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from otel_reliability.instrumentation._instrumented import is_wrapped
+
+_logger = logging.getLogger(__name__)
+
+Listener = tuple[str, Callable[..., None]]
+
+_armed: list[Listener] = []
+_clear_owner: list[tuple[type, bool]] = []  # (the dispatch class wrapped, whether it defined _clear itself)
+
+
+def arm(listeners: Sequence[Listener]) -> None:
+    """Listen ``listeners`` on ``Pool`` and keep them listened until ``disarm``."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+    from wrapt import wrap_function_wrapper
+
+    _armed[:] = list(listeners)
+    for name, fn in _armed:
+        event.listen(Pool, name, fn)
+    dispatch_cls = type(Pool.dispatch)
+    if not is_wrapped(dispatch_cls, "_clear"):
+        _clear_owner.append((dispatch_cls, "_clear" in dispatch_cls.__dict__))
+        wrap_function_wrapper(dispatch_cls, "_clear", _after_clear)
+
+
+def disarm() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    listeners, _armed[:] = list(_armed), []
+    for name, fn in listeners:
+        if event.contains(Pool, name, fn):
+            event.remove(Pool, name, fn)
+    for dispatch_cls, own in _clear_owner:
+        if is_wrapped(dispatch_cls, "_clear"):
+            if own:
+                setattr(dispatch_cls, "_clear", dispatch_cls.__dict__["_clear"].__wrapped__)  # noqa: B010
+            else:  # inherited from _Dispatch: leave the class as SQLAlchemy generated it
+                delattr(dispatch_cls, "_clear")
+    _clear_owner.clear()
+
+
+def ensure() -> bool:
+    """Listen again whichever of ours is no longer listened; True if any was missing."""
+    if not _armed:
+        return False
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    missing = [(name, fn) for name, fn in _armed if not event.contains(Pool, name, fn)]
+    for name, fn in missing:
+        event.listen(Pool, name, fn)
+    if missing:
+        _logger.debug("otel-reliability: pool listeners were removed; listened again: %s", [n for n, _ in missing])
+    return bool(missing)
+
+
+def _after_clear(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    result = wrapped(*args, **kwargs)
+    try:
+        from sqlalchemy.pool import Pool
+
+        if instance is Pool.dispatch:  # the class-level dispatch (a pool's own dispatch holds none of ours)
+            ensure()
+    except Exception:  # never break the caller's clear
+        _logger.debug("otel-reliability: could not listen to pool events again", exc_info=True)
+    return result
