@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test services collector tools lint stack bench fleet-sizing faults clean
+.PHONY: install demo test compat services collector tools lint stack bench fleet-sizing faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,15 @@ demo: install
 	bash scripts/demo.sh
 
 ## Lint first (ruff, ruff format, mypy: CI runs only `make test`), then install and start what the tests need
-## (PostgreSQL, Prometheus, the collector) and run every test.
+## (PostgreSQL, Prometheus, the collector), run every test, then `make compat`.
 test: lint services collector
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python scripts/compat.py
+
+## SQLAlchemy's and circuitbreaker's own test suites (their sdists, cached outside the clone), plain and under
+## opentelemetry-instrument: fails on any test whose outcome differs.
+compat: install services
+	$(BIN)/python scripts/compat.py
 
 ## PostgreSQL and Prometheus from Debian's packages (installed when missing; tests start their own instances).
 services:
