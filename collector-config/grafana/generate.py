@@ -439,8 +439,8 @@ def overview() -> dm.Dashboard:
         "otel-rel-overview",
         "otel-reliability / Overview",
         "The morning checklist at a glance: open breakers, error ratio, pool utilization, stuck operations, "
-        "memory, the SLOs' error budgets, for the services picked in $job (one row each in the Services table). Anything red has an "
-        "alert in alerts.yml and a detail dashboard.",
+        "memory, the SLOs' error budgets, for the services picked in $job (one row each in the Services table). "
+        "Anything red has an alert in alerts.yml or slo.yml and a detail dashboard.",
         [
             stat_panel(
                 "Open circuit breakers",
