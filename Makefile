@@ -19,8 +19,8 @@ demo: install
 	bash scripts/demo.sh
 
 ## Lint first (ruff, ruff format, mypy: CI runs only `make test`), then install and start what the tests need
-## (PostgreSQL, Prometheus, the collector), run every test, then `make compat`.
-test: lint services collector
+## (PostgreSQL, Prometheus, the collector), run the version matrix's two cells and every test, then `make compat`.
+test: lint services collector matrix-ci
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(BIN)/python scripts/compat.py
 
@@ -58,6 +58,28 @@ fleet-sizing: install services collector
 ## soak, ...; about 15 minutes); rewrites benchmarks/FAULTS.md. Short versions run in `make test`.
 faults: install services collector
 	$(BIN)/python benchmarks/faults.py
+
+## The version matrix (noxfile.py): the oldest and newest of every declared range on the oldest and newest Python
+## here. Venvs are cached outside the clone, keyed by pyproject.toml and noxfile.py; one run at a time per machine.
+MATRIX_CACHE := $(or $(OTEL_RELIABILITY_CACHE),/var/cache/otel-reliability)/matrix
+MATRIX_TOOLS := $(MATRIX_CACHE)/tools-uv0.13.9-nox2026.10.20
+MATRIX_KEY    = $(shell cat pyproject.toml noxfile.py | sha256sum | cut -c1-12)
+NOX           = PATH="$(MATRIX_TOOLS)/bin:$$PATH" UV_CACHE_DIR=$(MATRIX_CACHE)/uv-cache \
+                flock $(MATRIX_CACHE)/.lock $(MATRIX_TOOLS)/bin/nox --envdir $(MATRIX_CACHE)/nox-$(MATRIX_KEY)
+
+$(MATRIX_TOOLS)/.installed:
+	mkdir -p $(MATRIX_CACHE)
+	$(PYTHON) -m venv $(MATRIX_TOOLS)
+	$(MATRIX_TOOLS)/bin/python -m pip install -q uv==0.13.9 nox==2026.10.20
+	touch $@
+
+## Two cells (part of `make test`): everything oldest on the oldest Python, everything newest on the newest.
+matrix-ci: $(MATRIX_TOOLS)/.installed
+	$(NOX) -s ci
+
+## All cells: {oldest, newest Python} x {lowest, highest, SQLAlchemy 1.4}.
+matrix: $(MATRIX_TOOLS)/.installed
+	$(NOX) -s matrix
 
 ## ruff check, ruff format --check and mypy; the first step of `make test`.
 lint: install

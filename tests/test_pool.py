@@ -105,9 +105,9 @@ def test_saturation_postgres(readings: Readings, postgres: Postgres) -> None:
 
 
 def test_pool_name_is_logging_name_else_host_port_database_never_credentials() -> None:
-    url = sa.make_url("postgresql+psycopg://app:hunter2-secret@db.internal:6432/shop")
+    url = sa.engine.make_url("postgresql+psycopg://app:hunter2-secret@db.internal:6432/shop")
     assert name_from_url(url) == "db.internal:6432/shop"
-    assert name_from_url(sa.make_url("sqlite://")) == "sqlite::memory:"
+    assert name_from_url(sa.engine.make_url("sqlite://")) == "sqlite::memory:"
 
 
 def test_logging_name_wins(readings: Readings) -> None:

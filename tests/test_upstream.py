@@ -98,6 +98,9 @@ def test_a_renamed_private_attribute_warns_once_and_the_public_path_gives_the_sa
 ) -> None:
     expected = _baseline(scenario)
     found = _run(scenario, _renamed_copy(tmp_path, top, pattern))
+    if "sdk.drop_series" in keys:  # the SDK cannot end a series any more: the ended one stays, at 0
+        gone = [[{"breaker": "gone"}, 0.0], *expected["result"]["forgotten"]]
+        expected = {"result": {**expected["result"], "forgotten": sorted(gone, key=str)}}
     if scenario == "sdk_config":  # without _sdk_config our views cannot be added: exemplars cost, same data
         assert (found["result"].pop("views"), expected["result"]["views"]) == (False, True)
         expected = {"result": {k: v for k, v in expected["result"].items() if k != "views"}}

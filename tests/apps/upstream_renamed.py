@@ -72,7 +72,20 @@ def histograms() -> dict[str, Any]:
         if i in (0, 150):
             reader.get_metrics_data()  # a collection in between: the rest go to a fresh interval
     got = points(reader)
-    return {"plain": got["plain"], "buffered": got["buffered"]}
+    return {"plain": got["plain"], "buffered": got["buffered"], "forgotten": forgotten()}
+
+
+def forgotten() -> list[Any]:
+    """A gauge series that was ended (a breaker garbage-collected): gone, or at 0 where the SDK cannot end it."""
+    from otel_reliability.instrumentation._published import Published
+
+    reader = InMemoryMetricReader()
+    gauge = Published.gauge(MeterProvider(metric_readers=[reader]).get_meter("m"), "state", "1", "")
+    gauge.set("gone", 3.0, {"breaker": "gone"})
+    gauge.set("kept", 1.0, {"breaker": "kept"})
+    reader.get_metrics_data()
+    gauge.forget("gone")
+    return sorted(points(reader)["state"], key=str)
 
 
 def sdk_config() -> dict[str, Any]:
