@@ -1,5 +1,6 @@
-"""A breaker whose reset timeout has passed without a call is half-open (the next call is a trial), on health and
-on the scrape, for pybreaker, circuitbreaker and purgatory: an idle service's ``CircuitBreakerOpen`` clears.
+"""A breaker whose reset timeout has passed without a call is half-open (the next call is a trial), on health, on
+the scrape and on the status page, for pybreaker, circuitbreaker and purgatory: an idle service's
+``CircuitBreakerOpen`` clears.
 
 pybreaker and purgatory only enter half-open on the first call after the timeout; circuitbreaker computes it.
 Either way nothing calls the breaker of an idle service, so "open" would stay on the scrape for ever.
@@ -26,7 +27,7 @@ from otel_reliability.instrumentation.breakers import BreakersInstrumentor
 from otel_reliability.instrumentation.breakers._registry import BREAKERS
 from otel_reliability.readings import Readings
 
-TIMEOUT = 0.3
+TIMEOUT = 2.0  # long enough for the three "open" reads on a loaded machine; the test waits it out once
 
 
 class Boom(Exception):
@@ -51,6 +52,22 @@ class Stack:
         settings = config.load({})
         body = view.compute(CheckContext(readings=self.readings, settings=settings)).body
         return str(body["breakers"][name]["state"])
+
+    def page_state(self, name: str) -> str:
+        """The state the status page (GET {health}/ui) shows on the breaker's card."""
+        import asyncio
+        import re
+
+        from otel_reliability.health.model import HealthRegistry, HealthView
+        from otel_reliability.health.page import model, render
+
+        registry = HealthRegistry()
+        registry.add_view(HealthView("circuit-breakers", view.compute))
+        ctx = CheckContext(readings=self.readings, settings=config.load({}))
+        html = render.sections(asyncio.run(model.gather(ctx, registry, {})))
+        found = re.search(rf'class="breaker b-(\w+)" data-breaker="{name}"', html)
+        assert found is not None, html
+        return found.group(1)
 
     def scraped_state(self, name: str) -> str:
         """The state whose ``circuit_breaker_state`` series is 1 on the scrape."""
@@ -115,10 +132,12 @@ def test_an_idle_open_breaker_is_half_open_once_its_reset_timeout_passed(stack: 
     call, keep = make()
     assert _attempt(lambda: call(boom)) in {"Boom", "CircuitBreakerError"}  # the failure that trips it
     assert stack.health_state("idle") == "open" and stack.scraped_state("idle") == "open"
+    assert stack.page_state("idle") == "open"
 
-    time.sleep(TIMEOUT + 0.3)  # nobody calls: the service is idle
+    time.sleep(TIMEOUT + 0.5)  # nobody calls: the service is idle
     assert stack.health_state("idle") == "half_open"
     assert stack.scraped_state("idle") == "half_open"
+    assert stack.page_state("idle") == "half_open"
 
     assert _attempt(lambda: call(lambda: "fine")) == "ok"  # the trial succeeds: closed
     assert stack.health_state("idle") == "closed" and stack.scraped_state("idle") == "closed"
