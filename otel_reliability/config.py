@@ -336,11 +336,21 @@ HTTP_LAYER = Variable(
     "auto",
     _http_layer,
     "one of auto, lean, contrib, native",
-    "Which one layer wraps FastAPI requests. auto: lean while spans are not exported (the request histogram "
-    "only, near bare throughput), contrib (opentelemetry-instrumentation-fastapi: spans, propagation, "
-    "exemplars) while they are; lean: always the lean middleware; contrib: always the contrib "
-    "instrumentation; native: FastAPI's own telemetry (FastAPI(telemetry=...), FastAPI >= 0.165), with "
-    "operation spans only while spans are exported.",
+    "Which one layer wraps FastAPI requests. auto: lean (the request histogram and, while spans may be "
+    "sampled, the SERVER span with propagation and exemplars), unless a contrib-only feature is asked for (old "
+    "HTTP conventions, captured headers, OTEL_RELIABILITY_HTTP_MESSAGE_SPANS); lean: always the lean middleware; "
+    "contrib: always opentelemetry-instrumentation-fastapi; native: FastAPI's own telemetry "
+    "(FastAPI(telemetry=...), FastAPI >= 0.165), with operation spans only while spans are exported.",
+)
+
+HTTP_MESSAGE_SPANS = Variable(
+    "OTEL_RELIABILITY_HTTP_MESSAGE_SPANS",
+    "false",
+    _boolean,
+    "true or false",
+    "true: one span per ASGI message (contrib's `http receive` / `http send` spans) under each request's SERVER "
+    "span, as upstream does by default; this picks the contrib HTTP layer (with OTEL_RELIABILITY_HTTP_LAYER=auto). "
+    "false: none (they cost a third of a small route's throughput and carry only the message type).",
 )
 
 VARIABLES: tuple[Variable[Any], ...] = (
@@ -348,7 +358,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     ERROR_MIN_REQUESTS, ERROR_SPIKE_THRESHOLD, POOL_WARN_UTILIZATION, STUCK_THRESHOLD, STUCK_CHECK_INTERVAL,
     EXPECTED_STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_INTERVAL, AUTO_MOUNT, CHECK_TIMEOUT, HEALTH_CACHE, SNAPSHOT_INTERVAL,
     CRITICAL_BREAKERS, BREAKER_HTTP_MAPPING, MEMORY_WARN_PERCENT, CPU_WARN_PERCENT, FD_WARN_PERCENT, HTTP_LAYER,
-    PREFORK, HOST_DIR, SLO_AVAILABILITY, SLO_LATENCY_THRESHOLD, SLO_LATENCY_TARGET,
+    PREFORK, HOST_DIR, SLO_AVAILABILITY, SLO_LATENCY_THRESHOLD, SLO_LATENCY_TARGET, HTTP_MESSAGE_SPANS,
 )  # fmt: skip
 
 
@@ -384,6 +394,7 @@ class Settings:
     slo_availability: float
     slo_latency_threshold: float
     slo_latency_target: float
+    http_message_spans: bool
 
     def describe(self) -> dict[str, str]:
         """The effective configuration as strings, secrets masked: safe to log."""

@@ -84,6 +84,9 @@ def configure_sdk(**kwargs: Any) -> Readings:
     # Upstream would bind :9464 itself and abort on EADDRINUSE; we build the metric readers ourselves.
     with _environ("OTEL_METRICS_EXPORTER", ",".join(others) or "none"):
         _initialize_components(resource_attributes=resource_attributes, **kwargs)
+    from otel_reliability import otlp_spans
+
+    otlp_spans.install()  # the OTLP span exporters just imported encode with ours (same bytes, a fifth of the CPU)
     shutdown.install()  # a bounded final export on SIGTERM (uvicorn dies by the signal: no atexit)
     provider = metrics.get_meter_provider()
     upstream.check_all()  # every private access into a package already imported: one WARNING per changed shape

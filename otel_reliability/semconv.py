@@ -89,6 +89,10 @@ METRIC_HTTP_SERVER_REQUEST_DURATION = "http.server.request.duration"
 ATTR_HTTP_ROUTE = "http.route"
 ATTR_HTTP_REQUEST_METHOD = "http.request.method"
 ATTR_HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+ATTR_URL_PATH = "url.path"
+ATTR_URL_QUERY = "url.query"
+ATTR_CLIENT_ADDRESS = "client.address"
+ATTR_CLIENT_PORT = "client.port"
 
 # --- process ---------------------------------------------------------------------------------------------------
 METRIC_PROCESS_CPU_UTILIZATION = "process.cpu.utilization"

@@ -390,7 +390,8 @@ class OtlpReceiver:
     Enough to prove that an app exports by OTLP before the real collector is in the picture.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
+        """``keep=False`` (benchmarks): requests are parsed and counted (``span_count``, ``span_bytes``), not kept."""
         import http.server
         import threading
 
@@ -399,15 +400,21 @@ class OtlpReceiver:
 
         self.metrics: list[Any] = []
         self.traces: list[Any] = []
+        self.span_count = 0
+        self.span_bytes = 0
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path == "/v1/metrics":
+                if self.path == "/v1/metrics" and keep:
                     receiver.metrics.append(ExportMetricsServiceRequest.FromString(body))
                 elif self.path == "/v1/traces":
-                    receiver.traces.append(ExportTraceServiceRequest.FromString(body))
+                    request = ExportTraceServiceRequest.FromString(body)
+                    receiver.span_bytes += len(body)
+                    receiver.span_count += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+                    if keep:
+                        receiver.traces.append(request)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")

@@ -18,6 +18,7 @@ import pytest
 
 from otel_reliability import config
 from otel_reliability.instrumentation import http_server
+from otel_reliability.instrumentation._excluded_urls import _Excluded, required_literal
 from otel_reliability.instrumentation._published import HistogramSeries
 from tests.support import (
     ROOT,
@@ -49,15 +50,19 @@ BUCKETS = ["0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.7
 
 
 def layer_for(env: dict[str, str]) -> str:
-    base = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}
+    base = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}  # what the distro defaults
     return http_server.choose_layer({**base, **env}, config.load({k: v for k, v in env.items() if "RELIAB" in k}))
 
 
-def test_layer_is_lean_while_spans_go_nowhere_and_contrib_while_they_are_exported() -> None:
+def test_layer_is_lean_unless_a_feature_only_contrib_has_is_asked_for() -> None:
     assert layer_for({"OTEL_TRACES_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "always_off"}) == "lean"
-    assert layer_for({"OTEL_TRACES_EXPORTER": "otlp"}) == "contrib"
+    assert layer_for({"OTEL_TRACES_EXPORTER": "otlp"}) == "lean"  # the lean layer makes the SERVER span
     assert layer_for({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "always_off"}) == "lean"
-    assert layer_for({}) == "contrib"  # unset: the SDK's default exporter is otlp
+    assert layer_for({}) == "lean"
+    # the per-message receive/send spans, or request headers as span attributes: contrib's
+    assert layer_for({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_RELIABILITY_HTTP_MESSAGE_SPANS": "true"}) == "contrib"
+    headers = {"OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "x-tenant"}
+    assert layer_for({"OTEL_TRACES_EXPORTER": "otlp", **headers}) == "contrib"
     # the old (or both) conventions were asked for: only the contrib layer emits them
     assert layer_for({"OTEL_TRACES_EXPORTER": "none", "OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}) == "contrib"
     assert layer_for({"OTEL_TRACES_EXPORTER": "none", "OTEL_SEMCONV_STABILITY_OPT_IN": "default"}) == "contrib"
@@ -73,13 +78,13 @@ def test_layer_is_lean_while_spans_go_nowhere_and_contrib_while_they_are_exporte
 def test_excluded_urls_pre_check_decides_exactly_as_the_regexes() -> None:
     from opentelemetry.util.http import parse_excluded_urls
 
-    assert http_server.required_literal(r"/api/health(?:/|\?|$)") == "/api/health"
-    assert http_server.required_literal(r"client/.*/info") == "client/"
-    assert http_server.required_literal(r"ab?c") == "a"
-    assert http_server.required_literal(r"\.json$") == ".json"
-    assert http_server.required_literal(r"^/x") == http_server.required_literal("a|b") == ""
-    assert http_server.required_literal(r"/x(a|b)|/y") == http_server.required_literal(r"[|]|z") == ""
-    assert http_server.required_literal(r"\d+/ping") == ""
+    assert required_literal(r"/api/health(?:/|\?|$)") == "/api/health"
+    assert required_literal(r"client/.*/info") == "client/"
+    assert required_literal(r"ab?c") == "a"
+    assert required_literal(r"\.json$") == ".json"
+    assert required_literal(r"^/x") == required_literal("a|b") == ""
+    assert required_literal(r"/x(a|b)|/y") == required_literal(r"[|]|z") == ""
+    assert required_literal(r"\d+/ping") == ""
     lists = [
         r"/api/health(?:/|\?|$),/api/admin/monitoring(?:/|\?|$),/metrics(?:/|\?|$)",
         r"client/.*/info,healthz",
@@ -92,7 +97,7 @@ def test_excluded_urls_pre_check_decides_exactly_as_the_regexes() -> None:
             "http://h/client/7/info", "http://h/items/1", "http://api/health", "http://h/ac", "http://h/xx",
             "http://internal/ping", "http://h/metrics", "http://h/b"]  # fmt: skip
     for raw in lists:
-        fast = http_server._Excluded([p.strip() for p in raw.split(",")], parse_excluded_urls(raw))
+        fast = _Excluded([p.strip() for p in raw.split(",")], parse_excluded_urls(raw))
         for url in urls:
             assert fast.url_disabled(url) == parse_excluded_urls(raw).url_disabled(url), (raw, url)
 
@@ -132,7 +137,9 @@ def points(metrics: dict[str, list[tuple[dict[str, str], float]]]) -> dict[tuple
 
 def start(app_factory: StartApp, mode: str, receiver: OtlpReceiver) -> AppProcess:
     env = dict(ONLY_HTTP)
-    if mode == "spans exported":
+    if mode == "message spans":
+        env["OTEL_RELIABILITY_HTTP_MESSAGE_SPANS"] = "true"
+    if mode != "spans not exported":
         env.update({
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint + "/v1/traces",
@@ -142,7 +149,7 @@ def start(app_factory: StartApp, mode: str, receiver: OtlpReceiver) -> AppProces
     return app_factory("lean_app:app", app_dir=APP_DIR, env=env, wait_path="/api/health/live")
 
 
-@pytest.mark.parametrize("mode", ["spans not exported", "spans exported"])
+@pytest.mark.parametrize("mode", ["spans not exported", "spans exported", "message spans"])
 def test_request_histogram_has_todays_series_in_both_layers(
     app_factory: StartApp, receiver: OtlpReceiver, mode: str
 ) -> None:
@@ -175,9 +182,10 @@ def test_request_histogram_has_todays_series_in_both_layers(
     assert buckets == [*BUCKETS, "+Inf"]
 
     scopes = {labels["otel_scope_name"] for labels, _ in metrics[COUNT]}
-    if mode == "spans not exported":
+    ours = "otel_reliability.instrumentation.http_server"
+    if mode != "message spans":
         # The lean layer only: not the contrib middleware, and not FastAPI's native layer.
-        assert scopes == {"otel_reliability.instrumentation.http_server"}
+        assert scopes == {ours}
         # A mounted FastAPI app: one count per request, under the full template (contrib counts it twice, as
         # "/sub" in the outer app and as "/things/{thing_id}" in the inner one).
         assert got[("/sub/things/{thing_id}", "200", "")] == 1
@@ -185,13 +193,25 @@ def test_request_histogram_has_todays_series_in_both_layers(
         # A stream that broke after its 200 went out: an error, with the exception's type.
         assert got[("/stream", "200", "RuntimeError")] == 1 and got[("/stream", "200", "")] == 1
         assert "http_server_active_requests" not in metrics
-    else:
+    if mode == "spans exported":
+        # Our SERVER spans, one per request (the websocket's too), and no per-message ones.
+        wanted = {(ours, "GET /stream"), (ours, "HTTP /ws")}  # a websocket has no method: "HTTP", as contrib names it
+        spans = wait_until(lambda: receiver_spans(receiver) >= wanted, what="spans")
+        spans = receiver_spans(receiver)
+        assert {(ours, "GET /items/{item_id}"), (ours, "GET /crash"), (ours, "GET /sub/things/{thing_id}")} <= spans
+        assert not any(name.endswith((" http send", " http receive")) for _, name in spans), spans
+        assert not any(scope in ("fastapi", "opentelemetry.instrumentation.fastapi") for scope, _ in spans), spans
+    if mode == "message spans":  # OTEL_RELIABILITY_HTTP_MESSAGE_SPANS=true: contrib's layer and its message spans
         assert scopes == {"opentelemetry.instrumentation.fastapi"}
         assert got[("/stream", "200", "")] == 2  # contrib counts the broken stream as a success
         assert got[("/sub", "200", "")] == 1 and got[("/things/{thing_id}", "200", "")] == 1  # and mounts twice
-        spans = wait_until(lambda: receiver_spans(receiver), what="server spans over OTLP")
-        assert ("opentelemetry.instrumentation.fastapi", "GET /items/{item_id}") in spans
-        assert not any(scope == "fastapi" for scope, _ in spans), spans  # FastAPI's own layer stays out
+        contrib = "opentelemetry.instrumentation.fastapi"
+        # a send span per message sent; a receive span per message read (a streaming response listens for the
+        # client's disconnect)
+        wanted = {(contrib, "GET /items/{item_id} http send"), (contrib, "GET /stream http receive")}
+        wait_until(lambda: receiver_spans(receiver) >= wanted, what="message spans over OTLP")
+        assert ("opentelemetry.instrumentation.fastapi", "GET /items/{item_id}") in receiver_spans(receiver)
+        assert not any(scope == "fastapi" for scope, _ in receiver_spans(receiver))  # FastAPI's own layer stays out
 
     status, body = get_json(app.url + "/api/health/error-rate")
     assert status == 200
@@ -234,16 +254,17 @@ def test_native_layer_can_be_chosen_and_is_then_the_only_one(app_factory: StartA
 def lean_app(request: pytest.FixtureRequest) -> Any:
     """A FastAPI app with only the lean middleware, on its own SDK MeterProvider and in-memory reader; durations
     queued until collection (no span can be sampled: the distro's default) or recorded at once (a sampler that
-    may sample, so the context of the request matters for exemplars)."""
+    may sample and the always_on exemplar filter: every measurement needs its request's context)."""
     from fastapi import FastAPI
-    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
     tracer_provider = TracerProvider(sampler=ALWAYS_OFF if request.param else ALWAYS_ON)
     reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
+    kept = {} if request.param else {"exemplar_filter": AlwaysOnExemplarFilter()}
+    provider = MeterProvider(metric_readers=[reader], **kept)
     app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
 
     @app.api_route("/items/{item_id}", methods=["GET", "POST", "PATCH"])

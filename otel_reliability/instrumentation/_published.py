@@ -21,15 +21,18 @@ storage; where its check finds the SDK's internals moved, the series is set to 0
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
 import weakref
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import ExemplarReservoir
 from opentelemetry.sdk.metrics.view import View
@@ -137,9 +140,11 @@ def _drop_series(instrument: Any, attributes: Attributes) -> bool:
 # each value would have produced. Where a series' aggregations are is found once and then checked by identity. The
 # fold reaches into the SDK's storage (``otel_reliability.upstream.sdk``, checked once against ``record()``);
 # anything it does not recognise (another aggregation from a View, attribute filtering, other buckets, a moved
-# internal) replays the values through ``record()`` instead: slower, never different. Only for instruments
-# without exemplars (an exemplar needs the context at the moment of the measurement): our quiet meters, or
-# while no span is ever sampled.
+# internal) replays the values through ``record()`` instead: slower, never different. Exemplars: a value
+# measured in a sampled span is queued with that span's context (``record_sampled``); per bucket the last such
+# value is handed over through ``record()`` in its span's context: the exemplar the SDK's default reservoir
+# (last offered value per bucket, trace-based filter) would have kept for that bucket. Its timestamp is the
+# hand-over's (at most one collection later), and the sum may differ in its last bit (another order).
 FLUSH_AT = 4096
 
 
@@ -154,12 +159,15 @@ def drops_every_span(tracer_provider: Any) -> bool:
 class HistogramSeries:
     """One attribute set of a ``BufferedHistogram``: ``record`` is the hot path."""
 
-    __slots__ = ("_owner", "attributes", "targets", "values")
+    __slots__ = ("_owner", "attributes", "exemplars", "targets", "values")
 
     def __init__(self, owner: BufferedHistogram, attributes: Attributes) -> None:
         self._owner = owner
         self.attributes = attributes
         self.values: deque[float] = deque()  # append/popleft are atomic: no lock on the hot path
+        # Per bucket, the last value measured in a sampled span and that span's context: what the SDK's
+        # default reservoir (AlignedHistogramBucketExemplarReservoir) would keep as that bucket's exemplar.
+        self.exemplars: dict[int, tuple[float, Any]] = {}
         # Where the last fold found this series in the SDK's storage (table, key, aggregation per reader): found
         # by a scan once, then checked by identity, so a flush does not scan every series of the instrument.
         self.targets: list[tuple[Mapping[Any, Any], Any, Any]] | None = None
@@ -168,6 +176,13 @@ class HistogramSeries:
         values = self.values
         values.append(value)
         if len(values) >= FLUSH_AT:  # nobody collects (a pull reader never scraped): do not grow without bound
+            self._owner.flush_series(self)
+
+    def record_sampled(self, value: float, span_context: Any) -> None:
+        """``record`` of a value measured inside a sampled span: the exemplar candidate of its bucket."""
+        self.values.append(value)  # first: a flush that sees the candidate has its value too
+        self.exemplars[bisect_left(self._owner._boundaries, value)] = (value, span_context)
+        if len(self.values) >= FLUSH_AT:
             self._owner.flush_series(self)
 
 
@@ -206,6 +221,9 @@ class BufferedHistogram:
 
     def flush_series(self, series: HistogramSeries) -> None:
         with self._lock:
+            exemplars = series.exemplars  # taken before the values: each candidate's value is among them
+            if exemplars:
+                series.exemplars = {}
             values: list[float] = []
             queue = series.values
             try:
@@ -213,12 +231,23 @@ class BufferedHistogram:
                     values.append(queue.popleft())
             except IndexError:
                 pass
-            if not values or (series.targets and _fold(self._instrument, self._boundaries, series, values)):
-                return  # the series' aggregations were found before: every value folded into them
-            self._instrument.record(values[0], series.attributes)  # creates the series wherever it is missing
-            if len(values) > 1 and not _fold(self._instrument, self._boundaries, series, values[1:]):
-                for value in values[1:]:
-                    self._instrument.record(value, series.attributes)
+            chosen = []
+            for value, span_context in exemplars.values():
+                with contextlib.suppress(ValueError):
+                    values.remove(value)
+                    chosen.append((value, span_context))
+            self._hand_over(series, values)
+            for value, span_context in chosen:  # through record(), in their span's context: the exemplars
+                context = trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+                self._instrument.record(value, series.attributes, context=context)
+
+    def _hand_over(self, series: HistogramSeries, values: list[float]) -> None:
+        if not values or (series.targets and _fold(self._instrument, self._boundaries, series, values)):
+            return  # the series' aggregations were found before: every value folded into them
+        self._instrument.record(values[0], series.attributes)  # creates the series wherever it is missing
+        if len(values) > 1 and not _fold(self._instrument, self._boundaries, series, values[1:]):
+            for value in values[1:]:
+                self._instrument.record(value, series.attributes)
 
 
 _all_buffered: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()

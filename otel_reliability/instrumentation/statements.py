@@ -40,7 +40,8 @@ Cost: a span start and one histogram record per statement (figure 6 of benchmark
 sampler of ``always_off`` (the distro's default while traces are not exported) no span is started at all, and the
 duration is queued per statement shape and handed to the SDK when a reader collects (``BufferedHistogram`` in
 ``_published``: the same buckets, counts, sum, min and max as a ``record()`` per statement, at a fraction of its
-cost); a failed statement, or one whose span is recorded (exemplars), is recorded at once.
+cost); with spans, a sampled statement's duration is queued with its span's context (the exemplar candidate of
+its bucket); a failed statement is recorded at once.
 
 Suppression: statements run under ``opentelemetry.instrumentation.utils.suppress_instrumentation()`` are neither
 traced nor counted; our own probes (stuck detectors) run that way.
@@ -407,9 +408,11 @@ def _ended(state: _State) -> None:
         if span is trace.INVALID_SPAN:  # no span, so no exemplar: the value may reach the SDK at collection
             described.series.record(elapsed)
             return
-        tel = _instrumented.state
-        if tel is not None:
-            tel.duration.record(elapsed, described.metric_attrs)
+        context = span.get_span_context()
+        if context.trace_flags.sampled:  # queued with its span: an exemplar candidate (see _published)
+            described.series.record_sampled(elapsed, context)
+        else:
+            described.series.record(elapsed)
         span.end()
     except Exception:
         _telemetry_failed()

@@ -79,6 +79,34 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
         "next collection (pool/_armed.py)",
     ),
     "uvicorn": (("_captured_signals",), "without it uvicorn re-raises the signal as before"),
+    "opentelemetry.sdk.trace (the lean HTTP layer's SERVER span)": (
+        (
+            "_active_span_processor",
+            "_span_limits",
+            "_disabled",
+            "_on_ending",
+            "_immutable",
+            "_name",
+            "_context",
+            "_kind",
+            "_parent",
+            "_start_time",
+            "_end_time",
+            "_attributes",
+            "_events",
+            "_links",
+            "_resource",
+            "_status",
+            "_instrumentation_scope",
+            "_instrumentation_info",
+        ),
+        "LeanSpan is a ReadableSpan filled in place: LeanTracer.for_provider checks a probe span's properties once; "
+        "on a mismatch (or without the processor and limits) the SDK's own tracer makes the span",
+    ),
+    "opentelemetry.instrumentation._semconv": (
+        ("_semconv", "_StabilityMode"),
+        "contrib's mode argument for collect_request_attributes; without it the contrib HTTP layer is chosen",
+    ),
     "sys, os": (("_getframe", "_exit"), "CPython's documented private-named functions"),
 }
 

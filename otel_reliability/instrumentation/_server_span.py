@@ -1,0 +1,224 @@
+"""The SERVER span the lean HTTP layer makes for each request while spans are exported.
+
+Why not the contrib middleware: for the one span a request needs, it matches every route a second time to
+name it, builds its attributes from the scope on every request, wraps ``send`` and records four instruments
+(~200 µs of CPU per request here, more than a small route itself). This span carries what contrib's carries,
+attribute for attribute (tests/test_server_span.py compares them for the same requests):
+
+- its name ``{method} {route}`` (the method alone when no route matched; ``HTTP`` for an unknown method), kind
+  SERVER (INTERNAL when a span is already current, as contrib), the W3C trace context (any global propagator)
+  extracted from the request headers and the span made current, so child spans (statements, breakers,
+  transactions) and outgoing calls carry it;
+- the stable HTTP attributes: ``url.scheme``, ``server.address``/``server.port`` (from the ASGI ``server``, as
+  contrib: ``host:port`` unless the port is 80), ``network.protocol.version``, ``url.path``, ``url.query``,
+  ``http.request.method`` (and ``_original``), ``user_agent.original`` (and its synthetic type),
+  ``client.address``/``client.port``, ``http.route``, ``http.response.status_code``, ``error.type``;
+- status ERROR for a 5xx and an ``exception`` event for an exception raised through the app.
+
+What is built once instead of per request: the attributes that depend only on (scheme, server, protocol,
+method, user agent) are computed by contrib's own ``collect_request_attributes`` the first time such a request
+is seen and copied afterwards; the path, query and client are added per request.
+
+Websockets get a SERVER span too (named by the route, status 200 once a message was sent, as contrib). A
+streaming response's span ends when its body has been sent: the layer's call returns only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_reliability import semconv
+from otel_reliability.instrumentation._lean_span import LeanSpan, LeanTracer
+
+Scope = MutableMapping[str, Any]
+
+_CACHE_LIMIT = 1024
+_SCHEMA_URL = semconv.SCHEMA_URL
+
+
+class _HeaderGetter:
+    """The propagators' view of ASGI headers, as contrib's ``asgi_getter``: every value of a (lower-case) name."""
+
+    def get(self, carrier: Scope, key: str) -> list[str] | None:
+        wanted = key.lower().encode("latin-1")
+        found = [value.decode("latin-1") for name, value in carrier.get("headers") or () if name.lower() == wanted]
+        return found or None
+
+    def keys(self, carrier: Scope) -> list[str]:
+        return [name.decode("latin-1") for name, _ in carrier.get("headers") or ()]
+
+
+GETTER = _HeaderGetter()
+
+
+def available() -> bool:
+    """Whether contrib's attribute builder can be called here (else the contrib layer makes the spans)."""
+    try:
+        _contrib_request_attributes()
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
+def _contrib_request_attributes() -> Any:
+    """contrib's attribute builder for the stable HTTP conventions (its mode enum is not public)."""
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+    from opentelemetry.instrumentation.asgi import collect_request_attributes
+
+    mode = _StabilityMode.HTTP
+
+    def collect(scope: Scope) -> dict[str, Any]:
+        return collect_request_attributes(scope, mode)  # type: ignore[no-any-return]
+
+    return collect
+
+
+class ServerSpans:
+    """Starts and ends the SERVER span of each request on ``tracer_provider`` (the global one by default)."""
+
+    def __init__(self, tracer_provider: Any = None) -> None:
+        from otel_reliability.version import __version__
+
+        name = "otel_reliability.instrumentation.http_server"
+        provider = tracer_provider or trace.get_tracer_provider()
+        # The SDK's processors fed directly when the provider is the SDK's; else its own tracer.
+        self._lean = LeanTracer.for_provider(provider, InstrumentationScope(name, __version__, _SCHEMA_URL))
+        self._tracer = trace.get_tracer(name, __version__, tracer_provider, schema_url=_SCHEMA_URL)
+        self._fields: tuple[Any, frozenset[bytes]] | None = None
+        self._collect = _contrib_request_attributes()
+        self._static: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._names: dict[tuple[str, str | None], str] = {}
+
+    def _static_attributes(self, scope: Scope) -> dict[str, Any]:
+        """Attributes of (scheme, server, protocol, method, user agent): contrib's, computed once per shape."""
+        agent = None
+        for name, value in scope.get("headers") or ():
+            if name == b"user-agent":
+                agent = value
+                break
+        server = scope.get("server")
+        key = (scope.get("type"), scope.get("scheme"), tuple(server) if server else None, scope.get("http_version"),
+               scope.get("method"), agent)  # fmt: skip
+        found = self._static.get(key)
+        if found is None:
+            shape = {k: scope[k] for k in ("type", "scheme", "server", "http_version", "method") if k in scope}
+            shape["headers"] = [(b"user-agent", agent)] if agent is not None else []
+            found = self._collect(shape)
+            if len(self._static) >= _CACHE_LIMIT:  # user agents are the client's choice: bounded anyway
+                self._static.clear()
+            self._static[key] = found
+        return found
+
+    def attributes(self, scope: Scope) -> dict[str, Any]:
+        """The span's request attributes, as contrib's ``collect_request_attributes`` gives them."""
+        attributes = dict(self._static_attributes(scope))
+        path = scope.get("path")
+        if path:
+            attributes[semconv.ATTR_URL_PATH] = path
+        query = scope.get("query_string")
+        if query:
+            attributes[semconv.ATTR_URL_QUERY] = query.decode("utf8") if isinstance(query, bytes) else query
+        client = scope.get("client")
+        if client is not None:
+            if client[0] is not None:
+                attributes[semconv.ATTR_CLIENT_ADDRESS] = client[0]
+            if client[1] is not None:
+                attributes[semconv.ATTR_CLIENT_PORT] = client[1]
+        return attributes
+
+    def start(self, scope: Scope) -> tuple[Any, Any]:
+        """The request's span, started and made current; pass both to ``end``."""
+        if trace.get_current_span() is trace.INVALID_SPAN:
+            parent = self._extract(scope)
+            kind = SpanKind.SERVER
+        else:  # already inside a span (a server-side layer of its own): a child, as contrib does
+            parent = context.get_current()
+            kind = SpanKind.INTERNAL
+        name = self.name(scope, None)
+        if self._lean is not None:  # the attributes are built only for a span that records
+            span = self._lean.start_span(name, parent, kind, self.attributes, scope)
+        else:
+            span = self._tracer.start_span(name, parent, kind, self.attributes(scope))
+        token = context.attach(trace.set_span_in_context(span, parent))
+        return span, token
+
+    def _extract(self, scope: Scope) -> Any:
+        """The incoming context, from the headers the global propagator reads (none of them: nothing to read)."""
+        propagator = propagate.get_global_textmap()
+        known = self._fields
+        if known is None or known[0] is not propagator:
+            known = self._fields = (propagator, _encoded_fields(propagator))
+        fields = known[1]
+        if fields:
+            for name, _ in scope.get("headers") or ():
+                if name in fields:
+                    return propagate.extract(scope, getter=GETTER)  # type: ignore[arg-type]  # duck-typed getter
+            return context.get_current()
+        return propagate.extract(scope, getter=GETTER)  # type: ignore[arg-type]
+
+    def name(self, scope: Scope, route: str | None) -> str:
+        """contrib's span name: ``{method} {route}``, the route alone for a websocket, else the method."""
+        method = scope.get("method", "")
+        key = (method, route)
+        found = self._names.get(key)
+        if found is None:
+            sanitized = _sanitize_method(method.strip())
+            if sanitized == "_OTHER":
+                sanitized = "HTTP"
+            found = f"{sanitized} {route}" if sanitized and route else (route or sanitized)
+            if len(self._names) < _CACHE_LIMIT:
+                self._names[key] = found
+        return found
+
+    def end(
+        self,
+        span: Any,
+        token: Any,
+        scope: Scope,
+        route: str | None,
+        status: int | None,
+        failure: str | None,
+        error: BaseException | None,
+    ) -> None:
+        """Name, route, status and error of the request, then the span ended and the context restored.
+
+        ``failure`` is the layer's ``error.type`` (the status for a 5xx, or the exception's type when the response
+        had started); ``error`` the exception that went through the layer, if any."""
+        try:
+            if span.is_recording():
+                set_attribute = span.set_lean_attribute if type(span) is LeanSpan else span.set_attribute
+                if route:
+                    span.update_name(self.name(scope, route))
+                    set_attribute(semconv.ATTR_HTTP_ROUTE, route)
+                if status is not None:
+                    set_attribute(semconv.ATTR_HTTP_RESPONSE_STATUS_CODE, status)
+                if error is not None:
+                    span.record_exception(error)
+                    if status is None or status < 500:  # as contrib's exception handler: the type and message
+                        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                if failure is not None:
+                    set_attribute(semconv.ATTR_ERROR_TYPE, failure)
+                if status is not None and status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                span.end()
+        finally:
+            context.detach(token)
+
+
+def _encoded_fields(propagator: Any) -> frozenset[bytes]:
+    """The header names ``propagator`` reads, as ASGI spells them (empty when it does not say: always extract)."""
+    try:
+        return frozenset(name.lower().encode("latin-1") for name in propagator.fields)
+    except Exception:
+        return frozenset()
+
+
+def _sanitize_method(method: str) -> str:
+    from opentelemetry.util.http import sanitize_method
+
+    return sanitize_method(method) or ""
