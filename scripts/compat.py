@@ -145,7 +145,9 @@ def environment(probe_out: Path, metrics_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTEST_"))}
     env.update(
         {
-            "PYTHONPATH": str(ROOT / "scripts"),
+            # compat_probe; a PYTHONPATH given to compat.py comes after it (e.g. another checkout's package, to
+            # see what an older version of our code did to the suites).
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"), *filter(None, [os.environ.get("PYTHONPATH")])]),
             "COMPAT_PROBE_OUT": str(probe_out),
             # What a user gets with no OTEL_* variable, except :9464 on a free port of its own.
             "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",

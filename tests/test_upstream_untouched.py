@@ -171,3 +171,46 @@ def test_counting_survives_a_cleared_pool_dispatch(readings: Readings, tmp_path:
     engine.connect().close()
     assert use_count(readings, "cleared") == 4
     engine.dispose()
+
+
+def test_an_exception_a_breaker_saw_still_pickles(readings: Readings) -> None:
+    """A failure (the user's own exception) and the refusal are tagged for the HTTP mapping; either may be sent to
+    another process (a ProcessPoolExecutor, a task queue's result) and must pickle as it did without us."""
+    import pickle
+
+    breaker = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=60, name="pickled")
+    with pytest.raises(pybreaker.CircuitBreakerError) as tripped:
+        breaker.call(boom)
+    with pytest.raises(pybreaker.CircuitBreakerError) as refused:
+        breaker.call(ok)
+    for error in (tripped.value.__context__, tripped.value, refused.value):
+        assert error is not None
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and again.args == error.args
+
+
+def test_statement_spans_leave_the_engine_and_the_connection_proxy_alone(tmp_path: Any) -> None:
+    """With spans recording, the statements instrumentor keeps each engine's description and each checkout's
+    wait beside them: neither the Engine's nor the pooled connection's __dict__ changes."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_reliability.instrumentation.statements import StatementsInstrumentor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    StatementsInstrumentor().instrument(tracer_provider=provider, meter_provider=MeterProvider())
+    try:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'd.db'}")
+        with provider.get_tracer("test").start_as_current_span("request"), engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            assert ours(engine) == [] and ours(conn.connection) == []
+        with engine.connect() as conn:  # the wait is kept until a statement takes it: none here
+            assert ours(conn.connection) == []
+        assert ours(engine) == []
+    finally:
+        StatementsInstrumentor().uninstrument()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert "db.client.connection.wait_time" in dict(spans["SELECT"].attributes or {})  # still measured

@@ -60,10 +60,12 @@ than the telemetry itself (benchmarks/RESULTS.md, section 8).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from time import perf_counter
@@ -127,8 +129,12 @@ _SYSTEMS = {
     "oracle": "oracle.db",
 }
 
-_WAIT = "_otel_reliability_wait"  # on the pool's connection proxy: the checkout's wait, until a statement takes it
-_ENGINE = "_otel_reliability_engine"  # on the Engine: its _EngineInfo
+# Beside SQLAlchemy's objects, never in their __dict__ (theirs and the application's to read and compare).
+# The checkout's wait, by the pool's connection proxy, until the first statement takes it (while spans record).
+_waits: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+# id(engine) -> its _EngineInfo, read on every statement (a plain dict; the entry goes with the engine).
+_engines: dict[int, _EngineInfo] = {}
+_engine_refs: dict[int, weakref.ref[Any]] = {}
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: a key of the statement cache
@@ -221,7 +227,7 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
 # --- what a statement is called -----------------------------------------------------------------------------------
 def _engine_info(engine: Any) -> _EngineInfo:
-    info: _EngineInfo | None = engine.__dict__.get(_ENGINE)
+    info = _engines.get(id(engine))
     if info is not None:
         return info
     dialect = str(engine.dialect.name)
@@ -235,7 +241,13 @@ def _engine_info(engine: Any) -> _EngineInfo:
     if url.port:
         attrs[SERVER_PORT] = int(url.port)
     info = _EngineInfo(system, dialect in ("mysql", "mariadb"), attrs)
-    engine.__dict__[_ENGINE] = info
+    key = id(engine)
+    try:
+        # The callback runs before the engine's id can be reused.
+        _engine_refs[key] = weakref.ref(engine, lambda _ref: (_engines.pop(key, None), _engine_refs.pop(key, None)))
+    except TypeError:  # an engine that cannot be weakly referenced: described again on every statement
+        return info
+    _engines[key] = info
     return info
 
 
@@ -381,7 +393,7 @@ def _begin(statement: str, parameters: Any, context: Any, many: bool) -> _State 
             # it is created without the engine's event dispatch, so statement events never saw these; neither do we.
             return None
         engine = conn.engine
-        info = engine.__dict__.get(_ENGINE) or _engine_info(engine)
+        info = _engines.get(id(engine)) or _engine_info(engine)
         # An executemany, or one batch of an "insertmanyvalues" INSERT (SQLAlchemy runs those through
         # do_execute); the cheap tests first (context.executemany compares enums).
         batch = isinstance(parameters, (list, tuple)) and len(parameters) > 1 and (many or context.executemany)
@@ -469,8 +481,10 @@ def _take_wait(conn: Any) -> float | None:
         proxy = conn.connection
     except Exception:  # an invalidated connection: nothing to report
         return None
-    holder = getattr(proxy, "__dict__", None)
-    return holder.pop(_WAIT, None) if holder else None
+    try:
+        return _waits.pop(proxy, None)
+    except TypeError:  # not weakly referenceable: its wait was never kept
+        return None
 
 
 def _wrap_raw_connection(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -483,7 +497,6 @@ def _wrap_raw_connection(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
     except Exception as exc:
         _note_failed_checkout(perf_counter() - start, exc)
         raise
-    holder = getattr(proxy, "__dict__", None)
-    if holder is not None:
-        holder[_WAIT] = perf_counter() - start
+    with contextlib.suppress(TypeError):
+        _waits[proxy] = perf_counter() - start
     return proxy

@@ -255,10 +255,28 @@ def spans_possible() -> bool:
 _TAG = "_otel_reliability_breaker"
 
 
+class _Tag:
+    """What an exception carries for the HTTP mapping: the breaker it tripped or was refused by. An exception
+    cannot be weakly referenced, so the tag sits on it; pickled (an exception sent to another process: a
+    ``ProcessPoolExecutor``, a task queue's result) it becomes an empty tag, never an error: the tracked record
+    holds locks and means nothing in another process."""
+
+    __slots__ = ("tracked",)
+
+    def __init__(self, tracked: TrackedBreaker | None) -> None:
+        self.tracked = tracked
+
+    def __reduce__(self) -> tuple[type[_Tag], tuple[None]]:
+        return (_Tag, (None,))
+
+    def __repr__(self) -> str:
+        return f"<otel-reliability breaker tag {self.tracked.name if self.tracked is not None else None!r}>"
+
+
 def tag_error(error: BaseException, tracked: TrackedBreaker) -> None:
     """Remember on an exception which breaker raised (or tripped on) it, for the HTTP mapping."""
     with contextlib.suppress(AttributeError, TypeError):
-        setattr(error, _TAG, tracked)
+        setattr(error, _TAG, _Tag(tracked))
 
 
 def tagged(error: BaseException | None) -> TrackedBreaker | None:
@@ -266,8 +284,8 @@ def tagged(error: BaseException | None) -> TrackedBreaker | None:
     seen = 0
     while error is not None and seen < 3:
         found = getattr(error, _TAG, None)
-        if isinstance(found, TrackedBreaker):
-            return found
+        if isinstance(found, _Tag) and found.tracked is not None:
+            return found.tracked
         error = error.__context__
         seen += 1
     return None
