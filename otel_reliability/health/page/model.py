@@ -75,8 +75,19 @@ def _count(ctx: CheckContext, seconds: float) -> tuple[int, int, float]:
     return counts.errors, counts.total, window.covered
 
 
+_memo: tuple[object, float, float, dict[str, Any]] | None = None
+
+
 def sparkline(ctx: CheckContext, span: float = SPARK_SECONDS, step: float = SPARK_STEP) -> dict[str, Any]:
-    """Bars oldest first: {"errors", "requests"} per step, or None where the history does not reach."""
+    """Bars oldest first: {"errors", "requests"} per step, or None where the history does not reach.
+
+    31 windows over the HTTP series: computed once per collection, so pages open in several browsers, polling
+    within the health cache time, share the work."""
+    global _memo
+    snap = ctx.readings.snapshot()
+    memo = _memo
+    if memo is not None and memo[0] is snap and memo[1:3] == (span, step):
+        return memo[3]
     steps = int(span // step)
     cumulative = [_count(ctx, k * step) for k in range(steps + 1)]  # k steps back from now
     bars: list[dict[str, int] | None] = []
@@ -86,7 +97,9 @@ def sparkline(ctx: CheckContext, span: float = SPARK_SECONDS, step: float = SPAR
             bars.append(None)
             continue
         bars.append({"errors": max(0, older[0] - newer[0]), "requests": max(0, older[1] - newer[1])})
-    return {"step_seconds": step, "span_seconds": span, "bars": bars}
+    result = {"step_seconds": step, "span_seconds": span, "bars": bars}
+    _memo = (snap, span, step, result)
+    return result
 
 
 def _opened_within(ctx: CheckContext, name: str, seconds: float) -> bool:
