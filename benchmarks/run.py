@@ -392,7 +392,10 @@ def paired(args: argparse.Namespace) -> list[str]:
     with _bench_setup(args, ["/trivial", "/db/sqlite"]) as bench:
         every, routes = bench.variants, bench.routes
         every["bare2"] = Variant("bare2", "a second bare app (the method's own bias)", {}, instrument=False)
-        wanted = [w for w in _wanted(every, args, default=["bare2", "ours"], quick=["bare2", "ours"]) if w != "bare"]
+        traced = ["ours_otlp", "ours_otlp10", "upstream_otlp", "upstream_otlp10"]  # issue 25
+        wanted = [
+            w for w in _wanted(every, args, default=["bare2", "ours", *traced], quick=["bare2", "ours"]) if w != "bare"
+        ]
         for name in wanted:
             for first in (name, "bare"):  # each start order once: the app started second gets an edge
                 pair: dict[str, AppProcess] = {}
