@@ -320,6 +320,14 @@ SLO_LATENCY_TARGET = Variable(
     "Latency objective: percent of HTTP requests that must finish within OTEL_RELIABILITY_SLO_LATENCY_THRESHOLD "
     "over 30 days.",
 )
+STARTUP_LINE = Variable(
+    "OTEL_RELIABILITY_STARTUP_LINE",
+    "true",
+    _boolean,
+    "true or false",
+    "Print one line on stderr at start-up (version, service.name, HTTP layer and why, metrics and traces "
+    "destinations, health path, instrumentors active), whatever the app's logging configuration; false: none.",
+)
 
 HTTP_LAYERS = ("auto", "lean", "contrib", "native")
 
@@ -359,6 +367,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     EXPECTED_STATEMENT_TIMEOUT, STATEMENT_TIMEOUT_INTERVAL, AUTO_MOUNT, CHECK_TIMEOUT, HEALTH_CACHE, SNAPSHOT_INTERVAL,
     CRITICAL_BREAKERS, BREAKER_HTTP_MAPPING, MEMORY_WARN_PERCENT, CPU_WARN_PERCENT, FD_WARN_PERCENT, HTTP_LAYER,
     PREFORK, HOST_DIR, SLO_AVAILABILITY, SLO_LATENCY_THRESHOLD, SLO_LATENCY_TARGET, HTTP_MESSAGE_SPANS,
+    STARTUP_LINE,
 )  # fmt: skip
 
 
@@ -395,6 +404,7 @@ class Settings:
     slo_latency_threshold: float
     slo_latency_target: float
     http_message_spans: bool
+    startup_line: bool
 
     def describe(self) -> dict[str, str]:
         """The effective configuration as strings, secrets masked: safe to log."""

@@ -38,7 +38,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKConfigurator
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_reliability import config, export_logs, launchers, shutdown, upstream
+from otel_reliability import config, console, export_logs, launchers, shutdown, upstream
 from otel_reliability.instrumentation._published import install_quiet_views
 from otel_reliability.readings import Readings, _retention, install
 
@@ -270,6 +270,7 @@ def configure(app: Any = None) -> None:
     if not _configured:
         _configured = True
         if readings._readings is None and not hasattr(metrics.get_meter_provider(), "add_metric_reader"):
+            console.install()
             settings = config.load()
             validate_otel_environment(os.environ)
             config.set_settings(settings)

@@ -37,7 +37,8 @@ from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
-from otel_reliability import changes, config
+from otel_reliability import changes, config, console
+from otel_reliability.instrumentation import on_import
 from otel_reliability.launchers import guess_service_name
 
 _logger = logging.getLogger("otel_reliability")
@@ -124,10 +125,19 @@ def load_settings_or_exit(env: MutableMapping[str, str]) -> config.Settings:
     return settings
 
 
+_active: list[str] = []
+
+
+def active_instrumentors() -> list[str]:
+    """The entry points activated in this process, in load order (for the start-up line)."""
+    return list(_active)
+
+
 class ReliabilityDistro(BaseDistro):
     """Entry point ``opentelemetry_distro: otel_reliability``."""
 
     def _configure(self, **kwargs: Any) -> None:
+        console.install()  # our warnings in one format, from the first one on
         settings = load_settings_or_exit(os.environ)
         config.set_settings(settings)
         applied = environment_defaults(os.environ, settings)
@@ -145,19 +155,25 @@ class ReliabilityDistro(BaseDistro):
         # An instrumentor that became active changes what health shows (its metrics exist from now on): no view
         # may answer from a collection made before it.
         try:
-            self._load(entry_point, **kwargs)
+            if self._load(entry_point, **kwargs) and entry_point.name not in _active:
+                _active.append(entry_point.name)
         finally:
             changes.mark_changed()
 
-    def _load(self, entry_point: Any, **kwargs: Any) -> None:
+    def _load(self, entry_point: Any, **kwargs: Any) -> bool:
+        """Activate one instrumentor; whether it is active (False: skipped on purpose, or failed)."""
         if entry_point.name == "fastapi":
             from otel_reliability.instrumentation.http_server import current_layer
 
             if current_layer() != "contrib":
                 # One HTTP layer per request: the lean middleware or FastAPI's own (reliability_http) instead.
-                return
+                return False
             if not config.settings().http_message_spans:
                 kwargs.setdefault("exclude_spans", ["receive", "send"])
+            # Upstream's module imports FastAPI (and Starlette, pydantic, anyio): loaded when the program
+            # imports FastAPI, so a program (or a test runner) that never does pays nothing for it.
+            load = super().load_instrumentor
+            return on_import.when_imported("fastapi", lambda _module: load(entry_point, **kwargs)) is not None
         if entry_point.name == UPSTREAM_SQLALCHEMY and STATEMENTS not in disabled_instrumentations(os.environ):
             # One instrumentor per concern: ours traces statements (module docstring); the user's own
             # OTEL_PYTHON_DISABLED_INSTRUMENTATIONS may not list upstream's.
@@ -167,10 +183,10 @@ class ReliabilityDistro(BaseDistro):
                 STATEMENTS,
                 STATEMENTS,
             )
-            return
+            return False
         if not entry_point.name.startswith("reliability_"):
             super().load_instrumentor(entry_point, **kwargs)
-            return
+            return True
         # Ours take the settings parsed at start-up as an argument (contrib style: instrument(**kwargs)), so
         # no instrumentor reads a module global, and a test passes its own Settings.
         kwargs.setdefault("settings", config.settings())
@@ -185,3 +201,5 @@ class ReliabilityDistro(BaseDistro):
                 entry_point.name,
                 entry_point.name,
             )
+            return False
+        return True

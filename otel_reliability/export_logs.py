@@ -26,12 +26,13 @@ import contextlib
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from otel_reliability.console import mask_url, show_on_console
 
 __all__ = ["REMINDER_INTERVAL", "ExportWatch", "install"]
 
@@ -57,12 +58,7 @@ _UPSTREAM_LOGGERS = [
     "opentelemetry.exporter.otlp.common.http",
 ]
 
-_USERINFO = re.compile(r"//[^/@\s]*@")
-
-
-def _mask(endpoint: str) -> str:
-    """An endpoint as it may be logged: never the user:password of a URL."""
-    return _USERINFO.sub("//***@", endpoint)
+_mask = mask_url  # an endpoint as it may be logged: never the user:password of a URL
 
 
 def _gist(text: str) -> str | None:
@@ -232,43 +228,6 @@ class _FoldFilter(logging.Filter):
         with contextlib.suppress(Exception):  # a malformed record must not break the export thread
             watch.fold(record.getMessage())
         return False
-
-
-def _is_otel_handler(handler: logging.Handler) -> bool:
-    return type(handler).__module__.startswith("opentelemetry.")
-
-
-class ConsoleFallback(logging.Handler):
-    """Prints our lines on stderr when nothing else would show them on a console.
-
-    Why: with ``OTEL_LOGS_EXPORTER=otlp`` the SDK puts its LoggingHandler on the root logger; from then on
-    Python's last-resort stderr handler stays silent, and a line saying "the collector is unreachable" would go
-    only to that collector. Where the application configured its own handlers, they print it and this one
-    stays quiet (no line twice).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.setFormatter(logging.Formatter("%(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        logger: logging.Logger | None = logging.getLogger(record.name)
-        while logger is not None:
-            if any(h is not self and not _is_otel_handler(h) and record.levelno >= h.level for h in logger.handlers):
-                return
-            logger = logger.parent if logger.propagate else None
-        with contextlib.suppress(Exception):
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
-
-
-def show_on_console(name: str) -> None:
-    """Our INFO and WARNING lines under ``name`` reach a console whatever the root logger's set-up."""
-    logger = logging.getLogger(name)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)  # "back" is INFO: shown unless the application asked otherwise
-    if not any(isinstance(h, ConsoleFallback) for h in logger.handlers):
-        logger.addHandler(ConsoleFallback())
 
 
 _FILTER = _FoldFilter()

@@ -134,7 +134,7 @@ def install() -> None:
     _installed = True
     import wrapt
 
-    from otel_reliability.export_logs import show_on_console
+    from otel_reliability.console import show_on_console
 
     show_on_console(_logger.name)
     atexit.register(final_export)

@@ -13,7 +13,7 @@ package that imported the health floor would make the import graph point up (tes
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from collections.abc import Collection
 from typing import Any
 
@@ -21,6 +21,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import unwrap
 
 from otel_reliability import config
+from otel_reliability.instrumentation import on_import
 
 _instruments = ("fastapi >= 0.110",)
 """The framework whose apps get the health routes (the contrib convention: instrument() skips it when absent)."""
@@ -32,19 +33,23 @@ class HealthMountInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         settings = kwargs.get("settings") or config.settings()
-        if not settings.auto_mount or importlib.util.find_spec("fastapi") is None:
-            return
-        from fastapi import applications
-        from wrapt import wrap_function_wrapper
-
-        wrap_function_wrapper(applications, "FastAPI.__init__", _mount_after_init)
+        if settings.auto_mount:
+            # FastAPI is patched when the program imports it: a program that never does pays nothing for it.
+            self._pending = on_import.when_imported("fastapi", _patch)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        if importlib.util.find_spec("fastapi") is None:
-            return
-        from fastapi import applications
+        on_import.cancel(getattr(self, "_pending", None))
+        if "fastapi" in sys.modules:
+            from fastapi import applications
 
-        unwrap(applications.FastAPI, "__init__")
+            unwrap(applications.FastAPI, "__init__")
+
+
+def _patch(_fastapi: Any) -> None:
+    from fastapi import applications
+    from wrapt import wrap_function_wrapper
+
+    wrap_function_wrapper(applications, "FastAPI.__init__", _mount_after_init)
 
 
 def _mount_after_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:

@@ -31,10 +31,10 @@ SIGKILL loses none of the requests it completed. In a single process there is no
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
@@ -66,8 +66,9 @@ _CACHE_LIMIT = 4096
 
 
 def _request_record_class() -> Any:
-    """FastAPI's per-request telemetry record, which its router fills with the selected route template."""
-    if importlib.util.find_spec("fastapi") is None:
+    """FastAPI's per-request telemetry record, which its router fills with the selected route template (None
+    while the program has not imported FastAPI: looking would import it)."""
+    if "fastapi" not in sys.modules:
         return None
     try:
         from fastapi.telemetry import _api

@@ -21,16 +21,16 @@ exported.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from otel_reliability import config
-from otel_reliability.instrumentation import _server_span
+from otel_reliability.instrumentation import _server_span, on_import
 from otel_reliability.instrumentation._excluded_urls import _url, excluded_urls
 from otel_reliability.instrumentation._lean_middleware import (
     DURATION,
@@ -67,14 +67,18 @@ def _stable_http_only(env: Mapping[str, str]) -> bool:
 
 
 def has_native_layer() -> bool:
-    if importlib.util.find_spec("fastapi") is None:
-        return False
-    # Not the signature of FastAPI.__init__: other instrumentors (ours too) wrap it in (*args, **kwargs).
-    return importlib.util.find_spec("fastapi.telemetry") is not None
+    # Not the signature of FastAPI.__init__: other instrumentors (ours too) wrap it in (*args, **kwargs). Nor
+    # find_spec("fastapi.telemetry"), which imports FastAPI.
+    return on_import.has_submodule("fastapi", "telemetry")
 
 
 def choose_layer(env: Mapping[str, str], settings: config.Settings) -> str:
-    """``lean``, ``contrib``, ``native`` or ``off``: the one layer that wraps each FastAPI request.
+    """``lean``, ``contrib``, ``native`` or ``off``: the one layer that wraps each FastAPI request."""
+    return choose_layer_why(env, settings)[0]
+
+
+def choose_layer_why(env: Mapping[str, str], settings: config.Settings) -> tuple[str, str]:
+    """The layer (``choose_layer``) and why, in a few words for the start-up line.
 
     The user's ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` is honoured: without ``reliability_http`` (this
     entry point) nothing can install the lean layer, so the contrib one stays; without ``fastapi`` the user
@@ -83,23 +87,53 @@ def choose_layer(env: Mapping[str, str], settings: config.Settings) -> str:
     requested = settings.http_layer
     disabled = {name.strip() for name in env.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
     if "reliability_http" in disabled:
-        return "contrib"
+        return "contrib", "reliability_http disabled"
     if "fastapi" in disabled and requested == "auto":
-        return "off"
-    lean_possible = _request_record_class() is not None
+        return "off", "fastapi instrumentation disabled"
+    lean_possible = _lean_possible()
     if requested == "lean" and not lean_possible:
         _logger.warning("otel-reliability: the lean HTTP layer needs FastAPI >= 0.165; using contrib instead")
-        return "contrib"
+        return "contrib", "lean asked for, FastAPI < 0.165"
     if requested == "native" and not has_native_layer():
         _logger.warning("otel-reliability: this FastAPI has no native telemetry layer; using contrib instead")
-        return "contrib"
+        return "contrib", "native asked for, FastAPI < 0.165"
     if requested != "auto":
-        return requested
-    if settings.http_message_spans or not _stable_http_only(env) or not lean_possible or _captures_headers(env):
-        return "contrib"
+        return requested, f"{config.HTTP_LAYER.name}={requested}"
+    if settings.http_message_spans:
+        return "contrib", f"auto: {config.HTTP_MESSAGE_SPANS.name}=true"
+    if not _stable_http_only(env):
+        return "contrib", "auto: old HTTP semantic conventions asked for"
+    if not lean_possible:
+        return "contrib", "auto: FastAPI < 0.165 or not installed"
+    if _captures_headers(env):
+        return "contrib", "auto: headers captured"
     if spans_exported(env) and not _server_span.available():
-        return "contrib"  # contrib's attribute builder moved: its own layer makes the spans
-    return "lean"
+        return "contrib", "auto: contrib's attribute builder moved"  # its own layer makes the spans
+    return "lean", "auto: " + ("spans exported" if spans_exported(env) else "spans not exported")
+
+
+def _lean_possible() -> bool:
+    """Whether FastAPI can tell the lean layer each request's route. Before the program imports FastAPI, a
+    version with ``fastapi.telemetry`` is taken at its word (importing it to look would cost every program all
+    of FastAPI); ``verify_lean`` checks the record itself when FastAPI is imported."""
+    if "fastapi" in sys.modules:
+        return _request_record_class() is not None
+    return has_native_layer()
+
+
+def verify_lean() -> None:
+    """Once FastAPI is imported: if the lean layer was chosen but this FastAPI's record is not the shape it reads,
+    the contrib instrumentation takes over (one WARNING), so requests keep their routes."""
+    global _layer, _why
+    if _layer != "lean" or _request_record_class() is not None:
+        return
+    _logger.warning("otel-reliability: this FastAPI's telemetry record is not the one the lean HTTP layer reads; "
+                    "using contrib instead")  # fmt: skip
+    _layer, _why = "contrib", "FastAPI's telemetry record unknown"
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    messages = config.settings().http_message_spans
+    FastAPIInstrumentor().instrument(exclude_spans=None if messages else ["receive", "send"])
 
 
 _CAPTURED_HEADERS = (
@@ -114,6 +148,7 @@ def _captures_headers(env: Mapping[str, str]) -> bool:
 
 
 _layer: str | None = None
+_why = ""
 _our_distro = False
 
 
@@ -123,10 +158,24 @@ def current_layer() -> str:
     Under another distro (upstream's ``opentelemetry-distro`` chosen by ``OTEL_PYTHON_DISTRO``) the contrib
     instrumentor is loaded whatever we decide, so the layer is ``contrib``: a lean layer beside it would be a
     second one (and contrib, finding our middleware where it expects Starlette's, would skip the app)."""
-    global _layer
+    global _layer, _why
     if _layer is None:
-        _layer = choose_layer(os.environ, config.settings()) if _our_distro else "contrib"
+        if _our_distro:
+            _layer, _why = choose_layer_why(os.environ, config.settings())
+        else:
+            _layer, _why = "contrib", "another distro"
     return _layer
+
+
+def layer_reason() -> str:
+    """Why ``current_layer()`` is what it is (for the start-up line)."""
+    current_layer()
+    return _why
+
+
+def our_distro() -> bool:
+    """Whether our distro (or ``configure()``) set this process up."""
+    return _our_distro
 
 
 def our_distro_configured() -> None:
@@ -198,30 +247,12 @@ class HttpLayerInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        if importlib.util.find_spec("fastapi") is None:
-            return
-        from fastapi import applications
-
-        cls = applications.FastAPI
-        if _ORIGINAL_INIT in cls.__dict__:
-            return
-        original = cls.__init__
-        native = has_native_layer()
-
-        def __init__(self: Any, *args: Any, **kw: Any) -> None:
-            layer = current_layer()
-            if native and layer != "off":
-                kw["telemetry"] = {**native_defaults(layer), **(kw.get("telemetry") or {})}
-            original(self, *args, **kw)
-            if layer == "lean":
-                install_lean(self)
-
-        __init__._otel_reliability_http = True  # type: ignore[attr-defined]
-        setattr(cls, _ORIGINAL_INIT, original)
-        cls.__init__ = __init__  # type: ignore[method-assign]
+        # FastAPI is patched when the program imports it: a program that never does pays nothing for it.
+        self._pending = on_import.when_imported("fastapi", _patch)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        if importlib.util.find_spec("fastapi") is None:
+        on_import.cancel(getattr(self, "_pending", None))
+        if "fastapi" not in sys.modules:
             return
         from fastapi import applications
 
@@ -231,3 +262,26 @@ class HttpLayerInstrumentor(BaseInstrumentor):
             if getattr(cls.__init__, "_otel_reliability_http", False):
                 cls.__init__ = original  # type: ignore[method-assign]
             delattr(cls, _ORIGINAL_INIT)
+
+
+def _patch(_fastapi: Any) -> None:
+    from fastapi import applications
+
+    cls = applications.FastAPI
+    if _ORIGINAL_INIT in cls.__dict__:
+        return
+    verify_lean()
+    original = cls.__init__
+    native = has_native_layer()
+
+    def __init__(self: Any, *args: Any, **kw: Any) -> None:
+        layer = current_layer()
+        if native and layer != "off":
+            kw["telemetry"] = {**native_defaults(layer), **(kw.get("telemetry") or {})}
+        original(self, *args, **kw)
+        if layer == "lean":
+            install_lean(self)
+
+    __init__._otel_reliability_http = True  # type: ignore[attr-defined]
+    setattr(cls, _ORIGINAL_INIT, original)
+    cls.__init__ = __init__  # type: ignore[method-assign]

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import logging
 import threading
 import weakref
@@ -78,7 +77,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from wrapt import wrap_function_wrapper
 
 from otel_reliability import semconv
-from otel_reliability.instrumentation import sql
+from otel_reliability.instrumentation import on_import, sql
 from otel_reliability.instrumentation._instrumented import (
     Instrumented,
     classes_defining,
@@ -177,8 +176,10 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         self._wrapped = []
-        if importlib.util.find_spec("sqlalchemy") is None:  # opentelemetry-instrument skips the dependency check
-            return
+        # SQLAlchemy is patched when the program imports it (a program that never does pays nothing for it).
+        self._pending = on_import.when_imported("sqlalchemy", lambda _module: self._patch(**kwargs))
+
+    def _patch(self, **kwargs: Any) -> None:
         from sqlalchemy.engine import Engine
 
         version = __version__
@@ -213,6 +214,7 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._wrapped.append((Engine, "raw_connection"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        on_import.cancel(getattr(self, "_pending", None))
         if not getattr(self, "_wrapped", None):
             return
         with _cover_lock:

@@ -59,8 +59,8 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import logging
+import sys
 import threading
 from collections.abc import Collection
 from typing import Any
@@ -69,6 +69,7 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from otel_reliability import changes, config, semconv
+from otel_reliability.instrumentation import on_import
 from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.instrumentation.breakers import _metrics
 from otel_reliability.instrumentation.breakers._registry import (
@@ -199,26 +200,34 @@ class BreakersInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         # Creating the instruments again on the same meter returns the existing ones (with their callbacks), so
         # the callbacks ask whether we are instrumented now, on their meter, rather than capturing an instrumentation.
         _metrics.create_instruments(meter, BREAKERS, functools.partial(_instrumented.active_on, meter))
-        for module_name, library in _LIBRARIES:
-            if importlib.util.find_spec(library) is None:
-                continue
-            try:
-                importlib.import_module(module_name).instrument(BREAKERS)
-            except Exception:  # a library version we do not understand must not break the application
-                _logger.warning("otel-reliability: could not instrument %s breakers", library, exc_info=True)
-                continue
-            libraries.append(module_name)
-        if importlib.util.find_spec("fastapi") is not None:
+
+        def adapt(module_name: str) -> Any:
+            def hook(_library: Any) -> None:
+                if _instrumented.state is libraries:  # not uninstrumented (or instrumented again) meanwhile
+                    importlib.import_module(module_name).instrument(BREAKERS)
+                    libraries.append(module_name)
+                    changes.mark_changed()
+
+            return hook
+
+        # Each library is patched when the program imports it, not before (no breaker exists before that).
+        self._pending = [on_import.when_imported(library, adapt(module)) for module, library in _LIBRARIES]
+        settings = kwargs.get("settings") or config.settings()
+
+        def mapping(_fastapi: Any) -> None:
             from otel_reliability.instrumentation.breakers import http
 
-            http.install(kwargs.get("settings") or config.settings())
+            http.install(settings)
+
+        self._pending.append(on_import.when_imported("fastapi", mapping))
         changes.mark_changed()
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        on_import.cancel(*getattr(self, "_pending", ()))
         # The instruments created so far report nothing from now on.
         for module_name in _instrumented.stop() or []:
             importlib.import_module(module_name).uninstrument(BREAKERS)
-        if importlib.util.find_spec("fastapi") is not None:
+        if "fastapi" in sys.modules:
             from otel_reliability.instrumentation.breakers import http
 
             http.uninstall()

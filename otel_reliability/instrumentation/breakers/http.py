@@ -23,8 +23,8 @@ health mount (``FastAPI.__init__``), so the two never undo each other.
 
 from __future__ import annotations
 
-import importlib.util
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,17 +38,14 @@ _GENERIC = (Exception, BaseException, object)
 
 
 def error_classes() -> list[type[BaseException]]:
-    """The breaker-open error classes of the installed libraries."""
+    """The breaker-open error classes of the breaker libraries the program has imported (one it never imported
+    raises nothing; asking for the others would import them)."""
     classes: list[type[BaseException]] = []
-    if importlib.util.find_spec("pybreaker") is not None:
-        import pybreaker
-
-        classes.append(pybreaker.CircuitBreakerError)
-    if importlib.util.find_spec("circuitbreaker") is not None:
-        import circuitbreaker
-
-        classes.append(circuitbreaker.CircuitBreakerError)
-    if importlib.util.find_spec("purgatory") is not None:
+    if "pybreaker" in sys.modules:
+        classes.append(sys.modules["pybreaker"].CircuitBreakerError)
+    if "circuitbreaker" in sys.modules:
+        classes.append(sys.modules["circuitbreaker"].CircuitBreakerError)
+    if "purgatory" in sys.modules:
         from purgatory.domain.model import OpenedState
 
         classes.append(OpenedState)
@@ -112,10 +109,9 @@ def install(settings: config.Settings) -> None:
 
     if is_wrapped(applications.FastAPI, "build_middleware_stack"):
         return
-    classes = error_classes()
 
     def build_middleware_stack(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        add_handlers(instance, classes)
+        add_handlers(instance)  # the libraries imported by now: the stack is built on the first request
         return wrapped(*args, **kwargs)
 
     wrap_function_wrapper(applications, "FastAPI.build_middleware_stack", build_middleware_stack)

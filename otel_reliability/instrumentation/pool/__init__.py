@@ -75,7 +75,6 @@ Pool classes:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -89,7 +88,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_reliability import changes, semconv
 from otel_reliability.db.naming import name_from_url
-from otel_reliability.instrumentation import statement_timeout
+from otel_reliability.instrumentation import on_import, statement_timeout
 from otel_reliability.instrumentation._instrumented import classes_defining, override, restore
 from otel_reliability.instrumentation._published import BufferedHistogram
 from otel_reliability.instrumentation.pool import _armed, _tracking
@@ -147,8 +146,10 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         self._wrapped = []
         self._overridden: list[type] = []
-        if importlib.util.find_spec("sqlalchemy") is None:
-            return
+        # SQLAlchemy is patched when the program imports it (a program that never does pays nothing for it).
+        self._pending = on_import.when_imported("sqlalchemy", lambda _module: self._patch(**kwargs))
+
+    def _patch(self, **kwargs: Any) -> None:
         import sqlalchemy
         from sqlalchemy.engine.base import Engine
         from sqlalchemy.pool import Pool
@@ -259,6 +260,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _logger.debug("otel-reliability: SQLAlchemy %s pools instrumented", sqlalchemy.__version__)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        on_import.cancel(getattr(self, "_pending", None))
         if not getattr(self, "_wrapped", None):
             return
         _armed.disarm()
