@@ -7,6 +7,8 @@ every ratio is computed within one round (variant / baseline of that same round)
 and spread. Figure 1b (pairs): each variant and a bare app loaded at the same moment on the same CPU, which the
 kernel splits evenly between them: their req/s ratio is their cost ratio under identical conditions. Figure 1c
 (gc): the garbage collector's time per request in each variant's app, timed inside it (``BENCH_GC=1``).
+Figure 12 (startup): ``opentelemetry-instrument python -c ...`` with ours and with upstream's distro
+(benchmarks/startup.py).
 
     python benchmarks/run.py [--rounds 3] [--duration 5] [--quick] [--only throughput,pairs,gc,...]
                              [--variants bare,ours,...] [--routes /trivial,/db/pg] [--before SRC]
@@ -764,6 +766,12 @@ def db_route(args: argparse.Namespace) -> list[str]:
             pg.stop("immediate")
 
 
+def startup(args: argparse.Namespace) -> list[str]:
+    from benchmarks import startup as figure11
+
+    return figure11.figure(args.rounds, args.quick)
+
+
 FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "throughput": throughput,
     "pairs": paired,
@@ -775,6 +783,7 @@ FIGURES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "statements": statements,
     "layer": layer,
     "dbroute": db_route,
+    "startup": startup,
 }
 
 

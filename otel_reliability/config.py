@@ -187,13 +187,28 @@ STUCK_CHECK_INTERVAL = Variable(
     "a number of seconds >= 1",
     "How often a database-backed stuck detector runs its query (never on the request path).",
 )
+
+
+def _optional_number(minimum: float) -> Callable[[str], float | None]:
+    number = _number(minimum)
+
+    def parse(raw: str) -> float | None:
+        return None if raw == "" else number(raw)
+
+    return parse
+
+
 EXPECTED_STATEMENT_TIMEOUT = Variable(
     "OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT",
-    "300",
-    _number(0),
+    "",
+    _optional_number(0),
     "a number of seconds >= 0",
-    "Seconds the database statement_timeout is expected to be.",
+    "Seconds the database statement_timeout must be: set, a PostgreSQL pool running with another value degrades "
+    "health. Unset, nothing is expected: a disabled timeout (0) is advice (the db-timeout view, a recommendation "
+    "of `check`), never a degraded health.",
 )
+ADVISED_STATEMENT_TIMEOUT = 300.0
+"""The statement_timeout the advice suggests when none is set (seconds)."""
 STATEMENT_TIMEOUT_INTERVAL = Variable(
     "OTEL_RELIABILITY_STATEMENT_TIMEOUT_INTERVAL",
     "300",
@@ -386,7 +401,7 @@ class Settings:
     pool_warn_utilization: float
     stuck_threshold: float
     stuck_check_interval: float
-    expected_statement_timeout: float
+    expected_statement_timeout: float | None
     statement_timeout_interval: float
     auto_mount: bool
     check_timeout: float
@@ -413,6 +428,8 @@ class Settings:
             value = getattr(self, _field_name(var))
             if var.secret:
                 out[var.name] = "<set>" if value else "<unset>"
+            elif value is None:
+                out[var.name] = "<unset>"
             elif isinstance(value, frozenset):
                 out[var.name] = ",".join(sorted(value))
             else:

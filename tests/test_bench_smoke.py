@@ -21,3 +21,4 @@ def test_benchmark_harness_writes_results(tmp_path: Path) -> None:
     assert "Machine: " in text and "| ours / bare |" in text
     assert "## 1b." in text and "| a second bare app (the method's own bias) |" in text
     assert "## 1c." in text and "collector time per request against bare" in text
+    assert "## 12." in text and "| upstream |" in text and "ours - upstream" in text

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, ROOT, AppProcess, free_port, http, start_app
+from tests.support import BIN, ROOT, AppProcess, Postgres, free_port, get_json, http, start_app, wait_until
 
 sys.path.insert(0, str(ROOT / "examples"))
 import fake_services
@@ -175,3 +175,44 @@ def test_not_our_app_or_hanging_exits_2(handler: type[BaseHTTPRequestHandler], e
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.integration
+def test_a_stock_postgresql_is_healthy_with_advice_and_degrades_only_when_expected(
+    postgres: Postgres, fake: ThreadingHTTPServer, tmp_path: Path
+) -> None:
+    """PostgreSQL's default statement_timeout is 0. With nothing declared: healthy, the advice in the detail view
+    and as a recommendation of `check` (exit 0); with OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT set: degraded."""
+    postgres.psql("DROP DATABASE IF EXISTS stock")
+    postgres.psql(f"CREATE DATABASE stock OWNER {postgres.user}")  # no ALTER DATABASE ... SET: the stock default
+    url = postgres.url("psycopg").rsplit("/", 1)[0] + "/stock"
+    app = start_example(tmp_path, fake, DATABASE_URL=url)
+    try:
+        http("GET", app.url + "/api/episodes")  # a checkout: the pool reads statement_timeout on it
+
+        def advised() -> dict | None:
+            body = get_json(app.url + "/api/health/db-timeout")[1]
+            return body if body.get("advice") else None
+
+        detail = wait_until(advised, what="the statement_timeout advice")
+        assert detail["status"] == "healthy" and detail["statement_timeout"] == "0", detail
+        assert detail["expected_seconds"] is None and "ALTER DATABASE" in detail["advice"][0], detail
+        aggregate = get_json(app.url + "/api/health")[1]
+        assert aggregate["checks"]["db-timeout"]["status"] == "healthy", aggregate
+        done = check("--url", app.url, "--token", HEALTH_TOKEN, "--admin-token", ADMIN_TOKEN)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "[advice ] statement timeout" in done.stdout and "ALTER DATABASE" in done.stdout, done.stdout
+        assert "Nothing needs action." in done.stdout and "Recommended: statement timeout" in done.stdout
+    finally:
+        app.stop()
+    expecting = start_example(tmp_path, fake, DATABASE_URL=url, OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT="300")
+    try:
+        http("GET", expecting.url + "/api/episodes")
+        wait_until(lambda: get_json(expecting.url + "/api/health/db-timeout")[1].get("status") == "degraded",
+                   what="db-timeout degraded")  # fmt: skip
+        assert get_json(expecting.url + "/api/health")[1]["checks"]["db-timeout"]["status"] == "degraded"
+        done = check("--url", expecting.url, "--token", HEALTH_TOKEN, "--admin-token", ADMIN_TOKEN)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "[ACTION ] statement timeout" in done.stdout and "expected 300.0" in done.stdout, done.stdout
+    finally:
+        expecting.stop()

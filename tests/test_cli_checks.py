@@ -18,7 +18,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 
 from otel_reliability import config
 from otel_reliability.cli import app
-from otel_reliability.cli.report import ACTION, OK
+from otel_reliability.cli.report import ACTION, ADVICE, OK, Report, render
 from otel_reliability.health.model import CheckContext
 from otel_reliability.health.views import resources
 from otel_reliability.instrumentation.process import ProcessInstrumentor
@@ -205,3 +205,24 @@ def test_the_cli_and_the_status_page_read_no_key_that_no_view_writes(module: str
     view ever sent), so the output silently differs from what the code suggests."""
     reader = ROOT / "otel_reliability" / module
     assert sorted(_read_keys(reader) - _written_strings(reader)) == []
+
+
+def test_a_disabled_statement_timeout_without_expectation_is_advice_and_exit_0() -> None:
+    body = {
+        "status": "healthy",
+        "statement_timeout": "0",
+        "configured": False,
+        "expected_seconds": None,
+        "advice": ["db:5432/shop: statement_timeout is disabled (0) ..."],
+        "pools": {"db:5432/shop": {"supported": True, "statement_timeout": "0", "seconds": 0.0, "configured": False}},
+    }
+    item = run(app.check_statement_timeout, "/api/health/db-timeout", body)
+    assert (item.status, item.summary) == (ADVICE, "statement_timeout = 0 (disabled)")
+    assert item.action is not None and "ALTER DATABASE" in item.action
+    # advice.py names config's values as literals (it imports only the standard library): they must agree
+    assert f"'{config.ADVISED_STATEMENT_TIMEOUT:g}s'" in item.action
+    assert f"{config.EXPECTED_STATEMENT_TIMEOUT.name}={config.ADVISED_STATEMENT_TIMEOUT:g}" in item.action
+    done = Report(url="http://app", reachable=True, items=[item])
+    assert done.exit_code == 0 and not item.needs_action
+    text = render(done)
+    assert "[advice ] statement timeout" in text and "Nothing needs action." in text and "Recommended:" in text

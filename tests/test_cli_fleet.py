@@ -140,10 +140,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         server.server_close()
 
 
-def check(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def check(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_RELIABILITY_")}
     return subprocess.run([str(BIN / "otel-reliability"), "check", *args], capture_output=True, text=True,
-                          timeout=timeout, env=clean)  # fmt: skip
+                          timeout=timeout, env={**clean, **(env or {})})  # fmt: skip
 
 
 def line(output: str, item: str) -> str:
@@ -167,7 +167,9 @@ def test_fleet_checklist_names_the_service_instance_and_breaker(fleet: Fleet) ->
     assert "checkout timeouts" in line(done.stdout, "pool")
     assert "1 podcast_generation on ex-a (oldest 2.5 h)" in line(done.stdout, "stuck operations")
     assert "ex-a memory 95% of its limit" in line(done.stdout, "resources")
-    assert "main on ex-a 0 (none); expected 300s" in line(done.stdout, "statement timeout")
+    # Nothing declared (check() clears OTEL_RELIABILITY_*): a disabled timeout is a recommendation, not an action.
+    assert "[advice ]" in line(done.stdout, "statement timeout")
+    assert "main on ex-a 0 (none); disabled" in line(done.stdout, "statement timeout")
     assert re.search(
         r"\[ACTION \] reporting +gone: 127\.0\.0\.1:\d+ cannot be scraped$", line(done.stdout, "reporting")
     )
@@ -175,7 +177,8 @@ def test_fleet_checklist_names_the_service_instance_and_breaker(fleet: Fleet) ->
 
 @pytest.mark.integration
 def test_json_has_every_item_with_service_and_instance(fleet: Fleet) -> None:
-    done = check("--prometheus", fleet.prometheus, "--json")
+    # A declared statement_timeout: the pool running without one needs action (undeclared it is advice, above).
+    done = check("--prometheus", fleet.prometheus, "--json", env={"OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT": "300"})
     report = json.loads(done.stdout)
     assert done.returncode == 1 and report["exit_code"] == 1 and report["needs_action"] is True
     assert report["source"] == "prometheus" and report["services"] == {"billing": ["bill-1"],

@@ -54,7 +54,9 @@ def test_defaults_match_the_contract() -> None:
     assert (s.health_path, s.admin_path) == ("/api/health", "/api/admin/monitoring")
     assert (s.health_token, s.admin_token) == (None, None)
     assert (s.error_window, s.error_rate_threshold, s.pool_warn_utilization) == (300, 1.0, 80.0)
-    assert (s.stuck_threshold, s.expected_statement_timeout, s.auto_mount) == (7200.0, 300.0, True)
+    # No statement_timeout is expected unless declared (issue 23): 300 s is what the advice suggests.
+    assert (s.stuck_threshold, s.expected_statement_timeout, s.auto_mount) == (7200.0, None, True)
+    assert config.ADVISED_STATEMENT_TIMEOUT == 300.0
     assert (s.slo_availability, s.slo_latency_threshold, s.slo_latency_target) == (99.9, 0.5, 99.0)
 
 

@@ -91,8 +91,14 @@ def test_connect_args_are_what_the_server_reports(readings: Readings, postgres: 
         c.execute(sa.text("SELECT 1"))
     assert statement_timeout.server_settings()["disabled-timeout"].seconds == 0.0
     result = db_timeout.compute(CheckContext(readings, config.load({})))
-    assert result.status is Status.DEGRADED
+    # Nothing declared: a disabled timeout (PostgreSQL's default) is advice, not a degraded health.
+    assert result.status is Status.HEALTHY and result.body["configured"] is False
     assert result.body["pools"]["disabled-timeout"]["statement_timeout"] == "0"
+    assert [a.split(":")[0] for a in result.body["advice"]] == ["disabled-timeout"]
+    declared = db_timeout.compute(
+        CheckContext(readings, config.load({"OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT": "300"}))
+    )
+    assert declared.status is Status.DEGRADED and declared.body["advice"] == []
     engine.dispose()
 
 

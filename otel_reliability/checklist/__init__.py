@@ -19,7 +19,9 @@ from otel_reliability import config, slo
 from otel_reliability.checklist import advice
 from otel_reliability.checklist.advice import duration
 
-OK, ACTION, SKIPPED, ERROR = "ok", "action", "skipped", "error"
+# ADVICE: a recommendation about the configuration (a statement_timeout disabled by the database's default, with
+# no expectation declared): shown with what to do, but nothing is wrong with the service, so no action is needed.
+OK, ACTION, SKIPPED, ERROR, ADVICE = "ok", "action", "skipped", "error", "advice"
 HEALTH_TOKEN_ENV = config.HEALTH_TOKEN.name  # the variables are named once, in config.py
 ADMIN_TOKEN_ENV = config.ADMIN_TOKEN.name
 
@@ -188,11 +190,16 @@ def resources(body: Mapping[str, Any], endpoint: str | None = None) -> Item:
 def statement_timeout(body: Mapping[str, Any], endpoint: str | None = None) -> Item:
     value = body.get("statement_timeout")
     configured = body.get("configured")
+    if body.get("advice") and not needs_action(body):  # nothing declared, and the timeout is disabled
+        return Item("statement timeout", ADVICE, f"statement_timeout = {value} (disabled)",
+                    advice.statement_timeout_disabled(), endpoint, 200, body)  # fmt: skip
     if configured is True and not needs_action(body):
         return Item("statement timeout", OK, f"statement_timeout = {value}", None, endpoint, 200, body)
     if (configured is None or value in (None, "not supported", "unknown")) and not needs_action(body):
         return Item("statement timeout", OK, "not applicable (no PostgreSQL pool to read it from)", None, endpoint,
                     200, body)  # fmt: skip
+    if not needs_action(body):  # healthy by the app's own judgement (an app from before the advice)
+        return Item("statement timeout", OK, f"statement_timeout = {value}", None, endpoint, 200, body)
     expected = body.get("expected_seconds")
     want = f"{expected}" if expected is not None else config.EXPECTED_STATEMENT_TIMEOUT.name
     summary = f"statement_timeout = {value}, expected {want}"

@@ -69,6 +69,17 @@ def statement_timeout(expected: Any) -> str:
     )
 
 
+def statement_timeout_disabled() -> str:
+    # The names are config.py's (this module imports only the standard library): ADVISED_STATEMENT_TIMEOUT and
+    # EXPECTED_STATEMENT_TIMEOUT; tests/test_cli_checks.py checks they agree.
+    return (
+        "the database runs without a statement_timeout (PostgreSQL's default): one runaway query can hold its "
+        "connection and its locks for hours. Recommended: ALTER DATABASE <db> SET statement_timeout = '300s' (or per "
+        "role), then declare it with OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT=300 so that health degrades if it "
+        "is ever lost."
+    )
+
+
 def budget_spent(what: str) -> str:
     return (
         f"{what}: by the SLO's error-budget policy, put reliability first (fix the failing or slow routes, hold "

@@ -28,7 +28,7 @@ from otel_reliability.checklist import advice
 from otel_reliability.checklist.advice import duration
 from otel_reliability.cli import budget
 from otel_reliability.cli.promapi import PromClient, QueryError, Sample, Unreachable
-from otel_reliability.cli.report import ACTION, ERROR, OK, Item, Report
+from otel_reliability.cli.report import ACTION, ADVICE, ERROR, OK, Item, Report
 
 # Series whose presence makes an instance part of the fleet: one per instrumentor, so an app with only some
 # of them switched on still counts.
@@ -58,7 +58,7 @@ class Thresholds:
     pool_warn_percent: float = 80.0
     memory_warn_percent: float = 90.0
     cpu_warn_percent: float = 90.0
-    expected_statement_timeout: float = 300.0
+    expected_statement_timeout: float | None = None  # None: nothing declared, a disabled timeout is advice
     stale_after: float = 180.0
 
 
@@ -319,7 +319,7 @@ def check_statement_timeout(f: Fleet) -> Item:
     if not rows:
         return Item("statement timeout", OK, "not applicable (no PostgreSQL pool reports statement_timeout)")
     expected = f.th.expected_statement_timeout
-    wrong = [(s, v) for s, v in rows if v != expected]
+    wrong = [(s, v) for s, v in rows if (v != expected if expected is not None else v == 0)]
     details = [
         {
             "job": s["job"],
@@ -330,9 +330,8 @@ def check_statement_timeout(f: Fleet) -> Item:
         for s, v in rows
     ]
     if not wrong:
-        return Item(
-            "statement timeout", OK, f"{len(rows)} pools, all statement_timeout = {expected:g}s", details=details
-        )
+        shown = f"{expected:g}s" if expected is not None else "set"
+        return Item("statement timeout", OK, f"{len(rows)} pools, all statement_timeout {shown}", details=details)
     lines = [
         (
             s["job"],
@@ -340,6 +339,9 @@ def check_statement_timeout(f: Fleet) -> Item:
         )
         for s, v in wrong
     ]
+    if expected is None:
+        summary = f"{_grouped(lines)}; disabled"
+        return Item("statement timeout", ADVICE, summary, advice.statement_timeout_disabled(), details=details)
     summary = f"{_grouped(lines)}; expected {expected:g}s"
     return Item("statement timeout", ACTION, summary, advice.statement_timeout(expected), details=details)
 

@@ -12,11 +12,13 @@ import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from otel_reliability.checklist import ACTION, ADMIN_TOKEN_ENV, ERROR, HEALTH_TOKEN_ENV, OK, SKIPPED, Item
+from otel_reliability.checklist import ACTION, ADMIN_TOKEN_ENV, ADVICE, ERROR, HEALTH_TOKEN_ENV, OK, SKIPPED, Item
 
-__all__ = ["ACTION", "ADMIN_TOKEN_ENV", "ERROR", "HEALTH_TOKEN_ENV", "OK", "SKIPPED", "Item", "Report", "render"]
+__all__ = [
+    "ACTION", "ADMIN_TOKEN_ENV", "ADVICE", "ERROR", "HEALTH_TOKEN_ENV", "OK", "SKIPPED", "Item", "Report", "render",
+]  # fmt: skip
 EXIT_OK, EXIT_ACTION, EXIT_UNREACHABLE = 0, 1, 2
-_LABELS = {OK: "ok", ACTION: "ACTION", SKIPPED: "skipped", ERROR: "ERROR"}
+_LABELS = {OK: "ok", ACTION: "ACTION", SKIPPED: "skipped", ERROR: "ERROR", ADVICE: "advice"}
 
 
 @dataclass
@@ -62,10 +64,13 @@ def render(report: Report) -> str:
                                        subsequent_indent=indent + "   ", break_on_hyphens=False))  # fmt: skip
     acting = [i.name for i in report.items if i.status in (ACTION, ERROR)]
     skipped = [i.name for i in report.items if i.status == SKIPPED]
+    advised = [i.name for i in report.items if i.status == ADVICE]
     if acting:
         lines.append(f"{len(acting)} item(s) need action: {', '.join(acting)}.")
     else:
         lines.append("Nothing needs action.")
+    if advised:
+        lines.append(f"Recommended: {', '.join(advised)} (see the advice above).")
     if skipped:
         lines.append(f"Not checked: {', '.join(skipped)} (see the notes above).")
     return "\n".join(lines) + "\n"
