@@ -4,10 +4,15 @@
     exported); metrics prometheus http://localhost:9464/metrics; traces none (not recorded); health /api/health;
     11 instrumentors active
 
-Printed once per server, after every instrumentor is loaded (the ``opentelemetry_post_instrument`` entry point,
-which ``configure()`` runs too): by a prefork master or supervisor, not again by each of its workers, nor by
-multiprocessing's helper processes. Secrets never appear: no header, no token, and an endpoint without its
-user:password or query string. ``OTEL_RELIABILITY_STARTUP_LINE=false`` silences it.
+Printed once per server, after every instrumentor is loaded (``after_instrumentors``: the
+``opentelemetry_post_instrument`` entry point, which ``configure()`` runs too): by a prefork master or
+supervisor, not again by each of its workers, nor by multiprocessing's helper processes. Secrets never appear:
+no header, no token, and an endpoint without its user:password or query string.
+``OTEL_RELIABILITY_STARTUP_LINE=false`` silences it.
+
+In a gunicorn master, the same moment imports what the instrumentors wait for (``on_import.import_waiting``):
+its forked workers import the app, and each would otherwise import FastAPI and SQLAlchemy itself at every
+recycle while requests wait.
 """
 
 from __future__ import annotations
@@ -109,13 +114,28 @@ def _is_worker_or_helper() -> bool:
     return is_multiprocessing_helper()
 
 
-def announce() -> None:
-    """Entry point ``opentelemetry_post_instrument: otel_reliability``: print the line once, unless silenced or
-    our distro did not configure this process (another distro chosen)."""
-    global _announced
+def after_instrumentors() -> None:
+    """Entry point ``opentelemetry_post_instrument: otel_reliability``: every instrumentor is loaded."""
     from otel_reliability.instrumentation.http_server import our_distro
 
-    if _announced or not our_distro():
+    if not our_distro():  # another distro was chosen: it says what it does
+        return
+    from otel_reliability.configurator import is_gunicorn_master
+
+    if is_gunicorn_master():
+        # Its workers are forked and import the app: what they will import is imported (and patched) here once,
+        # so that every worker, recycled ones too, starts with it (gunicorn's master imported it before, through
+        # our instrumentors; upstream's does for FastAPI).
+        from otel_reliability.instrumentation import on_import
+
+        on_import.import_waiting()
+    announce()
+
+
+def announce() -> None:
+    """Print the line once, unless silenced."""
+    global _announced
+    if _announced:
         return
     _announced = True
     settings = config.settings()

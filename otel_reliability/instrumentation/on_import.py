@@ -85,6 +85,29 @@ def has_submodule(package: str, submodule: str) -> bool:
     return PathFinder.find_spec(f"{package}.{submodule}", list(spec.submodule_search_locations)) is not None
 
 
+_registered: list[Pending] = []
+
+
+def waiting() -> list[str]:
+    """The libraries some instrumentor still waits for (installed, not imported by the program so far)."""
+    return sorted({p.name for p in _registered if p.waiting})
+
+
+def import_waiting() -> None:
+    """Import every library an instrumentor waits for, now (each one's hooks run).
+
+    For a process that forks the workers which will import the app (a gunicorn master without ``--preload``):
+    each worker, recycled ones too, then starts with its libraries imported and patched (copy-on-write), instead
+    of importing FastAPI and SQLAlchemy itself while requests wait for it (seconds on a busy machine)."""
+    import importlib
+
+    for name in waiting():
+        try:
+            importlib.import_module(name)
+        except Exception:
+            _logger.warning("otel-reliability: could not import %s ahead of the workers", name, exc_info=True)
+
+
 def when_imported(name: str, hook: Callable[[ModuleType], None]) -> Pending | None:
     """Run ``hook(module)`` once ``name`` (a top-level package) is imported: now if it already is. None (and no
     hook) when ``name`` is not installed at all."""
@@ -93,6 +116,7 @@ def when_imported(name: str, hook: Callable[[ModuleType], None]) -> Pending | No
     import wrapt
 
     pending = Pending(name, hook)
+    _registered.append(pending)
     wrapt.register_post_import_hook(pending, name)
     return pending
 
