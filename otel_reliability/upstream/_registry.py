@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import sys
 import threading
@@ -30,6 +32,10 @@ class Private:
         """Whether the private path may be used (its check passed, or the package is not installed)."""
         ok = self._ok
         if ok is None:
+            # The module is imported before the lock is taken: its import runs our post-import hooks
+            # (instrumentation/on_import.py), which patch it and ask ``usable()`` of this very access.
+            with contextlib.suppress(ImportError):
+                importlib.import_module(self.module)
             with self._lock:
                 if self._ok is None:
                     self._ok = self._run()
