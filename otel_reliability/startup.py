@@ -10,9 +10,9 @@ supervisor, not again by each of its workers, nor by multiprocessing's helper pr
 no header, no token, and an endpoint without its user:password or query string.
 ``OTEL_RELIABILITY_STARTUP_LINE=false`` silences it.
 
-In a gunicorn master, the same moment imports what the instrumentors wait for (``on_import.import_waiting``):
-its forked workers import the app, and each would otherwise import FastAPI and SQLAlchemy itself at every
-recycle while requests wait.
+In a forking master (gunicorn, granian), the same moment imports what the instrumentors wait for
+(``on_import.import_waiting``): its forked workers import the app, and each would otherwise import FastAPI and
+SQLAlchemy itself at every recycle while requests wait.
 """
 
 from __future__ import annotations
@@ -107,11 +107,10 @@ def summary(env: Mapping[str, str], settings: config.Settings) -> str:
 
 def _is_worker_or_helper() -> bool:
     """A prefork worker (its master announced) or multiprocessing's resource tracker / forkserver."""
-    if multiprocessing.parent_process() is not None:
-        return True
-    from otel_reliability.configurator import is_multiprocessing_helper
+    from otel_reliability import launchers
 
-    return is_multiprocessing_helper()
+    spawned_or_forked = launchers.is_spawned() or multiprocessing.parent_process() is not None
+    return spawned_or_forked or launchers.is_multiprocessing_helper()
 
 
 def after_instrumentors() -> None:
@@ -120,12 +119,12 @@ def after_instrumentors() -> None:
 
     if not our_distro():  # another distro was chosen: it says what it does
         return
-    from otel_reliability.configurator import is_gunicorn_master
+    from otel_reliability import launchers
 
-    if is_gunicorn_master():
+    if launchers.forking_master() is not None:
         # Its workers are forked and import the app: what they will import is imported (and patched) here once,
-        # so that every worker, recycled ones too, starts with it (gunicorn's master imported it before, through
-        # our instrumentors; upstream's does for FastAPI).
+        # so that every worker, recycled ones too, starts with it (the master imported it before, through our
+        # instrumentors; upstream's does for FastAPI).
         from otel_reliability.instrumentation import on_import
 
         on_import.import_waiting()
