@@ -78,6 +78,47 @@ def watch_supervisors(on_supervisor: Callable[[str], None]) -> None:
 
     for module, (owner, method, launcher) in SUPERVISORS.items():
         wrapt.register_post_import_hook(_wrapper(owner, method, launcher, on_supervisor), module)
+    wrapt.register_post_import_hook(_patient_with_starting_workers, "uvicorn.supervisors.multiprocess")
+
+
+# uvicorn's supervisor pings each worker every 0.5 s and kills one that does not answer within
+# --timeout-worker-healthcheck (5 s), and a restart (SIGHUP) gives a new worker the same 5 s to be ready. A worker
+# answers from a thread it starts only once its interpreter, opentelemetry-instrument's set-up and the unpickling of
+# its target are done: ~1 s on an idle machine, and beyond 5 s on a busy one, where the supervisor then kills every
+# new worker before it could answer, again and again ("Child process [N] died"; plain uvicorn starts in ~0.3 s).
+# Until a worker has answered once, it gets STARTUP_GRACE instead; after that, the user's timeout as before, so a
+# hung worker is still found as fast.
+STARTUP_GRACE = 30.0
+_answered: Any = None  # weakref.WeakSet of the uvicorn Process objects whose worker has answered a ping
+
+
+def _patient_with_starting_workers(module: Any) -> None:
+    import weakref
+
+    import wrapt
+
+    global _answered
+    process = getattr(module, "Process", None)
+    if not callable(getattr(process, "ping", None)) or not callable(getattr(process, "wait_until_ready", None)):
+        return  # an older uvicorn (no ping timeout) or a new one: its own timeouts apply
+    _answered = weakref.WeakSet()
+
+    def ping(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        timeout = kwargs.pop("timeout", args[0] if args else 5)
+        if instance not in _answered:
+            timeout = max(float(timeout), STARTUP_GRACE)
+        answered = wrapped(timeout=timeout)
+        if answered:
+            _answered.add(instance)
+        return answered
+
+    def wait_until_ready(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        timeout = kwargs.pop("timeout", args[0] if args else 5)
+        rest = args[1:] if args else ()
+        return wrapped(max(float(timeout), STARTUP_GRACE), *rest, **kwargs)
+
+    wrapt.wrap_function_wrapper(module, "Process.ping", ping)
+    wrapt.wrap_function_wrapper(module, "Process.wait_until_ready", wait_until_ready)
 
 
 def _wrapper(owner: str, method: str, launcher: str, on_supervisor: Callable[[str], None]) -> Callable[[Any], None]:

@@ -183,3 +183,21 @@ def test_pytest_under_opentelemetry_instrument_sees_no_assert_rewrite_warning(tm
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PytestAssertRewriteWarning" not in proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
+
+
+def test_uvicorn_gives_a_starting_worker_time_to_answer_its_first_ping(tmp_path: Path) -> None:
+    """uvicorn kills a worker that does not answer a ping within --timeout-worker-healthcheck (5 s by default); an
+    instrumented worker answers only once opentelemetry-instrument's set-up is done, which a busy machine makes
+    longer than that. With a 2 s timeout, no worker is killed while it starts (restarts: tests/test_launchers.py)."""
+    from tests.support import ROOT, get_json, start_app, wait_until
+
+    app = start_app(
+        "app:app", app_dir=ROOT / "tests" / "apps" / "prefork", workers=2, timeout=90, log_dir=tmp_path,
+        server_args=("--timeout-worker-healthcheck", "2"),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: get_json(app.url + "/api/health/live")[1]["workers"] == 2, timeout=60, what="2 workers")
+        log = app.log()
+    finally:
+        app.stop()
+    assert "died" not in log, log
