@@ -65,7 +65,7 @@ def test_the_start_up_line_names_otlp_destinations_without_secrets() -> None:
     text = " ".join(t for _, t in ours(proc.stderr) if "started:" in t)
     assert "metrics otlp/http/protobuf http://***@127.0.0.1:9/?***" in text, proc.stderr
     assert "traces otlp/http/protobuf http://***@127.0.0.1:9/?***" in text
-    assert "HTTP layer contrib (auto: spans exported)" in text
+    assert "HTTP layer lean (auto: spans exported)" in text
     for secret in ("s3cret-pw", "alice", "t0ken-value", "h3ader-secret", "health-t0ken-secret"):
         assert secret not in proc.stderr
 
