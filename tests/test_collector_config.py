@@ -41,6 +41,7 @@ CONTRACT_METRICS = {
     "db_client_connection_idle_max",
     "db_client_connection_pending_requests",
     "db_client_connection_timeouts_total",
+    "db_client_connection_errors_total",
     "db_client_transaction_retries_total",
     "db_client_statement_timeout_seconds",
     "process_cpu_utilization",

@@ -225,8 +225,13 @@ def _expected(names: list[str]) -> set[str]:
     return out
 
 
+# Counters whose every series carries error_type have no series before their first event, and the scenario
+# makes no connection fail: the counter itself is covered by tests/test_pool.py.
+FIRST_EVENT_ONLY = {"db_client_connection_errors_total"}
+
+
 def test_contract_names_identical_on_both_paths(driven: Stack) -> None:
-    expected = _expected(contract_metric_names())
+    expected = _expected(contract_metric_names()) - FIRST_EVENT_ONLY
     assert len(expected) >= 25
 
     def both_complete() -> bool:
