@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test compat services collector tools lint stack bench fleet-sizing faults clean
+.PHONY: install demo test compat services collector tools autoinstrumentation lint stack bench fleet-sizing faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ collector:
 ## Prometheus 3 + promtool, VictoriaMetrics and Helm built from the Go module proxy (cached outside the clone).
 tools:
 	bash scripts/build-tools.sh
+
+## What deploy/operator/Dockerfile puts in the Operator's image, without Docker: otel-reliability and everything it
+## needs in one directory (for this Python's minor), to be copied and put on PYTHONPATH as the Operator does.
+AUTOINSTRUMENTATION ?= build/autoinstrumentation
+autoinstrumentation: install
+	rm -rf $(AUTOINSTRUMENTATION)
+	$(BIN)/python -m pip install -q --target $(AUTOINSTRUMENTATION) .
 
 ## The collector and Prometheus on loopback with collector-config/ (next to `make demo`), until Ctrl-C.
 stack: install services collector

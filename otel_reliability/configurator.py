@@ -4,7 +4,8 @@ takes the process down.
 Differences from ``opentelemetry-sdk``'s own configurator:
 - the in-process Readings reader is on the MeterProvider, so health views read the same meters;
 - every process gets its own ``service.instance.id`` (a UUID) unless the user set one, so workers of a
-  prefork server are told apart (in health JSON and on the collector path);
+  prefork server are told apart (in health JSON and on the collector path); a prefork worker appends its pid
+  to the one the user (or the Kubernetes Operator) set for the container;
 - the Prometheus endpoint (``OTEL_METRICS_EXPORTER=prometheus``) renders the Readings' collections with the
   exporter's own translation: one reader instead of two, so each measurement is aggregated once and a scrape
   shows what health reads;
@@ -66,20 +67,38 @@ def _exporter_names(signal: str) -> list[str]:
     return [] if names == ["none"] else names
 
 
-def _user_instance_id() -> bool:
-    attrs = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    return any(part.split("=", 1)[0].strip() == _INSTANCE_ID for part in attrs.split(","))
+def _user_instance_id() -> str | None:
+    """The ``service.instance.id`` of OTEL_RESOURCE_ATTRIBUTES, if the user (or the Operator) set one."""
+    for part in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == _INSTANCE_ID:
+            return value.strip()
+    return None
 
 
-def configure_sdk(**kwargs: Any) -> Readings:
-    """Build the providers (traces, metrics, logs) from the environment and attach the Readings."""
+def instance_id(given: str | None, worker: bool) -> str:
+    """Each process exports under its own ``service.instance.id``: a UUID unless one is given. A given id names
+    the whole container (the Operator sets ``namespace.pod.container``), so a prefork worker appends its pid:
+    two workers under one id would send two processes' cumulative counts as one series."""
+    if given is None:
+        return str(uuid.uuid4())
+    return f"{given}.{os.getpid()}" if worker else given
+
+
+def configure_sdk(*, forked_worker: bool = False, **kwargs: Any) -> Readings:
+    """Build the providers (traces, metrics, logs) from the environment and attach the Readings.
+
+    ``forked_worker``: called in a worker right after a forking master (gunicorn, granian) forked it."""
     settings = config.settings()
     metric_names = _exporter_names("METRICS")
     wants_prometheus = "prometheus" in metric_names
     others = [n for n in metric_names if n != "prometheus"]
     resource_attributes = dict(kwargs.pop("resource_attributes", None) or {})
-    if not _user_instance_id():
-        resource_attributes.setdefault(_INSTANCE_ID, str(uuid.uuid4()))
+    given = _user_instance_id()
+    # A spawned process serves (uvicorn --workers, fastapi run --workers, hypercorn); helpers export nothing.
+    worker = forked_worker or (launchers.is_spawned() and not launchers.is_multiprocessing_helper())
+    if given is None or worker:  # over OTEL_RESOURCE_ATTRIBUTES' value (these attributes are merged last)
+        resource_attributes.setdefault(_INSTANCE_ID, instance_id(given, worker))
     export_logs.install()  # one line per unreachable OTLP endpoint, not one per export and retry
     # Upstream would bind :9464 itself and abort on EADDRINUSE; we build the metric readers ourselves.
     with _environ("OTEL_METRICS_EXPORTER", ",".join(others) or "none"):
@@ -241,7 +260,7 @@ class ReliabilityConfigurator(_OTelSDKConfigurator):
 
             def in_worker() -> None:
                 if os.getppid() == master:
-                    configure_sdk(**dict(kwargs))
+                    configure_sdk(forked_worker=True, **dict(kwargs))
 
             _start_host_master(forking)
             os.register_at_fork(after_in_child=in_worker)
