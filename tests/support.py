@@ -344,6 +344,13 @@ def upstream_instrumentation_dir(distribution: str) -> Path:
     return target
 
 
+def built_tool(name: str) -> str | None:
+    """A Go program scripts/build-tools.sh built from the Go module proxy and linked as build/<name>
+    (prometheus and promtool 3.x, victoria-metrics, helm); None when it is not built (``make tools``)."""
+    path = ROOT / "build" / name
+    return str(path) if os.access(path, os.X_OK) else None
+
+
 def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
