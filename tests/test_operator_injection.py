@@ -277,9 +277,13 @@ def test_the_app_injected_as_the_operator_does(
             per_worker = instances - {INSTANCE}
             assert len(per_worker) == workers, instances
             assert all(re.fullmatch(re.escape(INSTANCE) + r"\.\d+", i) for i in per_worker), instances
-        states = {(lab.get("circuit_breaker_name"), lab.get("circuit_breaker_state"))
-                  for lab, v in collector.rows("circuit_breaker_state", service) if v == 1}  # fmt: skip
-        assert ("elevenlabs", "open") in states, f"the open breaker through the collector: {states}"
+
+        def states() -> set[tuple[str | None, str | None]]:
+            rows = collector.rows("circuit_breaker_state", service)
+            return {(lab.get("circuit_breaker_name"), lab.get("circuit_breaker_state")) for lab, v in rows if v == 1}
+
+        wait_until(lambda: ("elevenlabs", "open") in states(), timeout=30, interval=1,
+                   what="the open breaker through the collector")  # fmt: skip
 
         core = {"circuit_breaker_state", "circuit_breaker_calls_total", "http_server_request_duration_seconds_bucket",
                 "db_client_connection_count", "db_client_connection_max", "db_client_operation_duration_seconds_count",
