@@ -163,7 +163,9 @@ def launcher_command(server: str, target: str, port: int, workers: int) -> list[
     module_path = target.split(":")[0].replace(".", "/") + ".py"  # what fastapi run/dev take
     if server == "uvicorn":
         cmd = [str(BIN / "uvicorn"), target, "--host", "127.0.0.1", "--port", str(port)]
-        return cmd + (["--workers", str(workers)] if workers > 1 else [])
+        # uvicorn's supervisor kills a worker not answering its ping 5 s after it started (and aborts a SIGHUP
+        # restart): on a loaded CI machine an instrumented worker can take longer to import the app.
+        return cmd + (["--workers", str(workers), "--timeout-worker-healthcheck", "30"] if workers > 1 else [])
     if server in ("gunicorn", "gunicorn-preload"):
         cmd = [str(BIN / "gunicorn"), target, "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers)]
         cmd += ["-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]

@@ -78,12 +78,16 @@ def test_every_launcher_answers_for_the_whole_host(
 
     if restart is not None:
         replace_workers(app, restart)
-        wait_until(
-            lambda: len(now := live_instances(app)) == workers and not now & before,
-            timeout=40,
-            interval=0.5,
-            what=f"{server}'s new workers",
-        )
+        seen: list[set[str]] = []
+
+        def replaced() -> bool:
+            seen.append(live_instances(app))
+            return len(seen[-1]) == workers and not seen[-1] & before
+
+        try:
+            wait_until(replaced, timeout=90, interval=0.5, what=f"{server}'s new workers")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: before {before}, then {seen[-3:]}\n{app.log()[-3000:]}") from None
         time.sleep(SETTLE)
         assert [b["error_count"] for b in answers(app, "/api/health/error-rate")] == [FAILURES + CALLS] * 12
         assert (scraped_failures(app, "500"), scraped_failures(app, "502")) == (FAILURES, CALLS)
