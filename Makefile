@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test compat services collector tools test-tools autoinstrumentation lint stack bench fleet-sizing faults clean
+.PHONY: install demo test compat services collector tools autoinstrumentation lint stack bench fleet-sizing faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ demo: install
 ## Lint first (ruff, ruff format, mypy: CI runs only `make test`), then install and start what the tests need
 ## (PostgreSQL, Prometheus, the collector, VictoriaMetrics, Helm), run the version matrix's two cells and every test,
 ## then `make compat`.
-test: lint services collector test-tools matrix-ci
+test: lint services collector tools matrix-ci
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(BIN)/python scripts/compat.py
 
@@ -41,10 +41,6 @@ collector:
 ## Prometheus 3 + promtool, VictoriaMetrics and Helm built from the Go module proxy (cached outside the clone).
 tools:
 	bash scripts/build-tools.sh
-
-## The Go programs the tests run beside the collector (VictoriaMetrics, Helm), cached like `make tools`.
-test-tools:
-	bash scripts/build-tools.sh victoria-metrics helm
 
 ## What deploy/operator/Dockerfile puts in the Operator's image, without Docker: otel-reliability and everything it
 ## needs in one directory (for this Python's minor), to be copied and put on PYTHONPATH as the Operator does.

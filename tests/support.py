@@ -354,11 +354,12 @@ def built_tool(name: str) -> str | None:
 
 
 def prometheus_binary() -> str | None:
-    return shutil.which("prometheus")
+    """Prometheus 3 (built, not Debian's 2.x: users run 3, which also takes OTLP directly)."""
+    return built_tool("prometheus")
 
 
 def promtool_binary() -> str | None:
-    return shutil.which("promtool")
+    return built_tool("promtool")
 
 
 def collector_binary() -> Path:

@@ -94,7 +94,7 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    require(prometheus_binary() is not None, "prometheus (apt-get install prometheus)")
+    require(prometheus_binary() is not None, "build/prometheus (make tools)")
     tmp = tmp_path_factory.mktemp("fleet")
     exposition = Exposition()
 

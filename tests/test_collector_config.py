@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from otel_reliability import slo
-from tests.support import free_port, require
+from tests.support import free_port, promtool_binary, require
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "collector-config"
@@ -82,8 +82,8 @@ def find_go() -> str | None:
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    require(path is not None, "promtool (apt-get install prometheus)")
+    path = promtool_binary()
+    require(path is not None, "build/promtool (make tools)")
     assert path is not None
     return path
 

@@ -138,7 +138,7 @@ def _second_store(tmp: Path, url: str) -> Path:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    require(prometheus_binary() is not None, "prometheus (apt-get install prometheus)")
+    require(prometheus_binary() is not None, "build/prometheus (make tools)")
     victoria = built_tool("victoria-metrics")
     require(victoria is not None, "build/victoria-metrics (make tools)")
     collector = ensure_collector()

@@ -17,7 +17,7 @@ CONFIG = ROOT / "collector-config"
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     path = promtool_binary()
-    require(path is not None, "promtool (apt-get install prometheus)")
+    require(path is not None, "build/promtool (make tools)")
     assert path is not None
     return subprocess.run([path, *args], cwd=CONFIG, capture_output=True, text=True, timeout=300)
 

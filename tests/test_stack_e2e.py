@@ -1,9 +1,11 @@
-"""End to end, on real software: the example app -> (a) OTLP -> the built collector -> Prometheus, and
-(b) the app's :9464 -> Prometheus, driven through an outage, an error burst, pool saturation and a stuck job.
+"""End to end, on real software: the example app -> (a) OTLP -> the built collector -> Prometheus, (b) the
+app's :9464 -> Prometheus, and (c) OTLP straight into Prometheus 3 (--web.enable-otlp-receiver, with the `otlp:`
+block of collector-config/prometheus-otlp.yml), driven through an outage, an error burst, pool saturation and a
+stuck job.
 
-Proves on both paths: the metric names of the contract are identical, every panel query of every dashboard
-returns data, two instances through the collector are told apart, and the alert rules (with `for:` shortened)
-fire on the real Prometheus. Everything on 127.0.0.1, bounded in time.
+Proves on the three paths: the metric names of the contract are identical, every panel query of every dashboard
+returns data, and the alert rules (with `for:` shortened) fire on the real Prometheus 3; two instances through
+the collector are told apart. Everything on 127.0.0.1, bounded in time.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support import (
     BIN,
@@ -39,6 +42,8 @@ from tests.support import (
 CONFIG = ROOT / "collector-config"
 SERVICE = "example"
 DIRECT_JOB = "otel-reliability"
+OTLP_JOB = "example-otlp"  # path (c): Prometheus 3 names the job after service.name, as the collector does
+JOBS = (DIRECT_JOB, SERVICE, OTLP_JOB)
 
 
 def contract_metric_names() -> list[str]:
@@ -65,6 +70,7 @@ class Stack:
     direct: AppProcess
     via_collector: list[AppProcess]
     fake_url: str
+    otlp_direct: AppProcess
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.prometheus}/api/v1/query?query={urllib.parse.quote(expr)}"
@@ -94,8 +100,13 @@ def _prometheus_config(tmp: Path, collector_port: int, direct_port: int) -> Path
     slo = tmp / "slo.yml"
     slo.write_text((CONFIG / "slo.yml").read_text().replace("    interval: 5m\n", "    interval: 1s\n"))
     text = text.replace("  - slo.yml", f"  - {slo}")
+    config = yaml.safe_load(text)
+    # Path (c): prometheus-otlp.yml's OTLP translation and storage, as a Prometheus that takes OTLP runs them.
+    otlp = yaml.safe_load((CONFIG / "prometheus-otlp.yml").read_text())
+    config["otlp"] = otlp["otlp"]
+    config.setdefault("storage", {}).update(otlp.get("storage", {}))
     path = tmp / "prometheus.yml"
-    path.write_text(text)
+    path.write_text(yaml.safe_dump(config))
     return path
 
 
@@ -122,7 +133,7 @@ def _example_env(pg: Postgres, database: str, fake_url: str, tmp: Path) -> dict[
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[Stack]:
-    require(prometheus_binary() is not None, "prometheus (apt-get install prometheus)")
+    require(prometheus_binary() is not None, "build/prometheus (make tools)")
     collector = ensure_collector()
     tmp = tmp_path_factory.mktemp("stack")
     ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "fake", "prometheus")}
@@ -161,12 +172,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Itera
             config = _prometheus_config(tmp, ports["prom"], direct.metrics_port)
             prometheus = [
                 str(prometheus_binary()), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+                f"--web.listen-address=127.0.0.1:{ports['prometheus']}", "--web.enable-otlp-receiver",
             ]  # fmt: skip
             with background(prometheus, log_path=tmp / "prometheus.log"):
                 url = f"http://127.0.0.1:{ports['prometheus']}"
                 wait_until(lambda: http("GET", url + "/-/ready")[0] == 200, what="prometheus ready")
-                yield Stack(url, direct, apps[:2], fake_url)
+                env = {
+                    **_example_env(postgres, "e2e_otlp", fake_url, tmp),
+                    "OTEL_SERVICE_NAME": OTLP_JOB,
+                    "OTEL_METRICS_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{url}/api/v1/otlp/v1/metrics",
+                    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+                    "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+                    "OTEL_TRACES_EXPORTER": "none",  # Prometheus takes metrics only
+                    "OTEL_LOGS_EXPORTER": "none",
+                }
+                otlp_app = start_app("app.main:app", app_dir=ROOT / "examples", env=env, log_dir=tmp)
+                apps.append(otlp_app)
+                yield Stack(url, direct, apps[:2], fake_url, otlp_app)
         finally:
             for app in apps:
                 app.stop()
@@ -184,7 +207,7 @@ def load(stack: Stack, app: AppProcess, scenario: str, *extra: str, wait: bool =
 @pytest.fixture(scope="module")
 def driven(stack: Stack) -> Iterator[Stack]:
     """Every app through the scenarios; pool saturation keeps running in the background while tests look."""
-    targets = [stack.direct, *stack.via_collector]
+    targets = [stack.direct, *stack.via_collector, stack.otlp_direct]
     for app in targets:
         load(stack, app, "steady", "--duration", "3", "--max-requests", "200")
     load(stack, stack.direct, "outage", "--service", "elevenlabs", "--no-restore", "--duration", "4")
@@ -195,6 +218,7 @@ def driven(stack: Stack) -> Iterator[Stack]:
         load(stack, app, "contention", "--duration", "4", "--max-requests", "300")
     load(stack, stack.direct, "stuck-job", "--duration", "1")
     load(stack, stack.via_collector[0], "stuck-job", "--duration", "1")
+    load(stack, stack.otlp_direct, "stuck-job", "--duration", "1")
     saturating = [
         load(stack, app, "pool-saturation", "--duration", "240", "--hold-ms", "1500", "--concurrency", "6", wait=False)
         for app in targets
@@ -230,20 +254,39 @@ def _expected(names: list[str]) -> set[str]:
 FIRST_EVENT_ONLY = {"db_client_connection_errors_total"}
 
 
-def test_contract_names_identical_on_both_paths(driven: Stack) -> None:
+def test_contract_names_identical_on_the_three_paths(driven: Stack) -> None:
     expected = _expected(contract_metric_names()) - FIRST_EVENT_ONLY
     assert len(expected) >= 25
 
-    def both_complete() -> bool:
-        return expected <= _names(driven, DIRECT_JOB) and expected <= _names(driven, SERVICE)
+    def complete() -> bool:
+        return all(expected <= _names(driven, job) for job in JOBS)
 
     try:
-        wait_until(both_complete, timeout=60, interval=1, what="every contract metric on both paths")
+        wait_until(complete, timeout=60, interval=1, what="every contract metric on the three paths")
     finally:
-        direct, collector = _names(driven, DIRECT_JOB), _names(driven, SERVICE)
-        assert expected - direct == set(), "missing on the direct path"
-        assert expected - collector == set(), "missing on the collector path"
-    assert direct & expected == collector & expected
+        names = {job: _names(driven, job) for job in JOBS}
+        assert expected - names[DIRECT_JOB] == set(), "missing on the direct path (:9464)"
+        assert expected - names[SERVICE] == set(), "missing on the collector path"
+        assert expected - names[OTLP_JOB] == set(), "missing on the OTLP path into Prometheus 3"
+    # Not only the contract's: every name of these families is the same on the three paths.
+    assert names[DIRECT_JOB] == names[SERVICE] == names[OTLP_JOB], {
+        job: sorted(names[job] ^ names[DIRECT_JOB]) for job in JOBS
+    }
+
+
+def test_the_otlp_path_has_the_labels_of_the_other_two(driven: Stack) -> None:
+    """job and instance from service.name and service.instance.id, no resource attribute copied onto series
+    (they are on target_info), so a dashboard's label filters work the same on every path."""
+
+    def labels(job: str) -> set[str]:
+        rows = driven.query(f'circuit_breaker_state{{job="{job}"}}')
+        return {k for r in rows for k in r["metric"]} - {"__name__"}
+
+    assert labels(OTLP_JOB) == labels(SERVICE), (labels(OTLP_JOB), labels(SERVICE))
+    _, body = get_json(driven.otlp_direct.url + "/api/health/live")
+    instances = {r["metric"]["instance"] for r in driven.query(f'process_memory_usage_bytes{{job="{OTLP_JOB}"}}')}
+    assert instances == {body["service"]["instance_id"]}
+    assert driven.query(f'target_info{{job="{OTLP_JOB}"}}'), "resource attributes on target_info"
 
 
 def test_two_instances_through_the_collector_are_told_apart(driven: Stack) -> None:
@@ -269,7 +312,7 @@ def _panel_queries() -> list[tuple[str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("job", [DIRECT_JOB, SERVICE])
+@pytest.mark.parametrize("job", JOBS)
 def test_every_dashboard_panel_returns_data(driven: Stack, job: str) -> None:
     queries = _panel_queries()
     assert len(queries) > 30
@@ -302,9 +345,9 @@ def test_alerts_fire_on_the_real_prometheus(driven: Stack, alert: str) -> None:
             if a["labels"]["alertname"] == alert and a["state"] == "firing"
         }
 
-    jobs = wait_until(lambda: {DIRECT_JOB, SERVICE} <= firing() and firing(), timeout=90, interval=1,
-                      what=f"{alert} firing on both paths")  # fmt: skip
-    assert {DIRECT_JOB, SERVICE} <= jobs
+    jobs = wait_until(lambda: set(JOBS) <= firing() and firing(), timeout=90, interval=1,
+                      what=f"{alert} firing on the three paths")  # fmt: skip
+    assert set(JOBS) <= jobs
 
 
 def test_health_and_scrape_agree_while_the_breaker_is_open(driven: Stack) -> None:
