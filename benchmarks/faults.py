@@ -367,7 +367,7 @@ def collector_outage(
     per_signal_ok = all(
         sum(f"OTLP {s} " in w for w in warnings) == 1 and sum(f"OTLP {s} " in b for b in backs) == 1 for s in signals
     )
-    row.notes += [line.split(";")[0].removeprefix("otel-reliability: ") for line in warnings + backs]
+    row.notes += [OURS.split(line.split(";")[0], maxsplit=1)[-1] for line in warnings + backs]
     row.served, row.failed = served, len(load.bad())
     row.lost = f"{served - counted:.0f} counts ({counted:.0f} at the collector)"
     row.recovered = f"{caught_up - back:.1f} s after restart"
@@ -378,9 +378,14 @@ def collector_outage(
     return row
 
 
+# The head of our log lines: `otel-reliability[pid] LEVEL: ` on stderr (otel_reliability/console.py), or
+# `otel-reliability: ` inside an app's own log format.
+OURS = re.compile(r"otel-reliability(?:\[\d+\] [A-Z]+)?: ")
+
+
 def _export_lines(log: str) -> tuple[list[str], list[str], bool]:
     """Our exporter lines in an app log: the WARNINGs, the INFOs, and whether every signal that warned is back."""
-    ours = [line for line in log.splitlines() if "otel-reliability: OTLP" in line]
+    ours = [line for line in log.splitlines() if OURS.search(line) and "OTLP " in line]
     warnings = [line for line in ours if " failing (" in line]
     backs = [line for line in ours if "is back after" in line]
     warned = {line.split(" export to ")[0] for line in warnings}
