@@ -208,20 +208,26 @@ def test_a_background_collection_lets_a_waiting_thread_run_between_data_points()
     inside giving_way() it runs at the next pause point."""
     import sys
     import threading
+    import time
 
     from otel_reliability import giveway
 
-    total = 200_000
+    # A collection of 0.5 s, shorter than the switch interval: without pause points the waiting thread could only
+    # run after it; with them it has ~1000 slices to be scheduled in, however the OS orders the two threads.
     progress = 0
+    total = 0
     started = threading.Event()
     seen_at: list[int] = []
 
     def collect() -> None:
-        nonlocal progress
+        nonlocal progress, total
         with giveway.giving_way():
             started.set()
-            for progress in range(1, total + 1):  # noqa: B007 (read by the other thread)
+            deadline = time.perf_counter() + 0.5
+            while time.perf_counter() < deadline:
+                progress += 1
                 giveway.pause_point()
+            total = progress
 
     def waiting() -> None:
         started.wait()
