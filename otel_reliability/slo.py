@@ -11,7 +11,7 @@ The rules follow the multiwindow, multi-burn-rate alerts of Google's SRE workboo
 generate them) for a 30-day SLO period: a page when the budget burns 14.4 times too fast over 1 h (confirmed over
 5 m: 2 % of the budget gone) or 6 times over 6 h (30 m: 5 %), a ticket at 3 times over 1 d (2 h: 10 %) or once
 over 3 d (6 h). The short window makes an alert resolve minutes after the burn stops. The objectives are the
-service's own (``OTEL_RELIABILITY_SLO_*``, config.py); ``collector-config/slo.yml`` holds the rules for the
+service's own (``OTEL_RELIABILITY_SLO_*``, config); ``collector-config/slo.yml`` holds the rules for the
 defaults, for every job; ``otel-reliability slo-rules --job NAME`` writes them for one service's objectives.
 """
 

@@ -63,7 +63,7 @@ def test_defaults_match_the_contract() -> None:
 def test_a_latency_threshold_is_a_bound_of_the_http_duration_histogram() -> None:
     from otel_reliability import semconv
 
-    assert config._HTTP_BUCKETS == semconv.HTTP_SERVER_DURATION_BUCKETS
+    assert config.variables._HTTP_BUCKETS == semconv.HTTP_SERVER_DURATION_BUCKETS
     assert config.load({"OTEL_RELIABILITY_SLO_LATENCY_THRESHOLD": "1.0"}).slo_latency_threshold == 1
 
 

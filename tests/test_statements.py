@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_reliability.instrumentation import sql, statements
+from otel_reliability.instrumentation import sql, statement_attributes, statements
 from otel_reliability.instrumentation.statements import StatementsInstrumentor
 
 
@@ -229,7 +229,7 @@ def test_async_engine_statements_are_children_of_the_current_span(telemetry: Tel
 
 
 def test_collection_names_in_the_metric_are_bounded(telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(statements, "MAX_COLLECTIONS", 2)
+    monkeypatch.setattr(statement_attributes, "MAX_COLLECTIONS", 2)
     engine = sa.create_engine("sqlite://")
     with engine.connect() as conn:
         for name in ("a", "b", "c"):

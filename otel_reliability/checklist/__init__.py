@@ -22,7 +22,7 @@ from otel_reliability.checklist.advice import duration
 # ADVICE: a recommendation about the configuration (a statement_timeout disabled by the database's default, with
 # no expectation declared): shown with what to do, but nothing is wrong with the service, so no action is needed.
 OK, ACTION, SKIPPED, ERROR, ADVICE = "ok", "action", "skipped", "error", "advice"
-HEALTH_TOKEN_ENV = config.HEALTH_TOKEN.name  # the variables are named once, in config.py
+HEALTH_TOKEN_ENV = config.HEALTH_TOKEN.name  # the variables are named once, in config
 ADMIN_TOKEN_ENV = config.ADMIN_TOKEN.name
 
 

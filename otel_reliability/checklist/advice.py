@@ -70,7 +70,7 @@ def statement_timeout(expected: Any) -> str:
 
 
 def statement_timeout_disabled() -> str:
-    # The names are config.py's (this module imports only the standard library): ADVISED_STATEMENT_TIMEOUT and
+    # The names are config's (this module imports only the standard library): ADVISED_STATEMENT_TIMEOUT and
     # EXPECTED_STATEMENT_TIMEOUT; tests/test_cli_checks.py checks they agree.
     return (
         "the database runs without a statement_timeout (PostgreSQL's default): one runaway query can hold its "

@@ -18,98 +18,28 @@ is not one, or holds no otel-reliability metrics (for ``--job``). Only the stand
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from otel_reliability.checklist import advice
 from otel_reliability.checklist.advice import duration
 from otel_reliability.cli import budget
-from otel_reliability.cli.promapi import PromClient, QueryError, Sample, Unreachable
-from otel_reliability.cli.report import ACTION, ADVICE, ERROR, OK, Item, Report
-
-# Series whose presence makes an instance part of the fleet: one per instrumentor, so an app with only some
-# of them switched on still counts.
-PRESENCE = (
-    "process_memory_usage_bytes",
-    "http_server_request_duration_seconds_count",
-    "circuit_breaker_state",
-    "db_client_connection_max",
-    "operation_in_flight",
+from otel_reliability.cli.fleet_scope import (
+    PRESENCE,
+    RAISED,
+    RATE_WINDOW,
+    REQUESTS,
+    SEEN_WINDOW,
+    STATUS_5XX,
+    USED,
+    Fleet,
+    FleetReport,
+    Thresholds,
+    grouped,
 )
-SEEN_WINDOW = "15m"  # an instance seen within this and silent for --stale-after has stopped reporting
-RATE_WINDOW = "5m"  # the error-rate and pool-timeout window, as in the health views and alert rules
-REQUESTS = "http_server_request_duration_seconds_count"
-# Failed requests, as the health view and the HighErrorRatio alert count them: a 5xx response, or a request that
-# raised (error_type set) without one. The two selectors are disjoint, so `or` is their union.
-STATUS_5XX = 'http_response_status_code=~"5.."'
-RAISED = ('error_type!=""', 'http_response_status_code!~"5.."')
-USED = 'db_client_connection_state="used"'
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When a finding needs action; the defaults are the apps' (``otel_reliability.config``)."""
-
-    error_rate_percent: float = 1.0
-    min_requests: int = 20
-    pool_warn_percent: float = 80.0
-    memory_warn_percent: float = 90.0
-    cpu_warn_percent: float = 90.0
-    expected_statement_timeout: float | None = None  # None: nothing declared, a disabled timeout is advice
-    stale_after: float = 180.0
-
-
-@dataclass
-class FleetReport(Report):
-    """The fleet's report: which services and instances were found, and the items over all of them."""
-
-    job: str | None = None
-    services: dict[str, list[str]] = field(default_factory=dict)
-
-    def heading(self) -> str:
-        count = sum(len(v) for v in self.services.values())
-        jobs = ", ".join(f"{job} ({len(ids)})" for job, ids in sorted(self.services.items()))
-        return (
-            f"otel-reliability check of the fleet in {self.url}: {len(self.services)} "
-            f"{advice.plural(len(self.services), 'service', 'services')}, {count} "
-            f"{advice.plural(count, 'instance', 'instances')}: {jobs}"
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        return {"source": "prometheus", "job": self.job, "services": self.services, **super().as_json()}
-
-
-class Fleet:
-    """Queries scoped to ``--job``; ``sel()`` builds a selector with that scope and extra matchers."""
-
-    def __init__(self, client: PromClient, job: str | None, thresholds: Thresholds, admin_path: str) -> None:
-        self.client = client
-        self.job = job
-        self.th = thresholds
-        self.admin_path = admin_path
-
-    def sel(self, metric: str, *matchers: str) -> str:
-        scope = [f"job={json.dumps(self.job)}"] if self.job is not None else []
-        return f"{metric}{{{', '.join([*scope, *matchers])}}}"
-
-    def q(self, expr: str) -> list[Sample]:
-        return self.client.query(expr)
-
-    def present(self, window: str) -> set[tuple[str, str]]:
-        expr = " or ".join(f"group by (job, instance) (last_over_time({self.sel(m)}[{window}]))" for m in PRESENCE)
-        return {(s["job"], s.get("instance", "")) for s, _ in self.q(expr)}
-
-
-def _grouped(rows: Iterable[tuple[str, str]]) -> str:
-    """'example: a, b; other: c' from (service, what) pairs."""
-    by: dict[str, list[str]] = defaultdict(list)
-    for service, what in rows:
-        by[service].append(what)
-    return "; ".join(f"{service}: {', '.join(sorted(set(v)))}" for service, v in sorted(by.items()))
-
+from otel_reliability.cli.promapi import PromClient, QueryError, Unreachable
+from otel_reliability.cli.report import ACTION, ADVICE, ERROR, OK, Item
 
 # --- the items ------------------------------------------------------------------------------------------------
 
@@ -129,9 +59,9 @@ def check_breakers(f: Fleet) -> Item:
     details = [{"job": j, "instance": i, "breaker": n, "state": states[(j, i, n)]} for j, i, n in open_ + half]
     parts = []
     if open_:
-        parts.append(f"open: {_grouped((j, f'{n} on {i}') for j, i, n in open_)}")
+        parts.append(f"open: {grouped((j, f'{n} on {i}') for j, i, n in open_)}")
     if half:
-        parts.append(f"half-open (trying again): {_grouped((j, f'{n} on {i}') for j, i, n in half)}")
+        parts.append(f"half-open (trying again): {grouped((j, f'{n} on {i}') for j, i, n in half)}")
     if not open_:  # a trial call is under way: it closes or reopens by itself
         return Item("breakers", OK, "; ".join(parts), details=details)
     names = sorted({f"{n} (service {j})" for j, _, n in open_})
@@ -232,7 +162,7 @@ def check_pool(f: Fleet) -> Item:
             text += f", {r['timeouts']} checkout timeouts in {RATE_WINDOW}"
         lines.append((r["job"], text))
     names = ", ".join(sorted({f"{r['pool']} (service {r['job']})" for r in warned}))
-    return Item("pool", ACTION, _grouped(lines), advice.pool_full(names), details=details)
+    return Item("pool", ACTION, grouped(lines), advice.pool_full(names), details=details)
 
 
 def _pool_key(labels: dict[str, str]) -> tuple[str, str, str]:
@@ -263,7 +193,7 @@ def check_stuck(f: Fleet) -> Item:
         )
         lines.append((key[0], f"{count:.0f} {key[2]} on {key[1]} (oldest {duration(ages.get(key))})"))
     action = "on each instance named, " + advice.stuck(f"{f.admin_path}/stuck-operations/cleanup", in_process=True)
-    return Item("stuck operations", ACTION, _grouped(lines), action, details=details)
+    return Item("stuck operations", ACTION, grouped(lines), action, details=details)
 
 
 def check_resources(f: Fleet) -> Item:
@@ -306,7 +236,7 @@ def check_resources(f: Fleet) -> Item:
     return Item(
         "resources",
         ACTION,
-        _grouped((j, f"{i} {w}") for j, i, w in findings),
+        grouped((j, f"{i} {w}") for j, i, w in findings),
         advice.resources(reason),
         details=details,
     )
@@ -340,9 +270,9 @@ def check_statement_timeout(f: Fleet) -> Item:
         for s, v in wrong
     ]
     if expected is None:
-        summary = f"{_grouped(lines)}; disabled"
+        summary = f"{grouped(lines)}; disabled"
         return Item("statement timeout", ADVICE, summary, advice.statement_timeout_disabled(), details=details)
-    summary = f"{_grouped(lines)}; expected {expected:g}s"
+    summary = f"{grouped(lines)}; expected {expected:g}s"
     return Item("statement timeout", ACTION, summary, advice.statement_timeout(expected), details=details)
 
 
@@ -356,7 +286,7 @@ def check_reporting(f: Fleet, seen: set[tuple[str, str]]) -> Item:
         return Item("reporting", OK, f"all {len(seen)} instances reported in the last {duration(f.th.stale_after)}")
     lines = [(j, f"{i} silent for over {duration(f.th.stale_after)}") for j, i in silent]
     lines += [(j, f"{i} cannot be scraped") for j, i in down]
-    return Item("reporting", ACTION, _grouped(lines), advice.stopped_reporting(), details=details)
+    return Item("reporting", ACTION, grouped(lines), advice.stopped_reporting(), details=details)
 
 
 CHECKS: tuple[tuple[str, Callable[[Fleet], Item]], ...] = (

@@ -6,25 +6,18 @@ Usage: nothing for ``opentelemetry-instrument``; by hand::
     from otel_reliability.instrumentation.statements import StatementsInstrumentor
     StatementsInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)   # before or after create_engine
 
-Why not upstream's ``opentelemetry-instrumentation-sqlalchemy`` (0.66b2, tried on SQLAlchemy 2.1.9 with its
-version gate bypassed and ``OTEL_SEMCONV_STABILITY_OPT_IN=database``): it traces, but puts the statement text
-into ``db.query.text`` as written (``... where id = 4242 and name = 'secret'``), names spans by keyword and
-database instead of operation and table, sets no ``db.collection.name``, records no
-``db.client.operation.duration``, does not see engines created before it was loaded, and does not show the
-connection-pool wait. It also emits ``db.client.connections.usage`` beside our pool metrics. The distro keeps
-it switched off (see ``otel_reliability.distro``).
+Why not upstream's ``opentelemetry-instrumentation-sqlalchemy`` (0.66b2 on SQLAlchemy 2.1.9, its version gate
+bypassed, ``OTEL_SEMCONV_STABILITY_OPT_IN=database``): it puts the statement text into ``db.query.text`` as
+written (``... where id = 4242 and name = 'secret'``), names spans by keyword and database instead of operation
+and table, sets no ``db.collection.name``, records no ``db.client.operation.duration``, misses engines created
+before it was loaded and the connection-pool wait, and emits ``db.client.connections.usage`` beside our pool
+metrics. The distro keeps it switched off (see ``otel_reliability.distro``).
 
 What each statement gives, in the stable database semantic conventions, on SQLAlchemy 1.4, 2.0 and 2.1, sync
 and async engines, whenever they were created:
 
-- a CLIENT span named ``{db.operation.name} {db.collection.name}`` (``SELECT users``; the operation alone, or
-  ``db.system.name``, when the rest is unknown), child of the current span (the request span, the
-  ``db.transaction`` span of ``run_in_transaction``), with ``db.system.name``, ``db.namespace``,
-  ``db.operation.name``, ``db.collection.name``, ``db.query.text`` (literals replaced by ``?``, see
-  ``otel_reliability.instrumentation.sql``), ``server.address``/``server.port``, ``db.operation.batch.size``
-  for ``executemany``; on failure ``error.type`` (the SQLSTATE where the driver gives one, else the exception
-  class) and ``db.response.status_code``. The exception message is never recorded: drivers put values in it
-  (``Key (email)=(...) already exists``).
+- a CLIENT span named ``{db.operation.name} {db.collection.name}`` (``SELECT users``), child of the current
+  span, with the attributes ``statement_attributes`` describes (literals of the SQL text replaced by ``?``).
 - on the first statement after a connection was taken from the pool, ``db.client.connection.wait_time`` (s):
   how long that checkout took, so a slow request tells waiting for a connection from running the statement.
   A checkout that fails (pool timeout, database down) adds the event ``db.client.connection.wait`` with the
@@ -77,7 +70,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from wrapt import wrap_function_wrapper
 
 from otel_reliability import semconv
-from otel_reliability.instrumentation import on_import, sql
+from otel_reliability.instrumentation import on_import
 from otel_reliability.instrumentation._instrumented import (
     Instrumented,
     classes_defining,
@@ -92,6 +85,19 @@ from otel_reliability.instrumentation._published import (
     HistogramSeries,
     drops_every_span,
 )
+from otel_reliability.instrumentation.statement_attributes import (
+    BATCH_SIZE,
+    ERROR_TYPE,
+    STATUS_CODE,
+    WAIT_EVENT,
+    EngineInfo,
+    describe,
+    engine_info,
+    engines,
+    error_type,
+    forget_collections,
+    sqlstate,
+)
 from otel_reliability.version import __version__
 
 _logger = logging.getLogger(__name__)
@@ -99,48 +105,15 @@ _logger = logging.getLogger(__name__)
 _instruments = ("sqlalchemy >= 1.4",)
 
 DURATION = semconv.METRIC_DB_CLIENT_OPERATION_DURATION
-SYSTEM = "db.system.name"
-NAMESPACE = "db.namespace"
-SERVER_ADDRESS = "server.address"
-SERVER_PORT = "server.port"
-OPERATION = "db.operation.name"
-COLLECTION = "db.collection.name"
-QUERY_TEXT = "db.query.text"
-BATCH_SIZE = "db.operation.batch.size"
-ERROR_TYPE = semconv.ATTR_ERROR_TYPE
-STATUS_CODE = "db.response.status_code"
 WAIT_TIME = semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME
-WAIT_EVENT = "db.client.connection.wait"
-_METRIC_ENGINE_ATTRS = frozenset({SYSTEM, NAMESPACE, SERVER_ADDRESS, SERVER_PORT})
 
 # The stable semantic conventions' advisory buckets for db.client.operation.duration (seconds).
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
-MAX_COLLECTIONS = 200
 _CACHE_SIZE = 1024
-
-# SQLAlchemy dialect name -> db.system.name (stable semantic conventions).
-_SYSTEMS = {
-    "postgresql": "postgresql",
-    "sqlite": "sqlite",
-    "mysql": "mysql",
-    "mariadb": "mariadb",
-    "mssql": "microsoft.sql_server",
-    "oracle": "oracle.db",
-}
 
 # Beside SQLAlchemy's objects, never in their __dict__ (theirs and the application's to read and compare).
 # The checkout's wait, by the pool's connection proxy, until the first statement takes it (while spans record).
 _waits: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-# id(engine) -> its _EngineInfo, read on every statement (a plain dict; the entry goes with the engine).
-_engines: dict[int, _EngineInfo] = {}
-_engine_refs: dict[int, weakref.ref[Any]] = {}
-
-
-@dataclass(frozen=True, eq=False)  # hashed by identity: a key of the statement cache
-class _EngineInfo:
-    system: str
-    mysql: bool
-    span_attrs: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -162,8 +135,6 @@ _instrumented: Instrumented[_Telemetry] = Instrumented()
 _METHODS = ("do_execute", "do_executemany", "do_execute_no_params")  # every DBAPI execute SQLAlchemy makes
 _covered: list[tuple[type, str]] = []  # the dialect classes' methods we wrapped (each class that defines one)
 _cover_lock = threading.Lock()
-_collections: set[str] = set()
-_collections_lock = threading.Lock()
 
 
 class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -199,8 +170,7 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _Telemetry(None if drops_every_span(tracer_provider) else tracer, buffered), meter
         )
         _describe.cache_clear()
-        with _collections_lock:
-            _collections.clear()
+        forget_collections()
         from sqlalchemy.engine.default import DefaultDialect
 
         with _cover_lock:
@@ -228,91 +198,17 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
 
 # --- what a statement is called -----------------------------------------------------------------------------------
-def _engine_info(engine: Any) -> _EngineInfo:
-    info = _engines.get(id(engine))
-    if info is not None:
-        return info
-    dialect = str(engine.dialect.name)
-    system = _SYSTEMS.get(dialect, "other_sql")
-    url = engine.url
-    attrs: dict[str, Any] = {SYSTEM: system}
-    if url.database and dialect != "sqlite":  # a SQLite "database" is a file path: not a namespace worth a label
-        attrs[NAMESPACE] = str(url.database)
-    if url.host:
-        attrs[SERVER_ADDRESS] = str(url.host)
-    if url.port:
-        attrs[SERVER_PORT] = int(url.port)
-    info = _EngineInfo(system, dialect in ("mysql", "mariadb"), attrs)
-    key = id(engine)
-    try:
-        # The callback runs before the engine's id can be reused.
-        _engine_refs[key] = weakref.ref(engine, lambda _ref: (_engines.pop(key, None), _engine_refs.pop(key, None)))
-    except TypeError:  # an engine that cannot be weakly referenced: described again on every statement
-        return info
-    _engines[key] = info
-    return info
-
-
-def _bounded(collection: str) -> bool:
-    """Whether ``collection`` may be a metric label (the first MAX_COLLECTIONS distinct names may)."""
-    if collection in _collections:
-        return True
-    with _collections_lock:
-        if len(_collections) >= MAX_COLLECTIONS:
-            return False
-        _collections.add(collection)
-    return True
-
-
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _describe(statement: str, info: _EngineInfo, batch: bool) -> _Described:
-    """Span name and attributes of a statement text on an engine; cached, since an app sends few distinct texts."""
-    try:
-        parsed = sql.describe(statement, mysql=info.mysql)
-    except Exception:  # never let odd SQL break a query: say nothing rather than something wrong
-        _logger.debug("otel-reliability: could not describe a statement", exc_info=True)
-        parsed = sql.Statement("", None, None)
-    operation = parsed.operation
-    if operation is not None and batch:
-        operation = f"BATCH {operation}"
-    span_attrs = dict(info.span_attrs)
-    # The stable convention's attributes of db.client.operation.duration: db.namespace (conditionally required),
-    # server.address / server.port (recommended): one value per engine, so bounded.
-    metric_attrs = {k: v for k, v in info.span_attrs.items() if k in _METRIC_ENGINE_ATTRS}
-    if parsed.query_text:
-        span_attrs[QUERY_TEXT] = parsed.query_text
-    if operation is not None:
-        span_attrs[OPERATION] = metric_attrs[OPERATION] = operation
-    if parsed.collection is not None:
-        span_attrs[COLLECTION] = parsed.collection
-        if _bounded(parsed.collection):
-            metric_attrs[COLLECTION] = parsed.collection
-    name = " ".join(p for p in (operation, parsed.collection) if p) or info.system
+def _describe(statement: str, info: EngineInfo, batch: bool) -> _Described:
+    """What a statement text on an engine is called, and its duration series; cached, since an app sends few
+    distinct texts."""
+    name, span_attrs, metric_attrs = describe(statement, info, batch)
     tel = _instrumented.state
     if tel is None:
         raise RuntimeError("not instrumented")  # _begin checked it; the instrumentor was removed meanwhile
     return _Described(
         name, span_attrs, metric_attrs, tel.duration.series(frozenset(metric_attrs.items()), metric_attrs)
     )
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a driver error (psycopg, psycopg2, asyncpg), also when SQLAlchemy wrapped it."""
-    orig = getattr(exc, "orig", None) or exc
-    for candidate in (orig, getattr(orig, "__cause__", None)):
-        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(code, str) and code:
-            return code
-    return None
-
-
-def error_type(exc: BaseException) -> str:
-    """The SQLSTATE where the driver gives one (bounded, what the conventions ask for), else the class name."""
-    code = sqlstate(exc)
-    if code is not None:
-        return code
-    cls = type(getattr(exc, "orig", None) or exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 # --- hooks (cheap: they run on every statement) ---------------------------------------------------------------------
@@ -395,7 +291,7 @@ def _begin(statement: str, parameters: Any, context: Any, many: bool) -> _State 
             # it is created without the engine's event dispatch, so statement events never saw these; neither do we.
             return None
         engine = conn.engine
-        info = _engines.get(id(engine)) or _engine_info(engine)
+        info = engines.get(id(engine)) or engine_info(engine)
         # An executemany, or one batch of an "insertmanyvalues" INSERT (SQLAlchemy runs those through
         # do_execute); the cheap tests first (context.executemany compares enums).
         batch = isinstance(parameters, (list, tuple)) and len(parameters) > 1 and (many or context.executemany)

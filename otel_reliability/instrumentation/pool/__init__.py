@@ -77,27 +77,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection
 from time import perf_counter
 from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_reliability import changes, semconv
 from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import on_import, statement_timeout
 from otel_reliability.instrumentation._instrumented import classes_defining, override, restore
-from otel_reliability.instrumentation._published import BufferedHistogram
-from otel_reliability.instrumentation.pool import _armed, _tracking
-from otel_reliability.instrumentation.pool._figures import PoolFigures, _by_name, _sum, figures
+from otel_reliability.instrumentation.pool import _armed, _metrics, _tracking
+from otel_reliability.instrumentation.pool._figures import PoolFigures, figures
 from otel_reliability.instrumentation.pool._tracking import (
     _RECORD_POOL,
     _dialect_kinds,
     _dialect_names,
-    _Instruments,
     _lock,
     _PoolState,
     _state,
@@ -131,8 +128,6 @@ POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
 STATE = semconv.ATTR_DB_CLIENT_CONNECTION_STATE
 ERRORS = semconv.METRIC_DB_CLIENT_CONNECTION_ERRORS
 # --- the instrumentor -------------------------------------------------------------------------------------------
-# Seconds; connection checkouts are usually sub-millisecond, a timeout is 30 s by default.
-_DURATION_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -158,88 +153,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         meter = metrics.get_meter(
             "otel_reliability.pool", __version__, kwargs.get("meter_provider"), semconv.SCHEMA_URL
         )
-        hist = {"explicit_bucket_boundaries_advisory": list(_DURATION_BUCKETS)}
-        instruments = _Instruments(
-            timeouts=meter.create_counter(
-                semconv.METRIC_DB_CLIENT_CONNECTION_TIMEOUTS,
-                "{timeout}",
-                "Checkouts that gave up waiting for a connection.",
-            ),
-            wait_time=BufferedHistogram(
-                meter,
-                meter.create_histogram(
-                    semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIME,
-                    semconv.UNIT_SECONDS,
-                    "Time it took to obtain a connection from the pool.",
-                    **hist,
-                ),
-                _DURATION_BUCKETS,
-            ),
-            use_time=BufferedHistogram(
-                meter,
-                meter.create_histogram(
-                    semconv.METRIC_DB_CLIENT_CONNECTION_USE_TIME,
-                    semconv.UNIT_SECONDS,
-                    "Time between checkout and checkin of a connection.",
-                    **hist,
-                ),
-                _DURATION_BUCKETS,
-            ),
-            create_time=meter.create_histogram(
-                semconv.METRIC_DB_CLIENT_CONNECTION_CREATE_TIME,
-                semconv.UNIT_SECONDS,
-                "Time it took to open a new connection.",
-                **hist,
-            ),
-            invalidations=meter.create_counter(
-                semconv.METRIC_DB_CLIENT_CONNECTION_INVALIDATIONS,
-                "{connection}",
-                "Connections invalidated (lost, failed pre-ping, explicitly invalidated).",
-            ),
-            errors=meter.create_counter(
-                ERRORS,
-                "{error}",
-                "Connections that could not be opened or were found lost, by error type.",
-            ),
-            pool_timeout=sqlalchemy.exc.TimeoutError,
-        )
-        _tracking.instrumented.start(instruments, meter)
-
-        def gated(observe: Callable[[CallbackOptions], Iterable[Observation]]) -> Any:
-            return [_tracking.instrumented.gate(meter, lambda _instruments, options: observe(options))]
-
-        meter.create_observable_up_down_counter(
-            semconv.METRIC_DB_CLIENT_CONNECTION_COUNT,
-            gated(_observe_count),
-            "{connection}",
-            "Connections in the pool, by state.",
-        )
-        meter.create_observable_up_down_counter(
-            semconv.METRIC_DB_CLIENT_CONNECTION_MAX,
-            gated(_observe_max),
-            "{connection}",
-            "Most connections the pool will open.",
-        )
-        meter.create_observable_up_down_counter(
-            semconv.METRIC_DB_CLIENT_CONNECTION_IDLE_MAX,
-            gated(_observe_idle_max),
-            "{connection}",
-            "Most idle connections kept.",
-        )
-        meter.create_observable_up_down_counter(
-            semconv.METRIC_DB_CLIENT_CONNECTION_PENDING_REQUESTS,
-            gated(_observe_pending),
-            "{request}",
-            "Callers waiting for a connection now.",
-        )
-        meter.create_observable_gauge(
-            semconv.METRIC_DB_CLIENT_CONNECTION_WAIT_TIMEOUT,
-            gated(_observe_timeout),
-            semconv.UNIT_SECONDS,
-            "How long a checkout waits before it fails.",
-        )
-        statement_timeout.create_gauge(meter, POOL_NAME, gated)
-
+        _metrics.create(meter, sqlalchemy.exc.TimeoutError)
         for cls in classes_defining(Pool, "connect"):
             override(cls, "connect", _timed_connect)
             self._overridden.append(cls)
@@ -300,7 +214,7 @@ def _timed_connect(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         finally:
             next(state.left)
         now = perf_counter()
-        state.durations(inst)[1].record(now - start)
+        state.durations(inst).wait_time.record(now - start)
         try:
             _checked_out(state, connection, now)
         except Exception:  # never fail a checkout that worked; its use time goes unmeasured
@@ -379,7 +293,7 @@ def _on_checkin(dbapi_connection: Any, record: Any) -> None:
     started = state.checked_out_at.pop(record, None)
     inst = _tracking.instrumented.state
     if started is not None and inst is not None:
-        state.durations(inst)[2].record(perf_counter() - started)
+        state.durations(inst).use_time.record(perf_counter() - started)
 
 
 def _on_detach(dbapi_connection: Any, record: Any) -> None:
@@ -403,37 +317,3 @@ def _on_soft_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> N
     state = _record_state(record)
     if inst is not None and state is not None:
         inst.invalidations.add(1, state.attrs())
-
-
-# --- observable callbacks ---------------------------------------------------------------------------------------
-def _observe_count(options: CallbackOptions) -> Iterator[Observation]:
-    _armed.ensure()  # our pool listeners removed by something other than Pool.dispatch._clear(): back from now on
-    for name, rows in _by_name().items():
-        yield Observation(sum(f.used for _, f, _n in rows), {POOL_NAME: name, STATE: "used"})
-        yield Observation(sum(f.idle for _, f, _n in rows), {POOL_NAME: name, STATE: "idle"})
-
-
-def _observe_max(options: CallbackOptions) -> Iterator[Observation]:
-    for name, rows in _by_name().items():
-        value = _sum(f.maximum for _, f, newest in rows if newest)
-        if value is not None:
-            yield Observation(value, {POOL_NAME: name})
-
-
-def _observe_idle_max(options: CallbackOptions) -> Iterator[Observation]:
-    for name, rows in _by_name().items():
-        value = _sum(f.idle_max for _, f, newest in rows if newest)
-        if value is not None:
-            yield Observation(value, {POOL_NAME: name})
-
-
-def _observe_pending(options: CallbackOptions) -> Iterator[Observation]:
-    for name, rows in _by_name().items():
-        yield Observation(sum(f.pending for _, f, _n in rows), {POOL_NAME: name})
-
-
-def _observe_timeout(options: CallbackOptions) -> Iterator[Observation]:
-    for name, rows in _by_name().items():
-        timeouts = [f.timeout for _, f, newest in rows if newest and f.timeout is not None]
-        if timeouts:
-            yield Observation(max(timeouts), {POOL_NAME: name})

@@ -11,7 +11,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from otel_reliability import changes, semconv
 from otel_reliability.instrumentation._instrumented import Instrumented
@@ -37,6 +37,14 @@ instrumented: Instrumented[_Instruments] = Instrumented()
 """While instrumented: the synchronous instruments the checkout hooks record into."""
 
 
+class _Series(NamedTuple):
+    """A pool's wait-time and use-time series, bound to the instruments they were made from."""
+
+    instruments: _Instruments
+    wait_time: HistogramSeries
+    use_time: HistogramSeries
+
+
 _RECORD_POOL = "_ConnectionRecord__pool"  # the pool a _ConnectionRecord belongs to (stable since 1.x)
 
 
@@ -57,19 +65,19 @@ class _PoolState:
         # count them themselves (NullPool, StaticPool, SingletonThreadPool).
         self.checked_out_at: dict[Any, float] = {}
         self._attrs: dict[str, str] | None = None
-        self._series: tuple[_Instruments, HistogramSeries, HistogramSeries] | None = None
+        self._series: _Series | None = None
 
     @property
     def pending(self) -> int:
         return count_value(self.entered) - count_value(self.left)
 
-    def durations(self, inst: _Instruments) -> tuple[_Instruments, HistogramSeries, HistogramSeries]:
-        """(inst, wait_time, use_time) series of this pool, bound once per set of instruments."""
+    def durations(self, inst: _Instruments) -> _Series:
+        """The wait-time and use-time series of this pool, bound once per set of instruments."""
         series = self._series
-        if series is None or series[0] is not inst:
+        if series is None or series.instruments is not inst:
             attrs = self.attrs()
             key = attrs[POOL_NAME]  # pools with the same name share their series, as the SDK would sum them
-            series = self._series = (inst, inst.wait_time.series(key, attrs), inst.use_time.series(key, attrs))
+            series = self._series = _Series(inst, inst.wait_time.series(key, attrs), inst.use_time.series(key, attrs))
         return series
 
     def attrs(self) -> dict[str, str]:

@@ -1,111 +1,23 @@
-"""Every ``OTEL_RELIABILITY_*`` environment variable, in one place.
+"""Every ``OTEL_RELIABILITY_*`` variable, declared once: its default, the form it accepts and what it means.
 
-Each variable is declared once below, with its default, the form it accepts and what it means. The
-distro parses them at start-up (``load()``); a bad value stops start-up with one line that names the
-variable, the bad value and the allowed form, so a typo never silently turns a feature off.
-
-``load()`` takes any mapping, so tests pass a dict instead of patching ``os.environ``.
+The README's configuration table lists the same variables with the same defaults (tests/test_docs.py).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-_logger = logging.getLogger("otel_reliability")
-
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A variable has a value we cannot use. ``str()`` is the one-line start-up message."""
-
-    def __init__(self, variable: str, value: str, allowed: str) -> None:
-        self.variable = variable
-        self.value = value
-        self.allowed = allowed
-        super().__init__(f"otel-reliability: {variable}={value!r} is invalid: expected {allowed}")
-
-
-@dataclass(frozen=True)
-class Variable(Generic[T]):
-    """One environment variable: its name, default, parser and documentation."""
-
-    name: str
-    default: str
-    parse: Callable[[str], T]
-    allowed: str
-    doc: str
-    secret: bool = False
-
-
-def _number(minimum: float, maximum: float | None = None) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if value != value or value < minimum or (maximum is not None and value > maximum):
-            raise ValueError(raw)
-        return value
-
-    return parse
-
-
-def _integer(minimum: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if value < minimum:
-            raise ValueError(raw)
-        return value
-
-    return parse
-
-
-def _boolean(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
-_PATH = re.compile(r"^/[A-Za-z0-9_\-./]*[A-Za-z0-9_\-]$")
-
-
-def _path(raw: str) -> str:
-    if not _PATH.match(raw) or "//" in raw:
-        raise ValueError(raw)
-    return raw
-
-
-def _directory(raw: str) -> str | None:
-    if raw == "":
-        return None
-    if not os.path.isabs(raw) or "\0" in raw:
-        raise ValueError(raw)
-    return raw
-
-
-def _token(raw: str) -> str | None:
-    if raw == "":
-        return None
-    if len(raw) < 8 or any(c.isspace() for c in raw):
-        raise ValueError(raw)
-    return raw
-
-
-_NAME = re.compile(r"^[A-Za-z0-9_.\-:]+$")
-
-
-def _names(raw: str) -> frozenset[str]:
-    names = [n.strip() for n in raw.split(",") if n.strip()]
-    if any(not _NAME.match(n) for n in names):
-        raise ValueError(raw)
-    return frozenset(names)
-
+from otel_reliability.config.variable import (
+    Variable,
+    _boolean,
+    _directory,
+    _integer,
+    _names,
+    _number,
+    _path,
+    _token,
+)
 
 HEALTH_PATH = Variable(
     "OTEL_RELIABILITY_HEALTH_PATH",
@@ -299,7 +211,8 @@ HOST_DIR = Variable(
     "their readings); not for users.",
 )
 
-# semconv.HTTP_SERVER_DURATION_BUCKETS (this floor imports nothing; tests/test_config.py checks they are equal):
+# semconv.HTTP_SERVER_DURATION_BUCKETS (config is the bottom floor and imports no semconv; tests/test_config.py
+# checks they are equal):
 # a latency SLI is the share of requests in the bucket at the threshold, so the threshold must be a bound.
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
@@ -384,115 +297,3 @@ VARIABLES: tuple[Variable[Any], ...] = (
     PREFORK, HOST_DIR, SLO_AVAILABILITY, SLO_LATENCY_THRESHOLD, SLO_LATENCY_TARGET, HTTP_MESSAGE_SPANS,
     STARTUP_LINE,
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The parsed configuration. Field names are the variable names without the prefix, lower-cased."""
-
-    health_path: str
-    admin_path: str
-    health_token: str | None
-    admin_token: str | None
-    error_window: int
-    error_rate_threshold: float
-    error_min_requests: int
-    error_spike_threshold: int
-    pool_warn_utilization: float
-    stuck_threshold: float
-    stuck_check_interval: float
-    expected_statement_timeout: float | None
-    statement_timeout_interval: float
-    auto_mount: bool
-    check_timeout: float
-    health_cache: float
-    snapshot_interval: float
-    critical_breakers: frozenset[str]
-    breaker_http_mapping: bool
-    memory_warn_percent: float
-    cpu_warn_percent: float
-    fd_warn_percent: float
-    http_layer: str
-    prefork: bool
-    host_dir: str | None
-    slo_availability: float
-    slo_latency_threshold: float
-    slo_latency_target: float
-    http_message_spans: bool
-    startup_line: bool
-
-    def describe(self) -> dict[str, str]:
-        """The effective configuration as strings, secrets masked: safe to log."""
-        out: dict[str, str] = {}
-        for var in VARIABLES:
-            value = getattr(self, _field_name(var))
-            if var.secret:
-                out[var.name] = "<set>" if value else "<unset>"
-            elif value is None:
-                out[var.name] = "<unset>"
-            elif isinstance(value, frozenset):
-                out[var.name] = ",".join(sorted(value))
-            else:
-                out[var.name] = str(value)
-        return out
-
-
-def _field_name(var: Variable[Any]) -> str:
-    return var.name.removeprefix("OTEL_RELIABILITY_").lower()
-
-
-def load(environ: Mapping[str, str] | None = None) -> Settings:
-    """Parse every variable from ``environ`` (default ``os.environ``); raise ConfigError on the first bad one."""
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for var in VARIABLES:
-        raw = env.get(var.name)
-        text = var.default if raw is None else raw.strip()
-        try:
-            values[_field_name(var)] = var.parse(text)
-        except (ValueError, TypeError):
-            # A secret is never echoed back, not even when it is the bad value.
-            shown = "<hidden>" if var.secret else text
-            raise ConfigError(var.name, shown, var.allowed) from None
-    unknown = sorted(
-        k for k in env if k.startswith("OTEL_RELIABILITY_") and k not in _KNOWN and not k.startswith(_TOOLING)
-    )
-    if unknown:
-        raise ConfigError(unknown[0], env[unknown[0]], "one of the documented OTEL_RELIABILITY_* variables")
-    return Settings(**values)
-
-
-_KNOWN = frozenset(v.name for v in VARIABLES)
-# Read by the project's scripts and collector configs (build cache, collector-config/*.yaml: the agent's
-# gateway address, the gateway's remote write URL), not by the package; documented in the README beside them.
-_TOOLING = (
-    "OTEL_RELIABILITY_CACHE",
-    "OTEL_RELIABILITY_COLLECTOR_",
-    "OTEL_RELIABILITY_GATEWAY_ENDPOINT",
-    "OTEL_RELIABILITY_GATEWAY_INSECURE",
-    "OTEL_RELIABILITY_REMOTE_WRITE_URL",
-    "OTEL_RELIABILITY_TEST_",
-)
-
-assert {f.name for f in fields(Settings)} == {_field_name(v) for v in VARIABLES}, "config fields out of sync"
-
-_current: Settings | None = None
-
-
-def settings() -> Settings:
-    """The process-wide settings, parsed once (the distro parses them first, at start-up)."""
-    global _current
-    if _current is None:
-        _current = load()
-    return _current
-
-
-def set_settings(value: Settings) -> None:
-    global _current
-    _current = value
-
-
-def log_effective(value: Settings) -> None:
-    """Log the effective configuration once at INFO, secrets masked."""
-    described = " ".join(f"{k}={v}" for k, v in value.describe().items())
-    _logger.info("otel-reliability configuration: %s", described)
