@@ -229,19 +229,16 @@ def _serve_prometheus(export: Callable[[], MetricsData | None]) -> Any:
             else "another process serves it.",
         )
         return None
-    try:
-        from opentelemetry.exporter.prometheus import _CustomCollector
-    except ImportError:  # the exporter's translation moved: fall back to its own reader (a second aggregation)
+    if not upstream.usable("prometheus.collector"):  # the translation moved: the exporter's own reader instead
         return _NO_TRANSLATION
-    collector = _CustomCollector()
     endpoint = _Endpoint(served[0] if isinstance(served, tuple) else None, export)
 
-    def feed() -> None:
+    def feed(collector: Any) -> None:
         data = endpoint.export()
         if data is not None:
             collector.add_metrics_data(data)
 
-    collector._callback = feed  # type: ignore[assignment]
+    collector = upstream.exporters.prometheus_collector(feed)
     REGISTRY.register(collector)
     _endpoint = endpoint
     return endpoint

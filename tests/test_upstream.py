@@ -76,6 +76,12 @@ CASES = [
     ("pybreaker", r"\b_state\b", "pybreaker", ["pybreaker.state"]),
     ("pybreaker", r"\b_state_storage\b", "pybreaker", ["pybreaker.state"]),
     ("pybreaker", r"\b_breaker\b", "pybreaker", ["pybreaker.state"]),
+    *[
+        ("pybreaker", rf"\b{a}\b", "pybreaker", ["pybreaker.notify"])
+        for a in ("_inc_counter", "_create_new_state", "_handle_success")
+    ],
+    ("opentelemetry", r"\b_CustomCollector\b", "prometheus", ["prometheus.collector"]),
+    ("opentelemetry", r"\b_callback\b", "prometheus", ["prometheus.collector"]),
     ("circuitbreaker.py", r"\b_opened\b", "circuitbreaker", ["circuitbreaker.settings"]),
     ("circuitbreaker.py", r"\b_failure_threshold\b", "circuitbreaker", ["circuitbreaker.settings"]),
     ("circuitbreaker.py", r"\b_recovery_timeout\b", "circuitbreaker", ["circuitbreaker.settings"]),

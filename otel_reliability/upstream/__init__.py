@@ -4,7 +4,8 @@ expect of it, a check of that shape on the installed version, and the public pat
 A private attribute may be renamed by any release of its package. ``pyproject.toml`` pins the OpenTelemetry
 packages to the minor releases the version matrix tests, but a user can install others. So each access that
 matters for the data is a ``Private`` in ``GUARDED`` (the SDK's storage in ``upstream.sdk``, the suppression
-keys and counters in ``upstream.runtime``, the breaker libraries in ``upstream.breakers``): ``usable()`` runs its
+keys and counters in ``upstream.runtime``, the breaker libraries in ``upstream.breakers``, the Prometheus
+exporter's translation in ``upstream.exporters``): ``usable()`` runs its
 check once (at start-up from the configurator, else at first use) and on a mismatch logs one WARNING naming the
 attributes and the fallback; the callers then take the public path, slower or coarser, never different data and
 never an error on the user's call path. The checks prove behaviour, not mere presence: values folded into a
@@ -18,7 +19,7 @@ package's source and fails on one that is not).
 
 from __future__ import annotations
 
-from otel_reliability.upstream import breakers, runtime, sdk
+from otel_reliability.upstream import breakers, exporters, runtime, sdk
 from otel_reliability.upstream._registry import GUARDED, Private, check_all, guard, usable
 
 # Read where they are used, each with a default or an ImportError fallback that keeps the data right
@@ -40,10 +41,6 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
         ("_log_exporter", "_common", "_OTLPHTTPClient", "_preferred_temporality", "_endpoint"),
         "export_logs: without them the exporters log as upstream does (one line per failure)",
     ),
-    "opentelemetry.exporter.prometheus": (
-        ("_CustomCollector", "_callback"),
-        "without it the exporter's own PrometheusMetricReader serves :9464 (a second aggregation)",
-    ),
     "opentelemetry.instrumentation (contrib)": (
         ("_is_instrumented_by_opentelemetry", "_instance", "_config"),
         "read with getattr defaults: unknown means not instrumented / upstream's defaults",
@@ -63,11 +60,6 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
     "circuitbreaker": (
         ("_fallback_function", "_circuit_breaker"),
         "a refusal served by a fallback is counted through it only where the attribute is present",
-    ),
-    "pybreaker (where it tells its listeners)": (
-        ("_inc_counter", "_create_new_state", "_handle_success"),
-        "wrapped on the classes instead of a listener of ours in the public listeners; wrapt fails at "
-        "instrument() if one is gone (no breaker counted, one log line), never on a call",
     ),
     "purgatory (message bus)": (
         ("SyncMessageRegistry.handle", "AsyncMessageRegistry.handle"),
@@ -110,4 +102,4 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
     "sys, os": (("_getframe", "_exit"), "CPython's documented private-named functions"),
 }
 
-__all__ = ["GUARDED", "NOTED", "Private", "breakers", "check_all", "guard", "runtime", "sdk", "usable"]
+__all__ = ["GUARDED", "NOTED", "Private", "breakers", "check_all", "exporters", "guard", "runtime", "sdk", "usable"]

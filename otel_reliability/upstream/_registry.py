@@ -46,8 +46,10 @@ class Private:
         try:
             passed = self.check() is not False
             problem = "it does not behave as expected"
-        except ImportError:
-            return True  # the package is not installed: nothing uses this access
+        except ImportError as exc:
+            if self.module not in sys.modules:
+                return True  # the package is not installed: nothing uses this access
+            passed, problem = False, f"ImportError: {exc}"  # installed, but without the name
         except Exception as exc:
             passed, problem = False, f"{type(exc).__name__}: {exc}"
         if not passed:
@@ -80,6 +82,6 @@ def usable(key: str) -> bool:
 
 
 def check_all() -> dict[str, bool]:
-    """Run the check of every guarded access whose package is already imported (at start-up: this never imports
-    a library the app does not use; the others are checked when their instrumentor first touches them)."""
-    return {key: p.usable() for key, p in GUARDED.items() if p.module.split(".")[0] in sys.modules}
+    """Run the check of every guarded access whose module is already imported (at start-up: this never imports
+    a module the app does not use; the others are checked when their instrumentor first touches them)."""
+    return {key: p.usable() for key, p in GUARDED.items() if p.module in sys.modules}

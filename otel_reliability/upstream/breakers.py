@@ -128,3 +128,88 @@ def circuitbreaker_remaining(cb: Any) -> float:
     if usable("circuitbreaker.settings"):
         return max(0.0, float((cb._opened + cb._recovery_timeout) - time.monotonic()))
     return max(0.0, float(cb.open_remaining))
+
+
+@guard(
+    "pybreaker.notify",
+    "pybreaker",
+    (
+        "CircuitBreaker._inc_counter",
+        "CircuitBreaker._create_new_state",
+        "CircuitBreakerState._handle_success",
+    ),
+    "the three places pybreaker tells its listeners, called exactly where and with what the listeners are told: "
+    "_inc_counter() inside the failure's except, before listener.failure; _handle_success() (one method for "
+    "every state) before listener.success; _create_new_state(new, prev_state=old, notify=True) for each "
+    "state_change(old, new)",
+    "a listener of ours in each breaker's public listeners (the same counts; the listener shows in breaker.listeners)",
+)
+def _check_pybreaker_notify() -> bool:
+    import sys
+
+    import pybreaker
+
+    base = pybreaker.CircuitBreakerState._handle_success
+    states = (pybreaker.CircuitClosedState, pybreaker.CircuitOpenState, pybreaker.CircuitHalfOpenState)
+    if any(getattr(cls, "_handle_success") is not base for cls in states):  # noqa: B009  (each state: one method)
+        return False
+    told: list[tuple[Any, ...]] = []
+    seen: list[tuple[Any, ...]] = []
+
+    class Told(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+        def failure(self, cb: Any, exc: BaseException) -> None:
+            told.append(("failure", exc))
+
+        def success(self, cb: Any) -> None:
+            told.append(("success",))
+
+        def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+            told.append(("state", old_state, new_state))
+
+    cb = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60, listeners=[Told()])
+    inc_counter, create_new_state = cb._inc_counter, cb._create_new_state
+    handle_success = cb.state._handle_success  # the public state property: the state object a call runs in
+
+    def spy_inc_counter(*args: Any, **kwargs: Any) -> Any:
+        result = inc_counter(*args, **kwargs)
+        seen.append(("failure", sys.exc_info()[1]))
+        return result
+
+    def spy_handle_success(*args: Any, **kwargs: Any) -> Any:
+        result = handle_success(*args, **kwargs)
+        seen.append(("success",))
+        return result
+
+    def spy_create_new_state(*args: Any, **kwargs: Any) -> Any:
+        state = create_new_state(*args, **kwargs)
+        if notifies(*args, **kwargs):
+            seen.append(("state", prev_state(*args, **kwargs), state))
+        return state
+
+    cb._inc_counter, cb._create_new_state = spy_inc_counter, spy_create_new_state  # type: ignore[method-assign]
+    cb.state._handle_success = spy_handle_success  # type: ignore[method-assign]
+
+    def fail() -> None:
+        raise ValueError("upstream check")
+
+    cb.call(lambda: None)
+    for _ in range(2):
+        with contextlib.suppress(ValueError, pybreaker.CircuitBreakerError):
+            cb.call(fail)
+    return (
+        len(told) == 4
+        and [t[0] for t in told] == ["success", "failure", "failure", "state"]
+        and told == seen
+        and told[3][2].name == pybreaker.STATE_OPEN
+        and cb.current_state == pybreaker.STATE_OPEN
+    )
+
+
+def notifies(new_state: Any, prev_state: Any = None, notify: bool = False) -> bool:
+    """Whether a ``_create_new_state(...)`` call tells the listeners (``state_change``)."""
+    return notify
+
+
+def prev_state(new_state: Any, prev_state: Any = None, notify: bool = False) -> Any:
+    """The state a notifying ``_create_new_state(...)`` call leaves."""
+    return prev_state

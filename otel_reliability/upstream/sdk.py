@@ -86,7 +86,7 @@ def _scratch_provider(**kwargs: Any) -> tuple[Any, Any]:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     reader = InMemoryMetricReader()
-    return MeterProvider(metric_readers=[reader], **kwargs), reader
+    return MeterProvider(metric_readers=[reader], shutdown_on_exit=False, **kwargs), reader
 
 
 def _points(reader: Any) -> dict[str, list[Any]]:

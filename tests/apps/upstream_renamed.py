@@ -162,7 +162,36 @@ def pool() -> dict[str, Any]:
     return {"pool_counter": count_value(c), "type": type(c).__name__}
 
 
+def prometheus() -> dict[str, Any]:
+    """What :9464 serves for a counter and a histogram: through our translation of the Readings' collections, or
+    the exporter's own reader where that translation moved."""
+    import os
+    import urllib.request
+
+    from opentelemetry import metrics
+
+    from otel_reliability import configurator
+    from otel_reliability.readings import Readings
+    from tests.support import free_port
+
+    port = free_port()
+    os.environ.update({"OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": str(port)})
+    readings = Readings(background=False, cache_seconds=0.0)
+    resource = Resource.create({"service.name": "renamed", "service.instance.id": "one"})
+    provider = MeterProvider(metric_readers=[readings], resource=resource)
+    readings.bind(provider)
+    metrics.set_meter_provider(provider)
+    configurator._start_prometheus(readings)
+    meter = metrics.get_meter("otel_reliability.breakers")
+    meter.create_counter("renamed_calls").add(5, {"k": "v"})
+    meter.create_histogram("renamed_time", explicit_bucket_boundaries_advisory=[0.1, 1.0]).record(0.5)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {"served": sorted(line for line in text.splitlines() if "renamed" in line)}
+
+
 RUN = {
+    "prometheus": prometheus,
     "histogram": histograms,
     "sdk_config": sdk_config,
     "suppress": suppress,

@@ -86,27 +86,91 @@ _OPENED = "pybreaker.opened_monotonic"
 
 def adopt(breaker: Any, registry: BreakerRegistry = BREAKERS, name: str | None = None) -> TrackedBreaker:
     """Know one pybreaker breaker (created before instrumentation, or from ``__init__``). Nothing is attached to
-    it: its outcomes are counted by the class-level wrappers of ``instrument``."""
-    return registry.track(
+    it (its outcomes are counted by the class-level wrappers of ``instrument``), except where pybreaker's
+    notification points changed shape: then our listener (``upstream.breakers``' fallback)."""
+    tracked = registry.track(
         breaker,
         ADAPTER,
         name=name,
         fallback_name=creation_site(1),
         initial_state=canonical_state(breaker.current_state) or "closed",
     )
+    listener = _listeners.get(registry)
+    if listener is not None and listener not in breaker.listeners:
+        breaker.add_listener(listener)
+    return tracked
 
 
-def _patched() -> list[tuple[Any, str]]:
-    """Every (class, method) this module wraps."""
+_listeners: dict[BreakerRegistry, Any] = {}  # registry -> our listener, only where the wrappers cannot be used
+
+
+def _patched(notify: bool = True) -> list[tuple[Any, str]]:
+    """Every (class, method) this module wraps (``notify``: the three notification points too)."""
     import pybreaker
 
-    return [
-        (pybreaker.CircuitBreaker, "__init__"),
+    points = [
         (pybreaker.CircuitBreaker, "_inc_counter"),
         (pybreaker.CircuitBreaker, "_create_new_state"),
         (pybreaker.CircuitBreakerState, "_handle_success"),
+    ]
+    return [
+        (pybreaker.CircuitBreaker, "__init__"),
+        *(points if notify else []),
         (pybreaker.CircuitOpenState, "before_call"),
     ]
+
+
+class _Counting:
+    """What each notification counts, called from the wrappers (or from our listener, the fallback)."""
+
+    def __init__(self, registry: BreakerRegistry, state_name: Any, candidates: Any) -> None:
+        self.registry, self.state_name, self.candidates = registry, state_name, candidates
+
+    # Counted before ``on_failure`` may open the breaker, as a listener's ``failure`` is; the span shows the state
+    # the call ran in. If this failure trips the breaker, pybreaker raises CircuitBreakerError from inside the
+    # handling of the failure: the tag on the failure (its __context__) tells the HTTP mapping which breaker opened.
+    def failure(self, breaker: Any, failure: BaseException | None) -> None:
+        tracked = self.registry.lookup(breaker)
+        if tracked is not None:
+            tracked.record_failure()
+            annotate_span(tracked.name, canonical_state(self.state_name(breaker)))
+            if failure is not None:
+                tag_error(failure, tracked)
+
+    # After ``on_success``, so the span shows the state the call left the breaker in.
+    def success(self, breaker: Any) -> None:
+        tracked = None if breaker is None else self.registry.lookup(breaker)
+        if tracked is not None:
+            tracked.record_success()
+            if spans_possible():  # nothing else is paid when no span can record (metrics-only set-ups)
+                span = get_current_span()
+                if span.is_recording():
+                    annotate_span(tracked.name, canonical_state(self.state_name(breaker)), span)
+
+    def transition(self, breaker: Any, old: Any, state: Any) -> None:
+        tracked = self.registry.lookup(breaker)
+        if tracked is not None:
+            previous = canonical_state(old.name) if old is not None else None
+            new = canonical_state(state.name)
+            if new == "open":
+                tracked.extra[_OPENED] = time.monotonic()
+            tracked.record_transition(new, previous)
+
+
+def _listener(counting: _Counting) -> Any:
+    import pybreaker
+
+    class Listener(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+        def failure(self, cb: Any, exc: BaseException) -> None:
+            counting.failure(cb, exc)
+
+        def success(self, cb: Any) -> None:
+            counting.success(cb)
+
+        def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+            counting.transition(cb, old_state, new_state)
+
+    return Listener()
 
 
 def instrument(registry: BreakerRegistry = BREAKERS) -> None:
@@ -115,65 +179,45 @@ def instrument(registry: BreakerRegistry = BREAKERS) -> None:
     ``_create_new_state(notify=True)``: a transition) and ``CircuitOpenState.before_call`` (count refusals);
     ``uninstrument`` unwraps them. No listener of ours is ever in ``breaker.listeners``: a user who builds a
     breaker from another's listeners (``CircuitBreaker(listeners=a.listeners)``) copies only their own, and
-    pybreaker's own listener API behaves as if we were not there."""
+    pybreaker's own listener API behaves as if we were not there. (Unless the notification points changed
+    shape, ``upstream.breakers``' check: then one WARNING, and a listener of ours counts the same.)"""
     import pybreaker
     from wrapt import wrap_function_wrapper
 
-    patched = _patched()
-    if is_wrapped(*patched[0]):
+    if is_wrapped(pybreaker.CircuitBreaker, "__init__"):
         return
     state_name = upstream.pybreaker_state_name()  # checks pybreaker's private state before a scratch breaker
+    notify = upstream.usable("pybreaker.notify")  # builds a scratch breaker too: before __init__ is wrapped
     error_cls = pybreaker.CircuitBreakerError
 
     def candidates() -> list[Any]:
         return [b for b in (t.breaker for t in registry.tracked(LIBRARY)) if b is not None]
+
+    counting = _Counting(registry, state_name, candidates)
 
     def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         wrapped(*args, **kwargs)
         adopt(instance, registry)
 
     # pybreaker counts a failure (and tells its listeners) right after ``_inc_counter``, inside the ``except``
-    # of the call: the exception in hand is the failure. Counted before ``on_failure`` may open the breaker,
-    # as a listener's ``failure`` was; the span shows the state the call ran in.
+    # of the call: the exception in hand is the failure.
     def inc_counter(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        tracked = registry.lookup(instance)
-        if tracked is not None:
-            tracked.record_failure()
-            annotate_span(tracked.name, canonical_state(state_name(instance)))
-            # If this failure trips the breaker, pybreaker raises CircuitBreakerError from inside the handling
-            # of the failure: the tag on it (its __context__) tells the HTTP mapping which breaker opened.
-            failure = sys.exc_info()[1]
-            if failure is not None:
-                tag_error(failure, tracked)
+        counting.failure(instance, sys.exc_info()[1])
         return result
 
     # A success (an excluded exception is one too: pybreaker handles it as a success), counted where pybreaker
-    # tells its listeners: after ``on_success``, so the span shows the state the call left the breaker in.
+    # tells its listeners.
     def handle_success(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        breaker = upstream.pybreaker_breaker_of(instance, candidates)
-        tracked = None if breaker is None else registry.lookup(breaker)
-        if tracked is not None:
-            tracked.record_success()
-            if spans_possible():  # nothing else is paid when no span can record (metrics-only set-ups)
-                span = get_current_span()
-                if span.is_recording():
-                    annotate_span(tracked.name, canonical_state(state_name(breaker)), span)
+        counting.success(upstream.pybreaker_breaker_of(instance, candidates))
         return result
 
     # ``notify=True`` is exactly when pybreaker tells its listeners ``state_change``.
     def create_new_state(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         state = wrapped(*args, **kwargs)
-        if _notifies(*args, **kwargs):
-            tracked = registry.lookup(instance)
-            if tracked is not None:
-                old = _prev_state(*args, **kwargs)
-                previous = canonical_state(old.name) if old is not None else None
-                new = canonical_state(state.name)
-                if new == "open":
-                    tracked.extra[_OPENED] = time.monotonic()
-                tracked.record_transition(new, previous)
+        if upstream.notifies(*args, **kwargs):
+            counting.transition(instance, upstream.prev_state(*args, **kwargs), state)
         return state
 
     def before_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -189,20 +233,23 @@ def instrument(registry: BreakerRegistry = BREAKERS) -> None:
                     tracked.record_rejected(exc)
             raise
 
-    wrappers = [init, inc_counter, create_new_state, handle_success, before_call]
-    for (owner, name), wrapper in zip(patched, wrappers, strict=True):
+    if not notify:
+        _listeners[registry] = _listener(counting)
+        for breaker in candidates():
+            adopt(breaker, registry)
+    points = [inc_counter, create_new_state, handle_success] if notify else []
+    wrappers = [init, *points, before_call]
+    for (owner, name), wrapper in zip(_patched(notify), wrappers, strict=True):
         wrap_function_wrapper(owner, name, wrapper)
-
-
-def _notifies(new_state: Any, prev_state: Any = None, notify: bool = False) -> bool:
-    return notify
-
-
-def _prev_state(new_state: Any, prev_state: Any = None, notify: bool = False) -> Any:
-    return prev_state
 
 
 def uninstrument(registry: BreakerRegistry = BREAKERS) -> None:
     for owner, name in _patched():
-        unwrap(owner, name)
+        if is_wrapped(owner, name):
+            unwrap(owner, name)
+    listener = _listeners.pop(registry, None)
+    if listener is not None:
+        for tracked in registry.tracked(LIBRARY):
+            if tracked.breaker is not None and listener in tracked.breaker.listeners:
+                tracked.breaker.remove_listener(listener)
     registry.clear(LIBRARY)
