@@ -32,7 +32,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_reliability import semconv
+from otel_reliability import semconv, upstream
 from otel_reliability.instrumentation._lean_span import LeanSpan, LeanTracer
 
 Scope = MutableMapping[str, Any]
@@ -58,24 +58,7 @@ GETTER = _HeaderGetter()
 
 def available() -> bool:
     """Whether contrib's attribute builder can be called here (else the contrib layer makes the spans)."""
-    try:
-        _contrib_request_attributes()
-    except (ImportError, AttributeError):
-        return False
-    return True
-
-
-def _contrib_request_attributes() -> Any:
-    """contrib's attribute builder for the stable HTTP conventions (its mode enum is not public)."""
-    from opentelemetry.instrumentation._semconv import _StabilityMode
-    from opentelemetry.instrumentation.asgi import collect_request_attributes
-
-    mode = _StabilityMode.HTTP
-
-    def collect(scope: Scope) -> dict[str, Any]:
-        return collect_request_attributes(scope, mode)  # type: ignore[no-any-return]
-
-    return collect
+    return upstream.usable("contrib.http_semconv")
 
 
 class ServerSpans:
@@ -90,7 +73,7 @@ class ServerSpans:
         self._lean = LeanTracer.for_provider(provider, InstrumentationScope(name, __version__, _SCHEMA_URL))
         self._tracer = trace.get_tracer(name, __version__, tracer_provider, schema_url=_SCHEMA_URL)
         self._fields: tuple[Any, frozenset[bytes]] | None = None
-        self._collect = _contrib_request_attributes()
+        self._collect = upstream.contrib.request_attributes()
         self._static: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._names: dict[tuple[str, str | None], str] = {}
 

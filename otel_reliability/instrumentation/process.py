@@ -67,7 +67,7 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from otel_reliability import semconv
+from otel_reliability import semconv, upstream
 from otel_reliability.instrumentation import cgroup
 from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.version import __version__
@@ -110,11 +110,9 @@ def _upstream_active_names() -> set[str]:
         from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
     except Exception:  # a broken optional install must not stop ours
         return set()
-    instance = getattr(SystemMetricsInstrumentor, "_instance", None)
-    if instance is None or not getattr(instance, "_is_instrumented_by_opentelemetry", False):
-        return set()
-    config = getattr(instance, "_config", {}) or {}
-    return {name for name in (CPU_UTILIZATION, MEMORY_USAGE, THREAD_COUNT) if name in config}
+    return upstream.contrib.system_metrics_names(
+        SystemMetricsInstrumentor, (CPU_UTILIZATION, MEMORY_USAGE, THREAD_COUNT)
+    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ package's source and fails on one that is not).
 
 from __future__ import annotations
 
-from otel_reliability.upstream import breakers, exporters, runtime, sdk
+from otel_reliability.upstream import breakers, contrib, exporters, runtime, sdk
 from otel_reliability.upstream._registry import GUARDED, Private, check_all, guard, usable
 
 # Read where they are used, each with a default or an ImportError fallback that keeps the data right
@@ -41,9 +41,10 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
         ("_log_exporter", "_common", "_OTLPHTTPClient", "_preferred_temporality", "_endpoint"),
         "export_logs: without them the exporters log as upstream does (one line per failure)",
     ),
-    "opentelemetry.instrumentation (contrib)": (
-        ("_is_instrumented_by_opentelemetry", "_instance", "_config"),
-        "read with getattr defaults: unknown means not instrumented / upstream's defaults",
+    "opentelemetry.instrumentation.fastapi": (
+        ("_is_instrumented_by_opentelemetry",),
+        "FastAPIInstrumentor's flag on an app, read to skip a second instrument_app(); that call checks the same "
+        "flag itself, so a rename costs one upstream log line, never data",
     ),
     "fastapi.telemetry": (
         ("_api", "_RequestTelemetry", "_route_selected", "_telemetry"),
@@ -95,11 +96,19 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
         "LeanSpan is a ReadableSpan filled in place: LeanTracer.for_provider checks a probe span's properties once; "
         "on a mismatch (or without the processor and limits) the SDK's own tracer makes the span",
     ),
-    "opentelemetry.instrumentation._semconv": (
-        ("_semconv", "_StabilityMode"),
-        "contrib's mode argument for collect_request_attributes; without it the contrib HTTP layer is chosen",
-    ),
     "sys, os": (("_getframe", "_exit"), "CPython's documented private-named functions"),
 }
 
-__all__ = ["GUARDED", "NOTED", "Private", "breakers", "check_all", "exporters", "guard", "runtime", "sdk", "usable"]
+__all__ = [
+    "GUARDED",
+    "NOTED",
+    "Private",
+    "breakers",
+    "check_all",
+    "contrib",
+    "exporters",
+    "guard",
+    "runtime",
+    "sdk",
+    "usable",
+]

@@ -190,7 +190,85 @@ def prometheus() -> dict[str, Any]:
     return {"served": sorted(line for line in text.splitlines() if "renamed" in line)}
 
 
+def server_span() -> dict[str, Any]:
+    """The SERVER span of two requests through the HTTP layer the distro chooses for a traced FastAPI app: the
+    lean one, or contrib's where contrib's attribute builder moved (the same span either way)."""
+    import os
+
+    os.environ.update({"OTEL_SEMCONV_STABILITY_OPT_IN": "http", "OTEL_TRACES_EXPORTER": "otlp"})
+    from fastapi import FastAPI
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from starlette.testclient import TestClient
+
+    from otel_reliability import config
+    from otel_reliability.instrumentation.http_server import LeanHTTPMiddleware, choose_layer
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
+
+    @app.get("/items/{item_id}")
+    def read_item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    layer = choose_layer(os.environ, config.settings())
+    if layer == "contrib":
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=["receive", "send"])
+    else:
+        original = app.build_middleware_stack
+        app.build_middleware_stack = lambda: LeanHTTPMiddleware(original(), tracer_provider=provider)  # type: ignore[method-assign]
+    client = TestClient(app, base_url="http://example.com:8080")
+    client.get("/items/3?a=b", headers={"user-agent": "ua/1"})
+    client.get("/items/x")
+    spans = [
+        [s.name, str(s.kind), dict(s.attributes or {}), str(s.status.status_code)]
+        for s in exporter.get_finished_spans()
+        if s.kind.name == "SERVER"
+    ]
+    return {"layer": layer, "spans": spans}
+
+
+def system_metrics() -> dict[str, Any]:
+    """Which process names an instrumented upstream SystemMetricsInstrumentor already emits (a stand-in class:
+    the package is not installed here)."""
+    import importlib.machinery
+    import types
+
+    from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+    from otel_reliability.instrumentation import process
+
+    class SystemMetricsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+        def __init__(self, config: dict[str, Any] | None = None) -> None:
+            self._config = config or {}
+
+        def instrumentation_dependencies(self) -> list[str]:
+            return []
+
+        def _instrument(self, **kwargs: Any) -> None:
+            pass
+
+        def _uninstrument(self, **kwargs: Any) -> None:
+            pass
+
+    name = "opentelemetry.instrumentation.system_metrics"
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    module.SystemMetricsInstrumentor = SystemMetricsInstrumentor  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    before = sorted(process._upstream_active_names())
+    SystemMetricsInstrumentor(config={process.CPU_UTILIZATION: ["utilization"]}).instrument()
+    return {"before": before, "after": sorted(process._upstream_active_names())}
+
+
 RUN = {
+    "server_span": server_span,
+    "system_metrics": system_metrics,
     "prometheus": prometheus,
     "histogram": histograms,
     "sdk_config": sdk_config,
