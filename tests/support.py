@@ -196,7 +196,8 @@ def start_app(
     workers: int = 1,
     instrument: bool = True,
     wait_path: str = "/api/health/live",
-    timeout: float = 30,
+    # An instrumented start takes 1-2 s on an idle machine and ~10 s at load 7 (2 cores); a hang shows its stacks.
+    timeout: float = 60,
     log_dir: Path | None = None,
     port: int | None = None,
     metrics_port: int | None = None,
@@ -233,9 +234,25 @@ def start_app(
             what=f"{target} to answer {wait_path}",
         )
     except AssertionError:
+        stacks = python_stacks(proc.pid) if proc.poll() is None else "(the process had exited)"
         app.stop()
-        raise AssertionError(f"app did not start; log:\n{app.log()}") from None
+        raise AssertionError(f"app did not start; log:\n{app.log()}\nits threads then:\n{stacks}") from None
     return app
+
+
+def python_stacks(pid: int) -> str:
+    """Every thread's Python stack in ``pid`` and its children (py-spy), to tell a hang from a slow start."""
+    pids = [
+        pid,
+        *(int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()),
+    ]
+    out = []
+    for one in pids:
+        done = subprocess.run(
+            [str(BIN / "py-spy"), "dump", "--pid", str(one)], capture_output=True, text=True, timeout=30
+        )
+        out.append(f"--- pid {one}\n{done.stdout or done.stderr}")
+    return "\n".join(out)
 
 
 # --- PostgreSQL: a private cluster owned by the postgres user, on a free loopback port ---------------------------
