@@ -20,7 +20,7 @@ _PUBLIC = {
     "register_stuck_detector": "otel_reliability.instrumentation.stuck",
     "run_in_transaction": "otel_reliability.db.transactions",
     "run_in_transaction_async": "otel_reliability.db.transactions",
-    "temp_file": "otel_reliability.tempfiles",
+    "temp_file": "otel_reliability.instrumentation.tempfiles",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

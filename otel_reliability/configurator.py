@@ -40,8 +40,8 @@ from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKCon
 from opentelemetry.sdk.metrics.export import MetricsData
 
 from otel_reliability import config, console, export_logs, launchers, shutdown, upstream
-from otel_reliability.instrumentation._published import install_quiet_views
-from otel_reliability.readings import Readings, _retention, install
+from otel_reliability.instrumentation import install_quiet_views
+from otel_reliability.readings import Readings, install, retention
 
 _logger = logging.getLogger("otel_reliability")
 
@@ -112,7 +112,7 @@ def configure_sdk(*, forked_worker: bool = False, **kwargs: Any) -> Readings:
     install_quiet_views(provider)
     reader = Readings(
         snapshot_interval=settings.snapshot_interval,
-        retention=_retention(settings.error_window),
+        retention=retention(settings.error_window),
         cache_seconds=settings.health_cache,
     )
     install(reader.bind(provider))
@@ -285,7 +285,7 @@ def configure(app: Any = None) -> None:
 
     if not _configured:
         _configured = True
-        if readings._readings is None and not hasattr(metrics.get_meter_provider(), "add_metric_reader"):
+        if not readings.installed() and not hasattr(metrics.get_meter_provider(), "add_metric_reader"):
             console.install()
             settings = config.load()
             validate_otel_environment(os.environ)

@@ -38,15 +38,19 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _targets(module: str, path: Path, node: ast.Import | ast.ImportFrom) -> list[str]:
-    if isinstance(node, ast.Import):
-        return [alias.name for alias in node.names]
+def _from(module: str, path: Path, node: ast.ImportFrom) -> str:
+    """The module a ``from ... import`` names, relative imports resolved."""
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     if node.level:
         base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-        target = ".".join(base + ([node.module] if node.module else []))
-    else:
-        target = node.module or ""
+        return ".".join(base + ([node.module] if node.module else []))
+    return node.module or ""
+
+
+def _targets(module: str, path: Path, node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    target = _from(module, path, node)
     return [f"{target}.{a.name}" if f"{target}.{a.name}" in MODULES else target for a in node.names]
 
 
@@ -182,6 +186,109 @@ def test_health_never_imports_an_instrumentors_private_module():
         if _under(dst, "instrumentation") and any(part.startswith("_") for part in dst.split("."))
     )
     assert private == []
+
+
+def _room(module: str) -> str:
+    """The top-level package or module a module belongs to (``instrumentation``, ``readings``, ``config``, ...;
+    the root package is a room of its own)."""
+    return _short(module).split(".")[0]
+
+
+def _private(parts: list[str]) -> bool:
+    return any(part.startswith("_") and not part.startswith("__") for part in parts)
+
+
+def _private_reaches() -> list[str]:
+    """Every place where a module uses another room's private module or name: ``from otel_reliability.X._y import
+    ...``, ``from otel_reliability.X import _y`` (a module or any other name), ``import otel_reliability.X._y``,
+    and ``alias._y`` on a module of another room bound by an import. Inside its own room a module may use
+    anything; across rooms only what the other room names publicly."""
+    found = []
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(), str(path))
+        aliases: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name in MODULES:
+                        if _room(alias.name) != _room(module) and _private(alias.name.split(".")[1:]):
+                            found.append(f"{_short(module)}:{node.lineno}: import {alias.name}")
+                        if alias.asname:
+                            aliases[alias.asname] = alias.name
+            elif isinstance(node, ast.ImportFrom):
+                target = _from(module, path, node)
+                for name in node.names:
+                    full = f"{target}.{name.name}"
+                    if not full.startswith("otel_reliability."):
+                        continue
+                    if full in MODULES:
+                        aliases[name.asname or name.name] = full
+                    if _room(full) != _room(module) and _private(full.split(".")[1:]):
+                        found.append(f"{_short(module)}:{node.lineno}: from {target} import {name.name}")
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and _room(aliases[node.value.id]) != _room(module)
+                and _private([node.attr])
+            ):
+                found.append(f"{_short(module)}:{node.lineno}: {node.value.id}.{node.attr}")
+    return sorted(found)
+
+
+def _room_graph() -> dict[str, set[str]]:
+    rooms: dict[str, set[str]] = {}
+    for module, deps in GRAPH.items():
+        rooms.setdefault(_room(module), set()).update(_room(d) for d in deps if _room(d) != _room(module))
+    return rooms
+
+
+def test_no_arrow_runs_back_up_between_rooms():
+    """Rooms (top-level packages and modules) form floors: if A imports from B, nothing in B imports from A, at
+    any distance. A module-level check alone lets instrumentation/tempfiles.py import tempfiles.py while
+    tempfiles.py imports instrumentation/_instrumented.py: no module cycle, but two rooms each above the other."""
+    rooms = _room_graph()
+    back = []
+    for room in sorted(rooms):
+        seen: set[str] = set()
+        todo = sorted(rooms[room])
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            todo.extend(rooms.get(current, ()))
+        if room in seen:
+            back.append(room)
+    assert back == []
+
+
+def test_no_module_uses_another_rooms_private_names():
+    """A name starting with ``_`` is its room's to change; one used from another room is a public name in
+    disguise, and renaming it breaks a module its author never looked at."""
+    assert _private_reaches() == []
+
+
+def test_the_private_name_check_sees_each_kind_of_reach(monkeypatch):
+    """Guards the check itself: each form of reaching in must be found."""
+    source = (
+        "from otel_reliability.instrumentation._published import install_quiet_views\n"
+        "from otel_reliability.readings import _retention\n"
+        "import otel_reliability.instrumentation._instrumented\n"
+        "from otel_reliability import readings\n"
+        "readings._readings\n"
+    )
+    fake = PACKAGE / "cli" / "__init__.py"
+    original = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: source if self == fake else original(self, *a, **k))
+    found = [line for line in _private_reaches() if line.startswith("cli:")]
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "from otel_reliability.instrumentation._published import install_quiet_views",
+        "from otel_reliability.readings import _retention",
+        "import otel_reliability.instrumentation._instrumented",
+        "readings._readings",
+    ]
 
 
 def test_the_database_helpers_import_no_instrumentor():

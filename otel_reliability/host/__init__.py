@@ -47,9 +47,9 @@ def start_master(settings: config.Settings, launcher: str) -> HostAggregator:
     """In the master or supervisor, before any worker starts: the shared directory and its aggregator."""
     global _aggregator
     from otel_reliability.host.master import HostAggregator
-    from otel_reliability.readings import _retention
+    from otel_reliability.readings import retention as readings_retention
 
-    retention = _retention(settings.error_window)
+    retention = readings_retention(settings.error_window)
     aggregator = HostAggregator(history_interval=settings.snapshot_interval, retention=retention)
     os.environ[config.HOST_DIR.name] = str(aggregator.path)  # inherited by forked and spawned workers
     aggregator.start()

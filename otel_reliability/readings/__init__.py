@@ -49,7 +49,19 @@ from otel_reliability.readings.model import (
     window_between,
 )
 
-__all__ = ["Attributes", "Point", "Readings", "Snapshot", "Window", "install", "quantile", "readings", "rfc3339"]
+__all__ = [
+    "Attributes",
+    "Point",
+    "Readings",
+    "Snapshot",
+    "Window",
+    "install",
+    "installed",
+    "quantile",
+    "readings",
+    "retention",
+    "rfc3339",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -311,6 +323,11 @@ def readings() -> Readings:
         return _readings
 
 
+def installed() -> bool:
+    """Whether this process has its Readings already (a configurator installed them, or they were attached)."""
+    return _readings is not None
+
+
 def install(reader: Readings) -> None:
     """Make ``reader`` the process-wide Readings (the configurator calls this with the reader it registered)."""
     global _readings
@@ -330,7 +347,7 @@ def _attach_late() -> Readings:
     current = settings()
     reader = Readings(
         snapshot_interval=current.snapshot_interval,
-        retention=_retention(current.error_window),
+        retention=retention(current.error_window),
         cache_seconds=current.health_cache,
     )
     provider = metrics.get_meter_provider()
@@ -346,7 +363,9 @@ def _attach_late() -> Readings:
     return reader
 
 
-def _retention(error_window: float) -> float:
+def retention(error_window: float) -> float:
+    """Seconds of window history to keep for an error window (``OTEL_RELIABILITY_ERROR_WINDOW``): the window plus
+    a minute, and never under two minutes, so a window always finds a snapshot at least as old as its start."""
     return max(error_window, 60.0) + 60.0
 
 
