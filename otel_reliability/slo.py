@@ -172,10 +172,3 @@ def rules(settings: config.Settings, job: str | None = None) -> str:
             f"          slo: {objective.name}",
         ]
     return "\n".join(groups) + "\n"
-
-
-def budget_remaining(bad: float, total: float, objective: Objective) -> float | None:
-    """1 - (bad / total) / budget: the share of the error budget left after ``bad`` of ``total`` requests."""
-    if total <= 0:
-        return None
-    return 1.0 - (bad / total) / objective.budget

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
@@ -160,3 +161,15 @@ def test_bad_prometheus_port_stops_start_up() -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "OTEL_EXPORTER_PROMETHEUS_PORT='94640'" in proc.stderr
+
+
+def test_a_deprecated_variable_still_starts_but_says_once_that_it_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """0.1.0 accepted OTEL_RELIABILITY_STATEMENT_TIMEOUT_INTERVAL: a set-up that sets it keeps starting, and
+    learns that it does nothing."""
+    config._warned.discard(config.STATEMENT_TIMEOUT_INTERVAL.name)
+    with caplog.at_level(logging.WARNING, logger="otel_reliability"):
+        config.load({"OTEL_RELIABILITY_STATEMENT_TIMEOUT_INTERVAL": "60"})
+        config.load({"OTEL_RELIABILITY_STATEMENT_TIMEOUT_INTERVAL": "60"})
+        config.load({})
+    warnings = [r.getMessage() for r in caplog.records if "STATEMENT_TIMEOUT_INTERVAL" in r.getMessage()]
+    assert len(warnings) == 1 and "deprecated and ignored" in warnings[0]

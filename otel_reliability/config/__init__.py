@@ -172,7 +172,14 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     )
     if unknown:
         raise ConfigError(unknown[0], env[unknown[0]], "one of the documented OTEL_RELIABILITY_* variables")
+    for var in VARIABLES:
+        if var.deprecated and var.name in env and var.name not in _warned:
+            _warned.add(var.name)
+            _logger.warning("otel-reliability: %s is deprecated and ignored: %s", var.name, var.deprecated)
     return Settings(**values)
+
+
+_warned: set[str] = set()  # deprecated variables already warned about: once per process
 
 
 _KNOWN = frozenset(v.name for v in VARIABLES)

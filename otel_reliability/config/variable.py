@@ -24,14 +24,15 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Variable(Generic[T]):
-    """One environment variable: its name, default, parser and documentation."""
+    """One environment variable: its name, default, parser and the allowed form a bad value is told (what it
+    means is the docstring below its declaration in ``variables.py``, and the README's table)."""
 
     name: str
     default: str
     parse: Callable[[str], T]
     allowed: str
-    doc: str
     secret: bool = False
+    deprecated: str | None = None  # set: why it is ignored; a start-up WARNING says so when the variable is set
 
 
 def _number(minimum: float, maximum: float | None = None) -> Callable[[str], float]:

@@ -109,10 +109,6 @@ class HealthRegistry:
         with self._lock:
             self._views[view.name] = view
 
-    def remove_view(self, name: str) -> None:
-        with self._lock:
-            self._views.pop(name, None)
-
     def add_action(self, action: AdminAction) -> None:
         with self._lock:
             self._actions[(action.method.upper(), action.path)] = action

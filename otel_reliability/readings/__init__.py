@@ -99,7 +99,6 @@ class Readings(MetricReader):
         self._received: Snapshot | None = None
         self._history = _History(retention=retention)
         self._started_at = clock()
-        self._attached = False
         self._background = background
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
