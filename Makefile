@@ -30,7 +30,7 @@ test: lint services collector tools matrix-ci
 compat: install services
 	$(BIN)/python scripts/compat.py
 
-## PostgreSQL and Prometheus from Debian's packages (installed when missing; tests start their own instances).
+## PostgreSQL, wrk and Chromium from Debian's packages (installed when missing; tests start their own instances).
 services:
 	bash scripts/test-services.sh
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the tests start (PostgreSQL, Prometheus + promtool, wrk, Chromium) from Debian's packages when missing.
+# Installs what the tests start (PostgreSQL, wrk, Chromium) from Debian's packages when missing. Prometheus 3 and
+# promtool are built from their module by scripts/build-tools.sh (Debian's are 2.x).
 # The tests start their own instances on free loopback ports; nothing here stays running.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)   # the benchmark smoke test
 [ -x /usr/bin/chromium ] || need+=(chromium)    # the status page in a real browser (Playwright drives it)
 if [ ${#need[@]} -gt 0 ]; then
@@ -16,7 +16,5 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# Debian starts a default cluster and a prometheus service on install; the tests use their own instances.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
-pkill -x prometheus >/dev/null 2>&1 || true
-echo "test-services: postgresql $(ls /usr/lib/postgresql | tail -1), $(promtool --version 2>&1 | head -1), $(dpkg-query -W -f='chromium ${Version}' chromium 2>/dev/null)"
+# Debian starts a default cluster on install; the tests start their own instances.
+echo "test-services: postgresql $(ls /usr/lib/postgresql | tail -1), $(dpkg-query -W -f='chromium ${Version}' chromium 2>/dev/null)"
