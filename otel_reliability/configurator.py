@@ -23,7 +23,7 @@ publishes its readings for it and answers health for the host. A spawning superv
 ``fastapi run --workers``, ``fastapi dev``, hypercorn) is set up as a single process first and becomes the
 master when it starts its workers; its :9464 then renders the host. By OTLP each worker still exports its own
 metrics under its own ``service.instance.id``. With OTEL_RELIABILITY_PREFORK=false, one worker serves :9464
-for itself, as before.
+for itself, as in a single process.
 """
 
 from __future__ import annotations

@@ -86,8 +86,8 @@ def watch_supervisors(on_supervisor: Callable[[str], None]) -> None:
 # answers from a thread it starts only once its interpreter, opentelemetry-instrument's set-up and the unpickling of
 # its target are done: ~1 s on an idle machine, and beyond 5 s on a busy one, where the supervisor then kills every
 # new worker before it could answer, again and again ("Child process [N] died"; plain uvicorn starts in ~0.3 s).
-# Until a worker has answered once, it gets STARTUP_GRACE instead; after that, the user's timeout as before, so a
-# hung worker is still found as fast.
+# Until a worker has answered once, it gets STARTUP_GRACE instead; after that, the user's own timeout, so a hung
+# worker is still found as fast.
 STARTUP_GRACE = 30.0
 _answered: Any = None  # weakref.WeakSet of the uvicorn Process objects whose worker has answered a ping
 

@@ -38,7 +38,8 @@ STATUS = semconv.ATTR_HTTP_RESPONSE_STATUS_CODE
 ERROR_TYPE = semconv.ATTR_ERROR_TYPE
 UNMATCHED = "(unmatched)"
 SPIKE_WINDOW = 60.0
-"""Seconds over which errors are counted for spike detection (the seed's "errors in the last 60 seconds")."""
+"""Seconds over which errors are counted for spike detection ("errors in the last minute": short enough to tell a
+burst from the error-rate window's steady share)."""
 
 
 @dataclass

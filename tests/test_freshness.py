@@ -1,5 +1,5 @@
 """Health that never lags or lies: a real uvicorn under opentelemetry-instrument with the *default* health cache,
-and nothing scraping :9464 (a scrape used to be what refreshed health)."""
+and nothing scraping :9464 (health must be fresh without a scrape to refresh it)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""``otel-reliability check --url``: the seed's morning checklist, run against one live app.
+"""``otel-reliability check --url``: the morning checklist, run against one live app.
 
     otel-reliability check [--url http://127.0.0.1:8000] [--token T] [--admin-token T] [--json] [--timeout S]
 
-The seed's routine is four curl calls read by a human. This runs them (and two more), reads the same health
+A morning routine of curl calls read by a human misses what it is not shown. This asks the same health
 views Prometheus-side alerts are built from, and prints one line per item: circuit breakers, error rate,
 database pool, stuck operations, process resources, statement timeout. An item that needs attention says
 what to do next. ``--json`` prints the same as one JSON document for scripts.

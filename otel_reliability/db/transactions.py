@@ -21,8 +21,8 @@ Never retried: ``IntegrityError`` (a unique or foreign-key violation fails the s
 ``ProgrammingError``/``DataError`` (a bug), and any exception that is not a database error (raised by ``work``
 itself).
 
-Why the whole unit and not ``session.commit()``: the seed's ``_commit_with_retry(session)`` calls ``commit()``
-again after a failed one. After a failed flush or commit, SQLAlchemy rolls the session's transaction back: new
+Why the whole unit and not ``session.commit()`` (a ``_commit_with_retry(session)`` that calls ``commit()`` again
+after a failed one loses data): after a failed flush or commit, SQLAlchemy rolls the session's transaction back: new
 objects are expunged and loaded ones expired, so a second ``commit()`` commits an *empty* transaction and
 reports success while the changes are gone. And a serialization failure means the transaction read data that
 another one changed: committing the same writes again is exactly what the database just refused; the reads

@@ -1,10 +1,10 @@
 """The PostgreSQL ``statement_timeout`` each pool's sessions really run with, read on each new connection.
 
 Why: a ``statement_timeout`` set in a config file, a ``connect_args`` option or ``ALTER DATABASE ... SET`` can be
-lost in a migration, a new role or a pooler in between; then one runaway query holds locks for hours. The seed
-read it with ``SHOW`` inside a health request, holding one of the app's connections for it; the first version
-of this package read it in the background on an idle pooled connection, so under a saturated pool it was never
-read, and its checkouts showed in the app's pool metrics.
+lost in a migration, a new role or a pooler in between; then one runaway query holds locks for hours. Not read
+with ``SHOW`` inside a health request (that holds one of the app's connections for it), nor in the background on
+an idle pooled connection (under a saturated pool there is none, and its checkouts would show in the app's pool
+metrics).
 
 Here it is read once per DBAPI connection, on that connection's first checkout (the pool's ``checkout`` event,
 so every ``connect`` listener of the app has already run: the value is what the app's sessions see). It costs

@@ -135,8 +135,8 @@ _instruments: tuple[str, ...] = ()
 """Empty: ``temp_file`` is this package's own API, no library is patched."""
 
 SCOPE = "otel_reliability.operations"
-"""The instrumentation scope the temp-file series have always had (the ``otel_scope_name`` label on :9464);
-kept when they got their own instrumentor, so no series changes its labels."""
+"""The instrumentation scope of the temp-file series (the ``otel_scope_name`` label on :9464): the operations
+instrumentor's, whose series they sit beside; another scope would change every temp-file series' labels."""
 
 
 class TempFilesInstrumentor(BaseInstrumentor):  # type: ignore[misc]

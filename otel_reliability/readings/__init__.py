@@ -8,8 +8,8 @@ readers. Health views never reach into an instrumentor's private state: they ask
 Windows come from periodic snapshots of the cumulative sums and histogram counts: the count of errors in
 the last 300 s is ``count(now) - count(at the newest snapshot taken at least 300 s ago)``. That is exact at
 any request rate and costs memory proportional to (window / snapshot interval) x number of series, never
-proportional to traffic. (The seed's deque of the last 1000 events is wrong as soon as more than 1000
-events fall in the window.) The window's start is known to within one snapshot interval; ``Window``
+proportional to traffic (a deque of the last N events would be wrong as soon as more than N events fall
+in the window). The window's start is known to within one snapshot interval; ``Window``
 reports the seconds it really covers.
 """
 

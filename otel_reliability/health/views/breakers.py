@@ -1,6 +1,6 @@
 """``GET /api/health/circuit-breakers``: every known breaker, read from the breaker metrics.
 
-Body (the seed's shape, plus what the metrics know)::
+Body::
 
     {"status": "degraded", "open_count": 1, "unknown_count": 0, "critical_open": [],
      "breakers": {"gemini": {"state": "open", "failure_count": 3, "fail_max": 3, "reset_timeout": 30,

@@ -19,8 +19,8 @@ scrapes (see otel_reliability/instrumentation/pool/ for how each pool class repo
 - connection_errors: connections that could not be opened or were found lost (``db.client.connection.errors``)
   in the last ``RECENT_SECONDS`` and since start, by error type.
 
-Aggregate status: *degraded* while a pool warns (the seed's "approaching the limit: monitor closely, consider more
-connections") or while connections fail; *unhealthy* while connections fail and no checkout succeeded in the
+Aggregate status: *degraded* while a pool warns (approaching its limit: watch it, consider more connections) or
+while connections fail; *unhealthy* while connections fail and no checkout succeeded in the
 last ``RECENT_SECONDS`` (no connection can be had: the database is down or unreachable). A connection error
 marks the Readings stale, so the next health call shows it; the status recovers ``RECENT_SECONDS`` (plus at most
 one snapshot interval) after the last error.

@@ -1,8 +1,8 @@
 """``GET /api/health/resources``: this process's memory, CPU, file descriptors and threads, near their limits?
 
-The seed's shape (memory_mb, memory_percent, cpu_percent, open_files, threads), read from the gauges of
+Its fields (memory_mb, memory_percent, cpu_percent, open_files, threads) are read from the gauges of
 ``reliability_process`` in the Readings, so it answers in milliseconds (no ``cpu_percent(interval=1)``)
-and equals what Prometheus scraped. Differences from the seed, on purpose:
+and equals what Prometheus scraped. Each is measured against the limit that really applies:
 
 - memory_percent is RSS over the memory this process may use (the cgroup limit in a container, else
   physical memory), not over the host's memory: a container at 95% of its limit is about to be OOM-killed

@@ -41,7 +41,7 @@ Why these choices:
 - Calls and transitions are counted in plain integers on the breaker's registry entry and exported by
   observable counters: a call pays one lock round-trip, not an SDK measurement.
 - The configuration (failure threshold, reset timeout) is exported as gauges so that the health view, which
-  reads only metrics, can show the seed's ``fail_max`` and ``reset_timeout``, and a dashboard can draw
+  reads only metrics, can show ``fail_max`` and ``reset_timeout``, and a dashboard can draw
   ``consecutive_failures / failure_threshold``.
 - Breakers are held weakly: a breaker the application drops disappears from metrics and health.
 - Spans: a call adds ``circuit_breaker.name`` and ``circuit_breaker.state`` to the current span; a refused

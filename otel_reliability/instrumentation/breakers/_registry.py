@@ -9,7 +9,7 @@ That makes a call through an instrumented breaker cost one lock round-trip inste
 and any reader added at any time (the Readings, a late exporter) sees the full counts.
 
 This module is the registry; the vocabulary is in ``_model.py`` and the tracked breaker in ``_tracked.py``.
-Their names are re-exported here, where the adapters have always imported them from.
+Their names are re-exported here, so every adapter imports the breaker vocabulary from one module.
 """
 
 from __future__ import annotations
