@@ -39,13 +39,13 @@ from opentelemetry import metrics
 from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKConfigurator
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_reliability import config, console, export_logs, launchers, shutdown, upstream
+from otel_reliability import config, console, export_logs, launchers, semconv, shutdown, upstream
 from otel_reliability.instrumentation import install_quiet_views
 from otel_reliability.readings import Readings, install, retention
 
 _logger = logging.getLogger("otel_reliability")
 
-_INSTANCE_ID = "service.instance.id"
+_INSTANCE_ID = semconv.ATTR_SERVICE_INSTANCE_ID
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import multiprocessing
 import os
 from collections.abc import Mapping
 
-from otel_reliability import config, console
+from otel_reliability import config, console, semconv
 from otel_reliability.version import __version__
 
 _announced = False
@@ -73,12 +73,12 @@ def _service_name(env: Mapping[str, str]) -> str:
     from opentelemetry import trace
 
     resource = getattr(trace.get_tracer_provider(), "resource", None)
-    name = resource.attributes.get("service.name") if resource is not None else None
+    name = resource.attributes.get(semconv.ATTR_SERVICE_NAME) if resource is not None else None
     if name:
         return str(name)
     from opentelemetry.sdk.resources import Resource
 
-    return str(Resource.create().attributes.get("service.name", "unknown_service"))
+    return str(Resource.create().attributes.get(semconv.ATTR_SERVICE_NAME, "unknown_service"))
 
 
 def _health(env: Mapping[str, str], settings: config.Settings) -> str:

@@ -188,11 +188,13 @@ def _note_retry(span: Span, bind: Any, reason: str, attempt: int, exc: BaseExcep
     _tel().retries.add(
         1, {semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME: _pool_name(bind), semconv.ATTR_ERROR_TYPE: reason}
     )
-    span.add_event(
-        "db.transaction.retry",
-        {semconv.ATTR_ERROR_TYPE: reason, "db.transaction.attempt": attempt, "db.transaction.retry_delay": delay,
-         "exception.type": type(exc).__qualname__},
-    )  # fmt: skip
+    retry: dict[str, Any] = {
+        semconv.ATTR_ERROR_TYPE: reason,
+        semconv.ATTR_DB_TRANSACTION_ATTEMPT: attempt,
+        semconv.ATTR_DB_TRANSACTION_RETRY_DELAY: delay,
+        semconv.ATTR_EXCEPTION_TYPE: semconv.error_type(exc, qualified=False),
+    }
+    span.add_event(semconv.EVENT_DB_TRANSACTION_RETRY, retry)
 
 
 class _Budget:
@@ -217,9 +219,9 @@ class _Budget:
         self.exhausted = ""
 
     def start(self, span: Span) -> None:
-        span.set_attribute("db.transaction.max_attempts", self.attempts)
+        span.set_attribute(semconv.ATTR_DB_TRANSACTION_MAX_ATTEMPTS, self.attempts)
         if self.timeout is not None:
-            span.set_attribute("db.transaction.timeout", float(self.timeout))
+            span.set_attribute(semconv.ATTR_DB_TRANSACTION_TIMEOUT, float(self.timeout))
 
     def next_delay(self, attempt: int) -> float | None:
         """The sleep before the next attempt, or None when a limit says stop (``exhausted`` names it)."""
@@ -237,11 +239,11 @@ class _Budget:
         return self.delay
 
     def finish(self, span: Span, attempt: int, exc: BaseException | None = None) -> None:
-        span.set_attribute("db.transaction.attempts", attempt)
-        span.set_attribute("db.transaction.retries", attempt - 1)
+        span.set_attribute(semconv.ATTR_DB_TRANSACTION_ATTEMPTS, attempt)
+        span.set_attribute(semconv.ATTR_DB_TRANSACTION_RETRIES, attempt - 1)
         if exc is not None:
             if self.exhausted:
-                span.set_attribute("db.transaction.exhausted", self.exhausted)
+                span.set_attribute(semconv.ATTR_DB_TRANSACTION_EXHAUSTED, self.exhausted)
             span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
 
 
@@ -260,7 +262,7 @@ def run_in_transaction(
     budget = _Budget(attempts, timeout)
     factory: Callable[[], Session] = sessionmaker(bind=bind) if isinstance(bind, Engine) else bind
     engine = bind if isinstance(bind, Engine) else _engine_of(bind)
-    with _tel().tracer.start_as_current_span("db.transaction", kind=SpanKind.INTERNAL) as span:
+    with _tel().tracer.start_as_current_span(semconv.SPAN_DB_TRANSACTION, kind=SpanKind.INTERNAL) as span:
         budget.start(span)
         attempt = 0
         while True:
@@ -296,7 +298,7 @@ async def run_in_transaction_async(
     budget = _Budget(attempts, timeout)
     factory: Callable[[], AsyncSession] = async_sessionmaker(bind=bind) if isinstance(bind, AsyncEngine) else bind
     engine = bind if isinstance(bind, AsyncEngine) else _engine_of(bind)
-    with _tel().tracer.start_as_current_span("db.transaction", kind=SpanKind.INTERNAL) as span:
+    with _tel().tracer.start_as_current_span(semconv.SPAN_DB_TRANSACTION, kind=SpanKind.INTERNAL) as span:
         budget.start(span)
         attempt = 0
         while True:

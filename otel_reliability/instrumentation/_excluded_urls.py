@@ -1,8 +1,13 @@
 """The excluded URLs of ``OTEL_PYTHON_*_EXCLUDED_URLS`` as the contrib middleware applies them, made cheap.
 
-The contrib middleware searches the combined regex in scheme://host/path on every request (~5 µs here); the
-lean layer first looks for the literal text every pattern requires (a few hundred ns), and for most requests
-that is all that runs.
+Why not contrib's helpers alone: on every request the contrib middleware builds scheme://host/path with
+``opentelemetry.instrumentation.asgi.get_host_port_url_tuple`` (~2-3 µs here) and searches the combined regex of
+``opentelemetry.util.http.get_excluded_urls`` in it (~1.5-4 µs); for the lean layer, whose whole request costs a
+few µs, that would be the largest part. So the URL is built by ``_url`` (~0.4 µs, no header decoding beyond the
+host) and the regex runs only when the URL contains the literal text one of the patterns requires (a few hundred
+ns), which for most requests is all that runs. The regexes themselves are contrib's (``get_excluded_urls``), and
+tests/test_excluded_urls.py checks both shortcuts against contrib's helpers for the same inputs (measured at load
+average ~5 on 2 cores: contrib's pair 4-7 µs, ours 0.6-1 µs).
 """
 
 from __future__ import annotations
@@ -11,13 +16,14 @@ import os
 from collections.abc import MutableMapping
 from typing import Any
 
-from opentelemetry.util.http import ExcludeList, parse_excluded_urls
+from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
 Scope = MutableMapping[str, Any]
 
 
 def _url(scope: Scope) -> str:
-    """The URL the contrib middleware matches excluded-URL regexes against: scheme://host + path."""
+    """The URL the contrib middleware matches excluded-URL regexes against (``get_host_port_url_tuple``'s third
+    element): scheme://host + path, the host from the Host header, else the ASGI server."""
     host = None
     for name, value in scope.get("headers") or ():
         if name == b"host":
@@ -102,9 +108,11 @@ class _Excluded:
 
 
 def excluded_urls() -> _Excluded | None:
-    """The excluded URLs of the FastAPI instrumentation (its own variable, else the generic one)."""
-    # Read exactly as opentelemetry.util.http.get_excluded_urls("FASTAPI") reads them.
+    """The excluded URLs of the FastAPI instrumentation, as contrib's ``get_excluded_urls("FASTAPI")`` gives them
+    (its own variable, else the generic one), with the pre-check in front; None when there are none."""
+    regexes = get_excluded_urls("FASTAPI")
+    # The same text contrib just parsed, for the pre-check's literals (its ExcludeList keeps the patterns private).
     raw = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", os.environ.get("OTEL_PYTHON_EXCLUDED_URLS", ""))
     if not raw:
         return None
-    return _Excluded([p.strip() for p in raw.split(",")], parse_excluded_urls(raw))
+    return _Excluded([p.strip() for p in raw.split(",")], regexes)

@@ -44,8 +44,9 @@ from opentelemetry.util.http import sanitize_method
 
 from otel_reliability import semconv, tally
 from otel_reliability.instrumentation._excluded_urls import _url, excluded_urls
-from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, drops_every_span
+from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries
 from otel_reliability.instrumentation._server_span import ServerSpans
+from otel_reliability.instrumentation.spans import drops_every_span
 
 _logger = logging.getLogger("otel_reliability")
 SCOPE_NAME = (
@@ -82,11 +83,6 @@ def _request_record_class() -> Any:
     except (TypeError, ValueError):
         return None
     return record if {"span", "span_method", "data", "route"} <= set(fields) else None
-
-
-def _error_type(exc: BaseException) -> str:
-    cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 class LeanHTTPMiddleware:
@@ -170,7 +166,7 @@ class LeanHTTPMiddleware:
             # after it started (a stream that broke), the status says nothing: the exception's type does.
             error = exc
             if status is not None and status < 500:
-                failure = _error_type(exc)
+                failure = semconv.error_type(exc)
             raise
         finally:
             elapsed = perf_counter() - started  # a streaming body has been sent by now: the span ends here
@@ -248,9 +244,9 @@ class LeanHTTPMiddleware:
         method, scheme, version, route, status, failure = key
         attributes: dict[str, Any] = {semconv.ATTR_HTTP_REQUEST_METHOD: method}
         if scheme:
-            attributes["url.scheme"] = scheme
+            attributes[semconv.ATTR_URL_SCHEME] = scheme
         if version:
-            attributes["network.protocol.version"] = version
+            attributes[semconv.ATTR_NETWORK_PROTOCOL_VERSION] = version
         if route:
             attributes[semconv.ATTR_HTTP_ROUTE] = route
         if status is not None:

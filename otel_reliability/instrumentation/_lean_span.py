@@ -26,6 +26,8 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from otel_reliability import semconv
+
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
@@ -224,13 +226,11 @@ class LeanSpan(trace.Span, ReadableSpan):
         """The SDK's ``exception`` event, the same attributes."""
         import traceback
 
-        cls = type(exception)
-        module, qualname = cls.__module__, cls.__qualname__
         event: dict[str, Any] = {
-            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
-            "exception.message": str(exception),
-            "exception.stacktrace": "".join(traceback.format_exception(exception)),
-            "exception.escaped": str(escaped),
+            semconv.ATTR_EXCEPTION_TYPE: semconv.error_type(exception),
+            semconv.ATTR_EXCEPTION_MESSAGE: str(exception),
+            semconv.ATTR_EXCEPTION_STACKTRACE: "".join(traceback.format_exception(exception)),
+            semconv.ATTR_EXCEPTION_ESCAPED: str(escaped),
         }
         if attributes:
             event.update(attributes)

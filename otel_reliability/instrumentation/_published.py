@@ -148,14 +148,6 @@ def _drop_series(instrument: Any, attributes: Attributes) -> bool:
 FLUSH_AT = 4096
 
 
-def drops_every_span(tracer_provider: Any) -> bool:
-    """Whether the SDK provider's sampler is always_off (the distro's default while traces go nowhere): then no
-    span is started at all, and no measurement can carry an exemplar (they point at sampled spans)."""
-    sampler = getattr(tracer_provider, "sampler", None)
-    describe = getattr(sampler, "get_description", None)
-    return callable(describe) and describe() == "AlwaysOffSampler"
-
-
 class HistogramSeries:
     """One attribute set of a ``BufferedHistogram``: ``record`` is the hot path."""
 

@@ -255,7 +255,7 @@ class track_operation:
             if instruments is not None:
                 instruments.duration.record(elapsed, {NAME_ATTR: self.name})
         else:
-            error_type = type(exc).__qualname__
+            error_type = semconv.error_type(exc, qualified=False)
             if instruments is not None:
                 instruments.duration.record(elapsed, {NAME_ATTR: self.name, semconv.ATTR_ERROR_TYPE: error_type})
             if span.is_recording():

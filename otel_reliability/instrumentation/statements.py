@@ -80,11 +80,8 @@ from otel_reliability.instrumentation._instrumented import (
     restore,
     suppressed,
 )
-from otel_reliability.instrumentation._published import (
-    BufferedHistogram,
-    HistogramSeries,
-    drops_every_span,
-)
+from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries
+from otel_reliability.instrumentation.spans import drops_every_span
 from otel_reliability.instrumentation.statement_attributes import (
     BATCH_SIZE,
     ERROR_TYPE,

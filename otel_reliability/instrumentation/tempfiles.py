@@ -113,18 +113,20 @@ def bind_meter(meter: Meter | None) -> None:
         return
     _instrumented.start(
         meter.create_counter(
-            "temp_file.leaked", unit="{file}", description="Temporary files whose removal failed (left on disk)."
+            semconv.METRIC_TEMP_FILE_LEAKED,
+            unit="{file}",
+            description="Temporary files whose removal failed (left on disk).",
         ),
         meter,
     )
     meter.create_observable_gauge(
-        "temp_file.open",
+        semconv.METRIC_TEMP_FILE_OPEN,
         callbacks=[_instrumented.gate(meter, _observe_open)],
         unit="{file}",
         description="Temporary files that exist now.",
     )
     meter.create_observable_gauge(
-        "temp_file.size",
+        semconv.METRIC_TEMP_FILE_SIZE,
         callbacks=[_instrumented.gate(meter, _observe_size)],
         unit=semconv.UNIT_BYTES,
         description="Bytes held by the temporary files that exist now.",

@@ -130,8 +130,8 @@ class Snapshot:
     @property
     def service(self) -> dict[str, Any]:
         return {
-            "name": self.resource.get("service.name", "unknown_service"),
-            "instance_id": self.resource.get("service.instance.id"),
+            "name": self.resource.get(semconv.ATTR_SERVICE_NAME, "unknown_service"),
+            "instance_id": self.resource.get(semconv.ATTR_SERVICE_INSTANCE_ID),
         }
 
 

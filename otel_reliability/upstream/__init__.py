@@ -96,6 +96,11 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
         "LeanSpan is a ReadableSpan filled in place: LeanTracer.for_provider checks a probe span's properties once; "
         "on a mismatch (or without the processor and limits) the SDK's own tracer makes the span",
     ),
+    "opentelemetry.semconv": (
+        ("_incubating",),
+        "the development names (db.client.connection.*, process.*) as the package publishes them, imported only "
+        "by otel_reliability.semconv; pinned with the instrumentation packages, tests/test_semconv.py checks each",
+    ),
     "sys, os": (("_getframe", "_exit"), "CPython's documented private-named functions"),
 }
 

@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from otel_reliability import changes, semconv
+from otel_reliability.instrumentation import spans
 from otel_reliability.instrumentation._published import count_value, counter
 from otel_reliability.instrumentation.breakers._model import (
     ATTR_NAME,
@@ -142,7 +143,7 @@ class TrackedBreaker:
         span = trace.get_current_span()
         if span.is_recording():
             name = self.name
-            error_type = type(error).__qualname__ if error is not None else "CircuitBreakerOpen"
+            error_type = semconv.error_type(error, qualified=False) if error is not None else "CircuitBreakerOpen"
             span.set_attributes({ATTR_NAME: name, ATTR_STATE: OPEN, semconv.ATTR_ERROR_TYPE: error_type})
             span.add_event(EVENT_REJECTED, {ATTR_NAME: name, semconv.ATTR_ERROR_TYPE: error_type})
             span.set_status(Status(StatusCode.ERROR, f"circuit breaker {name} is open"))
@@ -234,22 +235,10 @@ class TrackedBreaker:
             return None
 
 
-_spans_possible: bool | None = None
-
-
 def spans_possible() -> bool:
-    """False when the global tracer provider can never record a span (our default while traces go nowhere is
-    the always_off sampler): the call path then skips looking up the current span. Final once an SDK provider
-    is set (it can be set only once); while the global provider is still a proxy, spans are assumed."""
-    global _spans_possible
-    if _spans_possible is not None:
-        return _spans_possible
-    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
-    if sampler is None:
-        return True
-    description = sampler.get_description() if hasattr(sampler, "get_description") else ""
-    _spans_possible = description != "AlwaysOffSampler"
-    return _spans_possible
+    """False when the global tracer provider can never record a span (``spans``): the call path then skips
+    looking up the current span."""
+    return not spans.global_provider_drops_every_span()
 
 
 _TAG = "_otel_reliability_breaker"
