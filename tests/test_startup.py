@@ -121,6 +121,7 @@ with engine.connect() as conn:
     metrics = urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
 
 from fastapi import FastAPI
+from otel_reliability.instrumentation import http_server
 app = FastAPI()
 print(json.dumps({{
     "before": before,
@@ -134,7 +135,7 @@ print(json.dumps({{
     )),
     "statements": "db_client_operation_duration_seconds_count" in metrics,
     "health_routes": "/api/health" in [getattr(r, "path", "") for r in app.routes],
-    "lean_layer": bool(getattr(app, "_otel_reliability_lean_http", False)),
+    "lean_layer": http_server.lean_installed(app),
 }}))
 """
 

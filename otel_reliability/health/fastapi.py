@@ -22,6 +22,7 @@ import base64
 import binascii
 import hmac
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -47,7 +48,7 @@ from otel_reliability.health.model import (
 _logger = logging.getLogger(__name__)
 
 HEALTH_JSON = "application/health+json"
-_MOUNTED_FLAG = "_otel_reliability_mounted"
+_mounted: weakref.WeakSet[Any] = weakref.WeakSet()  # the apps mounted, beside them (not in their __dict__)
 
 
 def _context() -> CheckContext:
@@ -323,14 +324,14 @@ def _admin_endpoint(
 
 def mount(app: Any, settings: config.Settings | None = None, registry: HealthRegistry = HEALTH_ENDPOINTS) -> bool:
     """Add the health and admin routes to a FastAPI/Starlette app once. Returns False if already mounted."""
-    if getattr(app, _MOUNTED_FLAG, False):
+    if app in _mounted:
         return False
     from otel_reliability.health import builtin
 
     if registry is HEALTH_ENDPOINTS:
         builtin.register_all()
     settings = settings or config.settings()
-    setattr(app, _MOUNTED_FLAG, True)
+    _mounted.add(app)
     # Inserted first so that an app's catch-all route cannot shadow them.
     app.router.routes[0:0] = build_routes(settings, registry)
     host.publish_at_shutdown(app)  # a prefork worker hands over its last counts when the app stops

@@ -4,8 +4,9 @@ Usage: nothing; ``opentelemetry-instrument uvicorn app:app`` loads it. ``OTEL_RE
 or ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=reliability_health`` switches it off; ``otel_reliability.configure(
 app=app)`` mounts explicitly.
 
-The wrapper sits on ``fastapi.applications.FastAPI.__init__`` (the base class), so it also runs for the
-subclass that upstream's FastAPI instrumentor substitutes, whatever order the instrumentors load in.
+The routes are mounted after each app's ``__init__``, through the package's one FastAPI patch
+(``instrumentation/fastapi_app.py``: on the base class, so it also runs for the subclass that upstream's FastAPI
+instrumentor substitutes, whatever order the instrumentors load in).
 
 It lives in health/, not instrumentation/, because what it installs is the health views: an instrumentor
 package that imported the health floor would make the import graph point up (tests/test_architecture.py).
@@ -18,10 +19,9 @@ from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import unwrap
 
 from otel_reliability import config
-from otel_reliability.instrumentation import on_import
+from otel_reliability.instrumentation import fastapi_app, on_import
 
 _instruments = ("fastapi >= 0.110",)
 """The framework whose apps get the health routes (the contrib convention: instrument() skips it when absent)."""
@@ -40,20 +40,17 @@ class HealthMountInstrumentor(BaseInstrumentor):
     def _uninstrument(self, **kwargs: Any) -> None:
         on_import.cancel(getattr(self, "_pending", None))
         if "fastapi" in sys.modules:
-            from fastapi import applications
-
-            unwrap(applications.FastAPI, "__init__")
+            fastapi_app.remove(_MOUNT)
 
 
 def _patch(_fastapi: Any) -> None:
-    from fastapi import applications
-    from wrapt import wrap_function_wrapper
-
-    wrap_function_wrapper(applications, "FastAPI.__init__", _mount_after_init)
+    fastapi_app.add(_MOUNT)
 
 
-def _mount_after_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
-    wrapped(*args, **kwargs)
+def _mount_after_init(app: Any, _: Any) -> None:
     from otel_reliability.health.fastapi import mount
 
-    mount(instance)
+    mount(app)
+
+
+_MOUNT = fastapi_app.Hook(fastapi_app.INIT, after=_mount_after_init)

@@ -24,13 +24,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import weakref
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from otel_reliability import config
-from otel_reliability.instrumentation import _server_span, on_import
+from otel_reliability.instrumentation import _server_span, fastapi_app, on_import
 from otel_reliability.instrumentation._excluded_urls import _url, excluded_urls
 from otel_reliability.instrumentation._lean_middleware import (
     DURATION,
@@ -39,25 +40,17 @@ from otel_reliability.instrumentation._lean_middleware import (
     LeanHTTPMiddleware,
     _request_record_class,
 )
+from otel_reliability.instrumentation.spans import exported as spans_exported
 
 __all__ = ["DURATION", "DURATION_BUCKETS", "LeanHTTPMiddleware", "choose_layer", "current_layer", "instrument_app"]
 
 _logger = logging.getLogger("otel_reliability")
 
 
-_ORIGINAL_INIT = "_otel_reliability_http_original_init"
-_LEAN_MARK = "_otel_reliability_lean_http"
+_lean_apps: weakref.WeakSet[Any] = weakref.WeakSet()  # beside the apps, not in their __dict__
 
 
 # --- which layer -------------------------------------------------------------------------------------------------
-
-
-def spans_exported(env: Mapping[str, str]) -> bool:
-    """Whether any span can leave the process: an exporter other than ``none`` and a sampler that samples."""
-    raw = env.get("OTEL_TRACES_EXPORTER", "").strip() or "otlp"  # the SDK's own default
-    exporters = [name.strip() for name in raw.split(",") if name.strip() and name.strip() != "none"]
-    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    return bool(exporters) and sampler != "always_off" and env.get("OTEL_SDK_DISABLED", "").lower() != "true"
 
 
 def _stable_http_only(env: Mapping[str, str]) -> bool:
@@ -206,16 +199,24 @@ def native_defaults(layer: str, env: Mapping[str, str] | None = None) -> dict[st
 def install_lean(app: Any) -> None:
     """Put the lean middleware outside the app's middleware stack (outside ServerErrorMiddleware, so a route's
     exception is seen as the 500 it becomes). Idempotent."""
-    if getattr(app, _LEAN_MARK, False):
+    if app in _lean_apps:
         return
-    original_build = app.build_middleware_stack
-
-    def build_middleware_stack() -> ASGIApp:
-        return LeanHTTPMiddleware(original_build())
-
-    app.build_middleware_stack = build_middleware_stack
-    setattr(app, _LEAN_MARK, True)
+    fastapi_app.add(_LEAN_STACK)
+    _lean_apps.add(app)
     app.middleware_stack = None  # rebuilt on the next request
+
+
+def lean_installed(app: Any) -> bool:
+    """Whether ``app`` has the lean layer."""
+    return app in _lean_apps
+
+
+def _outside_stack(app: Any, stack: ASGIApp) -> ASGIApp:
+    return LeanHTTPMiddleware(stack) if app in _lean_apps else stack
+
+
+# Kept after uninstrument(): an app given the lean layer keeps it (its stack may not be built yet).
+_LEAN_STACK = fastapi_app.Hook(fastapi_app.BUILD, after=_outside_stack)
 
 
 def instrument_app(app: Any) -> None:
@@ -252,36 +253,25 @@ class HttpLayerInstrumentor(BaseInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         on_import.cancel(getattr(self, "_pending", None))
-        if "fastapi" not in sys.modules:
-            return
-        from fastapi import applications
-
-        cls = applications.FastAPI
-        original = cls.__dict__.get(_ORIGINAL_INIT)
-        if original is not None:
-            if getattr(cls.__init__, "_otel_reliability_http", False):
-                cls.__init__ = original  # type: ignore[method-assign]
-            delattr(cls, _ORIGINAL_INIT)
+        if "fastapi" in sys.modules:
+            fastapi_app.remove(_LAYER)
 
 
 def _patch(_fastapi: Any) -> None:
-    from fastapi import applications
-
-    cls = applications.FastAPI
-    if _ORIGINAL_INIT in cls.__dict__:
-        return
     verify_lean()
-    original = cls.__init__
-    native = has_native_layer()
+    fastapi_app.add(_LAYER)
 
-    def __init__(self: Any, *args: Any, **kw: Any) -> None:
-        layer = current_layer()
-        if native and layer != "off":
-            kw["telemetry"] = {**native_defaults(layer), **(kw.get("telemetry") or {})}
-        original(self, *args, **kw)
-        if layer == "lean":
-            install_lean(self)
 
-    __init__._otel_reliability_http = True  # type: ignore[attr-defined]
-    setattr(cls, _ORIGINAL_INIT, original)
-    cls.__init__ = __init__  # type: ignore[method-assign]
+def _telemetry_defaults(keywords: dict[str, Any]) -> None:
+    """Before an app's ``__init__``: the ``telemetry=`` keys of the chosen layer (the app's own keys win)."""
+    layer = current_layer()
+    if layer != "off" and has_native_layer():
+        keywords["telemetry"] = {**native_defaults(layer), **(keywords.get("telemetry") or {})}
+
+
+def _after_init(app: Any, _: Any) -> None:
+    if current_layer() == "lean":
+        install_lean(app)
+
+
+_LAYER = fastapi_app.Hook(fastapi_app.INIT, before=_telemetry_defaults, after=_after_init)

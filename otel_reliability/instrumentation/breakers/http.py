@@ -17,8 +17,9 @@ are final, at its first request), for pybreaker's ``CircuitBreakerError``, circu
 ``CircuitBreakerError`` and purgatory's ``OpenedState``. The app's own handlers win: nothing is added for
 an error class for which the app has a handler (for that class or a base class of it other than
 ``Exception``; a catch-all ``Exception`` handler is the app's 500 page, not a decision about breakers).
-Switched off with ``OTEL_RELIABILITY_BREAKER_HTTP_MAPPING=false``. This patches a different method than the
-health mount (``FastAPI.__init__``), so the two never undo each other.
+Switched off with ``OTEL_RELIABILITY_BREAKER_HTTP_MAPPING=false``. The hook goes through the package's one
+FastAPI patch (``instrumentation/fastapi_app.py``), beside the health mount and the HTTP layer: removing one
+never undoes another.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.instrumentation.utils import unwrap
-
 from otel_reliability import config
-from otel_reliability.instrumentation._instrumented import is_wrapped
+from otel_reliability.instrumentation import fastapi_app
 from otel_reliability.instrumentation.breakers._registry import tagged
 
 _GENERIC = (Exception, BaseException, object)
@@ -100,24 +99,15 @@ async def breaker_open_handler(request: Any, error: BaseException) -> Any:
     return breaker_open_response(error)
 
 
+# Before an app builds its middleware stack (its first request): the libraries imported by now get handlers.
+_HANDLERS = fastapi_app.Hook(fastapi_app.BUILD, before=add_handlers)
+
+
 def install(settings: config.Settings) -> None:
-    """Wrap ``FastAPI.build_middleware_stack`` (wrapt, undone by ``uninstall``) unless the mapping is off."""
-    if not settings.breaker_http_mapping:
-        return
-    from fastapi import applications
-    from wrapt import wrap_function_wrapper
-
-    if is_wrapped(applications.FastAPI, "build_middleware_stack"):
-        return
-
-    def build_middleware_stack(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        add_handlers(instance)  # the libraries imported by now: the stack is built on the first request
-        return wrapped(*args, **kwargs)
-
-    wrap_function_wrapper(applications, "FastAPI.build_middleware_stack", build_middleware_stack)
+    """Add the handlers to every app's stack from now on (undone by ``uninstall``) unless the mapping is off."""
+    if settings.breaker_http_mapping:
+        fastapi_app.add(_HANDLERS)
 
 
 def uninstall() -> None:
-    from fastapi import applications
-
-    unwrap(applications.FastAPI, "build_middleware_stack")
+    fastapi_app.remove(_HANDLERS)
