@@ -32,17 +32,17 @@ from otel_reliability.instrumentation import sql
 
 _logger = logging.getLogger(__name__)
 
-SYSTEM = "db.system.name"
-NAMESPACE = "db.namespace"
-SERVER_ADDRESS = "server.address"
-SERVER_PORT = "server.port"
-OPERATION = "db.operation.name"
-COLLECTION = "db.collection.name"
-QUERY_TEXT = "db.query.text"
-BATCH_SIZE = "db.operation.batch.size"
+SYSTEM = semconv.ATTR_DB_SYSTEM_NAME
+NAMESPACE = semconv.ATTR_DB_NAMESPACE
+SERVER_ADDRESS = semconv.ATTR_SERVER_ADDRESS
+SERVER_PORT = semconv.ATTR_SERVER_PORT
+OPERATION = semconv.ATTR_DB_OPERATION_NAME
+COLLECTION = semconv.ATTR_DB_COLLECTION_NAME
+QUERY_TEXT = semconv.ATTR_DB_QUERY_TEXT
+BATCH_SIZE = semconv.ATTR_DB_OPERATION_BATCH_SIZE
 ERROR_TYPE = semconv.ATTR_ERROR_TYPE
-STATUS_CODE = "db.response.status_code"
-WAIT_EVENT = "db.client.connection.wait"
+STATUS_CODE = semconv.ATTR_DB_RESPONSE_STATUS_CODE
+WAIT_EVENT = semconv.EVENT_DB_CLIENT_CONNECTION_WAIT
 _METRIC_ENGINE_ATTRS = frozenset({SYSTEM, NAMESPACE, SERVER_ADDRESS, SERVER_PORT})
 MAX_COLLECTIONS = 200
 
@@ -155,5 +155,4 @@ def error_type(exc: BaseException) -> str:
     code = sqlstate(exc)
     if code is not None:
         return code
-    cls = type(getattr(exc, "orig", None) or exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return semconv.error_type(getattr(exc, "orig", None) or exc)  # the driver's error SQLAlchemy wrapped

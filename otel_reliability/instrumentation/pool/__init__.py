@@ -282,7 +282,7 @@ def _count_error(state: _PoolState, error: BaseException) -> None:
     if inst is None:
         return
     cause = getattr(error, "orig", None) or error  # a DBAPI error SQLAlchemy wrapped
-    inst.errors.add(1, {**state.attrs(), semconv.ATTR_ERROR_TYPE: type(cause).__qualname__})
+    inst.errors.add(1, {**state.attrs(), semconv.ATTR_ERROR_TYPE: semconv.error_type(cause, qualified=False)})
     changes.mark_changed()
 
 
