@@ -115,10 +115,6 @@ def publish_at_shutdown(app: Any) -> None:
     router.lifespan_context = lifespan
 
 
-def is_worker() -> bool:
-    return _host is not None and _host_pid == os.getpid()
-
-
 def for_health() -> Readings | HostReadings:
     """What health views read: the host's readings in a prefork worker, else this process's Readings."""
     host = _host

@@ -10,9 +10,9 @@ Prometheus exporters show as gauges, exactly as before.
 Why not record on the call path: one SDK ``add`` costs more than a pybreaker call itself. So calls are counted in
 plain integers and published at collection, like the rest.
 
-``on_collect`` runs the publishing at the start of *every* reader's collection (the Readings, the Prometheus
-endpoint, the OTLP exporter), through an observable instrument that reports no points, so every reader sees
-the values of its own moment.
+The publishing runs at the start of *every* reader's collection (the Readings, the Prometheus endpoint, the
+OTLP exporter) as a collection hook (``otel_reliability.collection``), so every reader sees the values of its
+own moment.
 
 The SDK has no API to end a series of a synchronous instrument; a breaker that is garbage-collected must
 disappear, not stay at 0 forever. ``otel_reliability.upstream.sdk.drop_series`` removes it from the SDK's
@@ -33,11 +33,11 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import ExemplarReservoir
 from opentelemetry.sdk.metrics.view import View
 
-from otel_reliability import giveway, upstream
+from otel_reliability import collection, giveway, upstream
 from otel_reliability.upstream.runtime import count_value, counter
 from otel_reliability.upstream.sdk import find_aggregations as _find_aggregations
 from otel_reliability.upstream.sdk import fold_values
@@ -47,21 +47,6 @@ __all__ = ["count_value", "counter"]  # lock-free counters for hot paths (see ot
 _logger = logging.getLogger(__name__)
 
 Attributes = Mapping[str, Any]
-
-
-def on_collect(meter: Meter, name: str, publish: Callable[[], None]) -> None:
-    """Call ``publish()`` at the start of every collection of every reader of ``meter``'s provider."""
-    lock = threading.Lock()  # two readers collecting at once must not publish the same difference twice
-
-    def callback(options: CallbackOptions) -> Iterable[Observation]:
-        with lock:
-            try:
-                publish()
-            except Exception:  # a failing source must not break the collection of everything else
-                _logger.debug("otel-reliability: publishing %s failed", name, exc_info=True)
-        return ()
-
-    meter.create_observable_gauge(name, [callback], description="(internal: publishes values; no data points)")
 
 
 class Published:
@@ -113,10 +98,6 @@ class Published:
         if not _drop_series(self._instrument, attributes) and not self._monotonic and value:
             self._instrument.add(-value, attributes)
 
-    def forget_all(self) -> None:
-        for key in self.series():
-            self.forget(key)
-
 
 def _drop_series(instrument: Any, attributes: Attributes) -> bool:
     """Remove one attribute set's aggregation from every reader's storage (see the module docstring)."""
@@ -133,7 +114,7 @@ def _drop_series(instrument: Any, attributes: Attributes) -> bool:
 # One SDK ``Histogram.record()`` costs ~8-13 µs here (a Measurement, attribute cleaning and hashing, a lookup and
 # a lock per reader), more than the pool checkout or the SQLite statement it measures. ``BufferedHistogram``
 # appends each value to its series' queue (~0.1 µs) and hands the values to the SDK when a reader collects
-# (``on_collect``), or when a queue reaches ``FLUSH_AT``. Handing over: the first value of a series goes through
+# (a collection hook), or when a queue reaches ``FLUSH_AT``. Handing over: the first value of a series goes through
 # ``record()`` (the SDK creates the series in every reader's storage, as for any value), the rest, and every later
 # value, are folded into those same explicit-bucket aggregations in the order they were observed: the bucket
 # counts, count, min, max and the sum (added one by one, so even its rounding) are exactly what ``record()`` of
@@ -190,7 +171,7 @@ class BufferedHistogram:
         self._series: dict[Hashable, HistogramSeries] = {}
         self._lock = threading.Lock()  # one flush at a time: values reach the SDK in the order observed
         _all_buffered.add(self)
-        _flush_with(meter, self)
+        collection.before_collect(meter, FLUSH_HOOK, _Flusher()).members.add(self)
 
     def series(self, key: Hashable, attributes: Attributes) -> HistogramSeries:
         """The series ``key`` (made once; keep it with the object it measures, e.g. a pool)."""
@@ -205,7 +186,7 @@ class BufferedHistogram:
         self._instrument.record(value, attributes)
 
     def flush(self) -> None:
-        """Hand every queued value to the SDK (registered with ``on_collect``)."""
+        """Hand every queued value to the SDK (the collection hook of the histogram's meter runs this)."""
         for series in list(self._series.values()):
             queued = len(series.values)
             self.flush_series(series)
@@ -243,26 +224,22 @@ class BufferedHistogram:
 
 
 _all_buffered: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
-_by_meter: dict[int, tuple[Meter, weakref.WeakSet[BufferedHistogram]]] = {}
-_by_meter_lock = threading.Lock()
+
+FLUSH_HOOK = "otel_reliability.histograms.flush"
 
 
-def _flush_with(meter: Meter, histogram: BufferedHistogram) -> None:
-    """One publishing callback per meter, flushing every live BufferedHistogram made on it: the SDK hands back
-    the first instrument (and only its callback) when one of the same name is created again on a meter (a second
-    ``instrument()``, a second app), so a callback per histogram would leave the later ones unflushed."""
-    with _by_meter_lock:
-        entry = _by_meter.get(id(meter))
-        if entry is None or entry[0] is not meter:
-            members: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
-            entry = _by_meter[id(meter)] = (meter, members)
+class _Flusher:
+    """The collection hook of one meter's BufferedHistograms: one per meter, since a meter keeps the first hook of
+    a name (a second ``instrument()``, a second app on the same meter joins the first one's members)."""
 
-            def publish() -> None:
-                for member in list(members):
-                    member.flush()
+    __slots__ = ("members",)
 
-            on_collect(meter, "otel_reliability.histograms.publish", publish)
-        entry[1].add(histogram)
+    def __init__(self) -> None:
+        self.members: weakref.WeakSet[BufferedHistogram] = weakref.WeakSet()
+
+    def __call__(self) -> None:
+        for member in list(self.members):
+            member.flush()
 
 
 def _forget_after_fork() -> None:
@@ -311,8 +288,10 @@ class _NoExemplars(ExemplarReservoir):
         return None
 
     def collect(self, point_attributes: Any) -> list[Any]:
-        giveway.pause_point()  # the SDK calls this once per data point of our meters: a background collection
-        return []  # of 100 breakers lets a waiting request run between its points (see otel_reliability.giveway)
+        # The SDK calls this once per data point of our meters: the only code of ours that runs between the SDK's
+        # own points, so a background collection of 100 breakers lets a waiting request run between them.
+        giveway.pause_point()
+        return []
 
 
 def _no_exemplars(aggregation_type: Any) -> Callable[..., ExemplarReservoir]:

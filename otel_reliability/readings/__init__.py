@@ -36,7 +36,7 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
-from otel_reliability import changes, giveway, upstream
+from otel_reliability import changes, collection, giveway, upstream
 from otel_reliability.readings.history import _cumulative_values, _History
 from otel_reliability.readings.model import (
     Attributes,
@@ -189,7 +189,8 @@ class Readings(MetricReader):
             self._received_data = None
             generation = changes.generation()  # a change during the collection makes it stale at once
             changes.settle(time.monotonic())
-            self.collect()
+            with collection.hooks_first():  # the values our publishers keep outside the SDK go in first
+                self.collect()
             received = self._received
             if received is None:
                 received = Snapshot(self._clock(), self._resource, MappingProxyType({}), observed_at=time.time())

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from opentelemetry.metrics import Meter
 
-from otel_reliability import giveway, semconv
-from otel_reliability.instrumentation._published import Published, on_collect
+from otel_reliability import collection, giveway, semconv
+from otel_reliability.instrumentation._published import Published
 from otel_reliability.instrumentation.breakers._registry import (
     ATTR_NAME,
     ATTR_OUTCOME,
@@ -34,6 +34,7 @@ CONSECUTIVE_FAILURES = semconv.METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES
 FAILURE_THRESHOLD = semconv.METRIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD
 RESET_TIMEOUT = semconv.METRIC_CIRCUIT_BREAKER_RESET_TIMEOUT
 
+PUBLISH_HOOK = "otel_reliability.breakers.publish"
 _POINTS_PER_BREAKER = 12  # what one breaker adds to a collection (3 states x 2, 3 outcomes, 3 numbers)
 
 
@@ -79,7 +80,7 @@ class BreakerInstruments:
         self._all = (self.state, self.calls, self.transitions, self.failures, self.threshold, self.reset_timeout)
         # Attribute dicts per breaker name, built once (the SDK copies them; we never mutate them).
         self._attrs: dict[str, tuple[dict[str, str], dict[str, dict[str, str]], dict[str, dict[str, str]]]] = {}
-        on_collect(meter, "otel_reliability.breakers.publish", self.publish)
+        collection.before_collect(meter, PUBLISH_HOOK, self.publish)
 
     def _attributes(self, name: str) -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, dict[str, str]]]:
         found = self._attrs.get(name)
