@@ -306,3 +306,21 @@ def test_statements_of_run_in_transaction_async_are_children_of_its_span(telemet
     (transaction,) = [s for s in spans if s.name == "db.transaction"]
     (statement,) = telemetry.finished()
     assert statement.parent is not None and statement.parent.span_id == transaction.context.span_id
+
+
+def test_postgres_first_connect_checks_are_not_the_applications_statements(
+    telemetry: Telemetry, postgres: Any
+) -> None:
+    """PostgreSQL's dialect runs ``select pg_catalog.version()``, ``select current_schema()`` and ``show
+    standard_conforming_strings`` on an engine's first connection (``Dialect.initialize``): neither spans nor
+    counted; the same statement run by the application afterwards is."""
+    engine = sa.create_engine(postgres.url())
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("select 1")
+            conn.exec_driver_sql("show standard_conforming_strings")
+    finally:
+        engine.dispose()
+    texts = [(s.attributes or {}).get("db.query.text") for s in telemetry.finished()]
+    assert texts == ["select ?", "show standard_conforming_strings"]
+    assert sum(count for _, count in telemetry.points()) == 2

@@ -70,7 +70,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from wrapt import wrap_function_wrapper
 
 from otel_reliability import semconv
-from otel_reliability.instrumentation import on_import
+from otel_reliability.instrumentation import dialect_checks, on_import
 from otel_reliability.instrumentation._instrumented import (
     Instrumented,
     classes_defining,
@@ -171,7 +171,7 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from sqlalchemy.engine.default import DefaultDialect
 
         with _cover_lock:
-            for method in _METHODS:
+            for method in (*_METHODS, dialect_checks.METHOD):  # the executes, and the first-connect checks
                 for cls in classes_defining(DefaultDialect, method):
                     _cover_dialect(cls)
         wrap_function_wrapper(Engine, "__init__", _wrap_engine_init)
@@ -282,11 +282,9 @@ def _begin(statement: str, parameters: Any, context: Any, many: bool) -> _State 
         tel = _instrumented.state
         if tel is None or suppressed():
             return None
-        conn = context.root_connection
-        if "dispatch" not in conn.__dict__:
-            # The connection SQLAlchemy makes for a dialect's first-connect checks (server version, schema, ...):
-            # it is created without the engine's event dispatch, so statement events never saw these; neither do we.
+        if dialect_checks.initializing():  # the dialect's own first-connect checks, not the application's
             return None
+        conn = context.root_connection
         engine = conn.engine
         info = engines.get(id(engine)) or engine_info(engine)
         # An executemany, or one batch of an "insertmanyvalues" INSERT (SQLAlchemy runs those through
@@ -353,6 +351,10 @@ def _cover_dialect(dialect_cls: type) -> None:
         if owner is not None and (owner, method) not in _covered:
             override(owner, method, _timed(owner, method))
             _covered.append((owner, method))
+    for owner in dialect_cls.__mro__:  # every initialize of the chain: a subclass checks after super()'s
+        if dialect_checks.METHOD in owner.__dict__ and (owner, dialect_checks.METHOD) not in _covered:
+            override(owner, dialect_checks.METHOD, dialect_checks.quiet_initialize)
+            _covered.append((owner, dialect_checks.METHOD))
 
 
 def _wrap_engine_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
