@@ -164,6 +164,25 @@ def test_failure_records_error_type_on_histogram_and_span(env: Env) -> None:
     assert env.value("operation.in_flight", "t-fails") == 0
 
 
+class QuotaExceeded(Exception):
+    pass
+
+
+def test_an_application_error_class_is_its_bare_name_in_error_type(env: Env) -> None:
+    """``error.type`` of an operation is the bare class name (semconv.error_type, unqualified), as it always was."""
+
+    @track_operation("t-quota")
+    def fails() -> None:
+        raise QuotaExceeded
+
+    with pytest.raises(QuotaExceeded):
+        fails()
+    points = env.snap().points("operation.duration", {"operation.name": "t-quota"})
+    assert [p.attributes.get("error.type") for p in points] == ["QuotaExceeded"]
+    (span,) = [s for s in env.spans.get_finished_spans() if s.name == "t-quota"]
+    assert span.attributes["error.type"] == "QuotaExceeded"
+
+
 def test_span_is_current_inside_the_operation(env: Env) -> None:
     tracer = env.tracer_provider.get_tracer("test")
     with track_operation("t-parent"), tracer.start_as_current_span("child"):
