@@ -308,9 +308,7 @@ def test_statements_of_run_in_transaction_async_are_children_of_its_span(telemet
     assert statement.parent is not None and statement.parent.span_id == transaction.context.span_id
 
 
-def test_postgres_first_connect_checks_are_not_the_applications_statements(
-    telemetry: Telemetry, postgres: Any
-) -> None:
+def test_postgres_first_connect_checks_are_not_the_applications_statements(telemetry: Telemetry, postgres: Any) -> None:
     """PostgreSQL's dialect runs ``select pg_catalog.version()``, ``select current_schema()`` and ``show
     standard_conforming_strings`` on an engine's first connection (``Dialect.initialize``): neither spans nor
     counted; the same statement run by the application afterwards is."""
