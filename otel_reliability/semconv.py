@@ -98,6 +98,11 @@ ATTR_CIRCUIT_BREAKER_STATE = "circuit_breaker.state"
 ATTR_CIRCUIT_BREAKER_OUTCOME = "circuit_breaker.outcome"
 ATTR_CIRCUIT_BREAKER_PREVIOUS_STATE = "circuit_breaker.previous_state"
 
+EVENT_CIRCUIT_BREAKER_STATE_CHANGE = "circuit_breaker.state_change"
+"""A span event: a breaker changed state during the current span."""
+EVENT_CIRCUIT_BREAKER_REJECTED = "circuit_breaker.rejected"
+"""A span event: a call was refused by an open breaker."""
+
 CIRCUIT_BREAKER_STATES = ("closed", "open", "half_open")
 """The values of ``ATTR_CIRCUIT_BREAKER_STATE``."""
 CIRCUIT_BREAKER_OUTCOMES = ("success", "failure", "rejected")

@@ -44,7 +44,7 @@ from otel_reliability.readings.model import attrs_key
 
 _logger = logging.getLogger(__name__)
 
-INSTANCE_ID = "service.instance.id"
+INSTANCE_ID = semconv.ATTR_SERVICE_INSTANCE_ID
 
 # Gauges that are settings or ages: the host's value is the largest worker's, not a sum.
 MAX_GAUGES = frozenset(
