@@ -9,7 +9,9 @@
   contrib convention); ``is_wrapped`` tells whether a class already holds our wrapper. On a path that runs on
   every request (a pool checkout, a statement), a patch is an ``override`` instead, undone by ``restore``: a
   plain function with the method's own signature, which costs ~30 ns a call where a wrapt wrapper costs ~800
-  (wrapt 2.5 here: a bound wrapper is made on each attribute lookup and the call goes through it).
+  (wrapt 2.5 here: a bound wrapper is made on each attribute lookup and the call goes through it). FastAPI's
+  ``__init__`` and ``build_middleware_stack`` are wrapped once for the whole package, in ``fastapi_app``, which
+  runs the hooks the instrumentors register there.
 - A method wrapped on a base class misses subclasses that define their own version (``SingletonThreadPool.connect``,
   ``psycopg2``'s ``do_executemany``): ``classes_defining`` finds those to wrap too; when such an override calls
   ``super()``, only the outermost patch may act, or the call would be measured twice: ``outermost`` tells a patch
