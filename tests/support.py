@@ -327,20 +327,7 @@ CACHE = Path(os.environ.get("OTEL_RELIABILITY_CACHE", "/var/cache/otel-reliabili
 def upstream_distro_dir() -> Path:
     """Upstream's opentelemetry-distro (the version matching our instrumentation), installed once into a cached
     folder to put first on PYTHONPATH: beside ours for one test or one benchmark variant, never in .venv."""
-    from importlib import metadata
-
-    version = metadata.version("opentelemetry-instrumentation")
-    target = CACHE / f"opentelemetry-distro-{version}"
-    if not (target / ".complete").exists():
-        proc = subprocess.run(
-            [str(BIN / "python"), "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-             f"opentelemetry-distro=={version}"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            raise RuntimeError(f"opentelemetry-distro=={version} from PyPI: {proc.stderr[-300:]}")
-        (target / ".complete").touch()
-    return target
+    return upstream_instrumentation_dir("opentelemetry-distro")
 
 
 def upstream_instrumentation_dir(distribution: str) -> Path:
@@ -377,6 +364,36 @@ def prometheus_binary() -> str | None:
 
 def promtool_binary() -> str | None:
     return built_tool("promtool")
+
+
+@contextlib.contextmanager
+def breakers_instrumented(provider: Any, *others: Any) -> Iterator[None]:
+    """The breaker instrumentor (and the instrumentors ``others``) on ``provider`` for one test, undone in reverse
+    order: the breaker registry empty before and after, and circuitbreaker's process-wide monitor as it was (it
+    holds every decorated breaker for the life of the process)."""
+    import circuitbreaker
+
+    from otel_reliability.instrumentation.breakers import BREAKERS, BreakersInstrumentor
+
+    BREAKERS.clear()
+    monitored = dict(circuitbreaker.CircuitBreakerMonitor.circuit_breakers)
+    instrumentors = [BreakersInstrumentor(), *others]
+    for instrumentor in instrumentors:
+        instrumentor.instrument(meter_provider=provider)
+    try:
+        yield
+    finally:
+        for instrumentor in reversed(instrumentors):
+            instrumentor.uninstrument()
+        BREAKERS.clear()
+        circuitbreaker.CircuitBreakerMonitor.circuit_breakers.clear()
+        circuitbreaker.CircuitBreakerMonitor.circuit_breakers.update(monitored)
+
+
+def collector_env(grpc: int, http: int, prometheus: int, health: int) -> dict[str, str]:
+    """The environment that puts collector-config/otelcol.yaml's four listeners on these loopback ports."""
+    ports = {"GRPC": grpc, "HTTP": http, "PROMETHEUS": prometheus, "HEALTH": health}
+    return {f"OTEL_RELIABILITY_COLLECTOR_{name}_ENDPOINT": f"127.0.0.1:{port}" for name, port in ports.items()}
 
 
 def collector_binary() -> Path:

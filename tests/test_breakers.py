@@ -34,6 +34,7 @@ from otel_reliability.instrumentation.breakers import purgatory as purgatory_ada
 from otel_reliability.instrumentation.breakers import pybreaker as pybreaker_adapter
 from otel_reliability.instrumentation.breakers._registry import BREAKERS
 from otel_reliability.readings import Readings
+from tests.support import breakers_instrumented
 
 
 class Boom(Exception):
@@ -54,21 +55,13 @@ def ok() -> str:
 
 @pytest.fixture
 def readings() -> Iterator[Readings]:
-    BREAKERS.clear()
-    monitored = dict(circuitbreaker.CircuitBreakerMonitor.circuit_breakers)
     reader = Readings(background=False, cache_seconds=0.0)
     provider = MeterProvider(metric_readers=[reader])
     reader.test_provider = provider  # type: ignore[attr-defined]
-    instrumentor = BreakersInstrumentor()
-    instrumentor.instrument(meter_provider=provider)
     try:
-        yield reader
+        with breakers_instrumented(provider):
+            yield reader
     finally:
-        instrumentor.uninstrument()
-        BREAKERS.clear()
-        # circuitbreaker's monitor holds every decorated breaker for the life of the process: forget this test's.
-        circuitbreaker.CircuitBreakerMonitor.circuit_breakers.clear()
-        circuitbreaker.CircuitBreakerMonitor.circuit_breakers.update(monitored)
         config.set_settings(config.load({}))
 
 

@@ -23,9 +23,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from otel_reliability import config
 from otel_reliability.health.model import CheckContext
 from otel_reliability.health.views import breakers as view
-from otel_reliability.instrumentation.breakers import BreakersInstrumentor
-from otel_reliability.instrumentation.breakers._registry import BREAKERS
 from otel_reliability.readings import Readings
+from tests.support import breakers_instrumented
 
 TIMEOUT = 2.0  # long enough for the three "open" reads on a loaded machine; the test waits it out once
 
@@ -85,18 +84,9 @@ class Stack:
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
-    BREAKERS.clear()
-    monitored = dict(circuitbreaker.CircuitBreakerMonitor.circuit_breakers)
     built = Stack()
-    instrumentor = BreakersInstrumentor()
-    instrumentor.instrument(meter_provider=built.provider)
-    try:
+    with breakers_instrumented(built.provider):
         yield built
-    finally:
-        instrumentor.uninstrument()
-        BREAKERS.clear()
-        circuitbreaker.CircuitBreakerMonitor.circuit_breakers.clear()
-        circuitbreaker.CircuitBreakerMonitor.circuit_breakers.update(monitored)
 
 
 def _attempt(call: Callable[[], Any]) -> str:

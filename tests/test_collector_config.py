@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from otel_reliability import slo
-from tests.support import free_port, promtool_binary, require
+from tests.support import collector_env, free_port, promtool_binary, require
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "collector-config"
@@ -210,13 +210,7 @@ def test_collector_has_exactly_the_components_of_the_config(collector_binary: Pa
 @pytest.fixture
 def running_collector(collector_binary: Path, tmp_path: Path) -> Iterator[dict[str, int]]:
     ports = {name: free_port() for name in ("grpc", "http", "prometheus", "health")}
-    env = {
-        **os.environ,
-        "OTEL_RELIABILITY_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
-        "OTEL_RELIABILITY_COLLECTOR_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
-        "OTEL_RELIABILITY_COLLECTOR_PROMETHEUS_ENDPOINT": f"127.0.0.1:{ports['prometheus']}",
-        "OTEL_RELIABILITY_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
-    }
+    env = {**os.environ, **collector_env(ports["grpc"], ports["http"], ports["prometheus"], ports["health"])}
     log = (tmp_path / "collector.log").open("w")
     proc = subprocess.Popen(
         [str(collector_binary), f"--config={CONFIG_DIR / 'otelcol.yaml'}"],

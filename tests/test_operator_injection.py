@@ -31,6 +31,7 @@ from tests.support import (
     ROOT,
     AppProcess,
     background,
+    collector_env,
     ensure_collector,
     free_port,
     get_json,
@@ -114,12 +115,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
     binary = ensure_collector()
     tmp = tmp_path_factory.mktemp("operator-collector")
     ports = {name: free_port() for name in ("grpc", "http", "prom", "health")}
-    env = {
-        "OTEL_RELIABILITY_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
-        "OTEL_RELIABILITY_COLLECTOR_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
-        "OTEL_RELIABILITY_COLLECTOR_PROMETHEUS_ENDPOINT": f"127.0.0.1:{ports['prom']}",
-        "OTEL_RELIABILITY_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
-    }
+    env = collector_env(ports["grpc"], ports["http"], ports["prom"], ports["health"])
     with background([str(binary), f"--config={CONFIG / 'otelcol.yaml'}"], log_path=tmp / "collector.log", env=env):
         wait_until(lambda: http("GET", f"http://127.0.0.1:{ports['health']}/")[0] == 200, what="collector health")
         yield Collector(f"http://127.0.0.1:{ports['http']}", ports["prom"])

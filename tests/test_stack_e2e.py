@@ -29,6 +29,7 @@ from tests.support import (
     AppProcess,
     Postgres,
     background,
+    collector_env,
     ensure_collector,
     free_port,
     get_json,
@@ -137,17 +138,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Itera
     collector = ensure_collector()
     tmp = tmp_path_factory.mktemp("stack")
     ports = {name: free_port() for name in ("grpc", "http", "prom", "health", "fake", "prometheus")}
-    collector_env = {
-        "OTEL_RELIABILITY_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
-        "OTEL_RELIABILITY_COLLECTOR_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
-        "OTEL_RELIABILITY_COLLECTOR_PROMETHEUS_ENDPOINT": f"127.0.0.1:{ports['prom']}",
-        "OTEL_RELIABILITY_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
-    }
+    listeners = collector_env(ports["grpc"], ports["http"], ports["prom"], ports["health"])
     fake_url = f"http://127.0.0.1:{ports['fake']}"
     apps: list[AppProcess] = []
     with (
         background([str(collector), f"--config={CONFIG / 'otelcol.yaml'}"], log_path=tmp / "collector.log",
-                   env=collector_env),
+                   env=listeners),
         background([str(BIN / "python"), str(ROOT / "examples" / "fake_services.py"), "--port", str(ports["fake"])],
                    log_path=tmp / "fake.log"),
     ):  # fmt: skip

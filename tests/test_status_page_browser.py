@@ -73,7 +73,10 @@ class Watched:
     def _loaded(self) -> None:
         self.loads += 1
 
-    def close(self) -> None:
+    def __enter__(self) -> Watched:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.context.close()
 
 
@@ -87,8 +90,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
 
 
 def test_the_page_renders_every_breaker_and_a_hostile_name_as_text(browser: Any, app: AppProcess) -> None:
-    watched = Watched(browser, app)
-    try:
+    with Watched(browser, app) as watched:
         page = watched.page
         names = page.locator("[data-breaker] h3 .name").all_text_contents()
         assert set(names) == NAMES
@@ -99,13 +101,10 @@ def test_the_page_renders_every_breaker_and_a_hostile_name_as_text(browser: Any,
         assert page.locator("#operations").get_by_text("nightly <export>", exact=True).count() == 1
         assert watched.errors == []
         assert all(url.startswith(app.url + "/") for url in watched.requests), watched.requests
-    finally:
-        watched.close()
 
 
 def test_an_opened_breaker_shows_as_open_within_3_s_without_a_reload(browser: Any, app: AppProcess) -> None:
-    watched = Watched(browser, app)
-    try:
+    with Watched(browser, app) as watched:
         page = watched.page
         gemini = page.locator('[data-breaker="gemini"]')
         assert gemini.get_attribute("class") == "breaker b-closed"
@@ -121,23 +120,20 @@ def test_an_opened_breaker_shows_as_open_within_3_s_without_a_reload(browser: An
         assert page.locator("#verdict h2").text_content() == "1 item(s) need action: breakers"
         assert watched.errors == []
         assert all(url.startswith(app.url + "/") for url in watched.requests), watched.requests
-    finally:
-        watched.close()
 
 
 def test_lost_contact_is_shown_when_the_app_stops(browser: Any, tmp_path: Path) -> None:
     own = start_status_app(tmp_path)
     try:
-        watched = Watched(browser, own)
-        page = watched.page
-        assert "CONTACT LOST" not in (page.locator("#contact").text_content() or "")
-        own.stop()
-        page.wait_for_selector("body.lost", timeout=10_000)
-        text = page.locator("#contact").text_content() or ""
-        assert text.startswith("CONTACT LOST since ") and "showing the readings of" in text
-        # The sections stay (dimmed), so the last readings can still be read.
-        assert page.locator("[data-breaker]").count() == len(NAMES)
-        assert [e for e in watched.errors if "ERR_CONNECTION_REFUSED" not in e] == []
-        watched.close()
+        with Watched(browser, own) as watched:
+            page = watched.page
+            assert "CONTACT LOST" not in (page.locator("#contact").text_content() or "")
+            own.stop()
+            page.wait_for_selector("body.lost", timeout=10_000)
+            text = page.locator("#contact").text_content() or ""
+            assert text.startswith("CONTACT LOST since ") and "showing the readings of" in text
+            # The sections stay (dimmed), so the last readings can still be read.
+            assert page.locator("[data-breaker]").count() == len(NAMES)
+            assert [e for e in watched.errors if "ERR_CONNECTION_REFUSED" not in e] == []
     finally:
         own.stop()

@@ -19,27 +19,19 @@ from sqlalchemy import pool as sa_pool
 from otel_reliability import config
 from otel_reliability.health.model import CheckContext
 from otel_reliability.health.views import breakers as breakers_view
-from otel_reliability.instrumentation.breakers import BreakersInstrumentor
-from otel_reliability.instrumentation.breakers._registry import BREAKERS
 from otel_reliability.instrumentation.pool import POOL_NAME, PoolInstrumentor
 from otel_reliability.readings import Readings
-from tests.support import Postgres
+from tests.support import Postgres, breakers_instrumented
 
 
 @pytest.fixture
 def readings() -> Iterator[Readings]:
-    BREAKERS.clear()
     reader = Readings(background=False, cache_seconds=0.0)
     provider = MeterProvider(metric_readers=[reader])
-    breakers, pools = BreakersInstrumentor(), PoolInstrumentor()
-    breakers.instrument(meter_provider=provider)
-    pools.instrument(meter_provider=provider)
     try:
-        yield reader
+        with breakers_instrumented(provider, PoolInstrumentor()):
+            yield reader
     finally:
-        pools.uninstrument()
-        breakers.uninstrument()
-        BREAKERS.clear()
         provider.shutdown()
 
 

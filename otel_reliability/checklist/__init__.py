@@ -187,6 +187,13 @@ def resources(body: Mapping[str, Any], endpoint: str | None = None) -> Item:
     return Item("resources", ACTION, summary, advice.resources(reason), endpoint, 200, body)
 
 
+def statement_timeout_as_expected(seconds: float, declared: float | None) -> bool:
+    """Whether a pool's statement_timeout is what ``OTEL_RELIABILITY_EXPECTED_STATEMENT_TIMEOUT`` asks: exactly
+    the declared value; nothing declared, any timeout at all (0 disables it). One rule for the db-timeout view,
+    ``check --url`` (which reads that view) and ``check --prometheus``."""
+    return abs(seconds - declared) < 1e-6 if declared is not None else seconds > 0
+
+
 def statement_timeout(body: Mapping[str, Any], endpoint: str | None = None) -> Item:
     value = body.get("statement_timeout")
     configured = body.get("configured")

@@ -95,14 +95,22 @@ def _judged(name: str, endpoint: str, reply: Reply, judge: Callable[[Mapping[str
     return judge(reply.body, endpoint)
 
 
-def check_breakers(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
-    endpoint = f"{paths.health}/circuit-breakers"
-    return _judged("breakers", endpoint, client.get(endpoint), checklist.breakers)
+def _public_view(name: str, view: str, judge: Callable[[Mapping[str, Any], str], Item]) -> Check:
+    """The item ``name``: the public health view ``view`` (under the health path) judged by ``judge``."""
+
+    def check(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
+        endpoint = f"{paths.health}/{view}"
+        return _judged(name, endpoint, client.get(endpoint), judge)
+
+    check.__name__ = check.__qualname__ = f"check_{name.replace(' ', '_')}"
+    return check
 
 
-def check_error_rate(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
-    endpoint = f"{paths.health}/error-rate"
-    return _judged("error rate", endpoint, client.get(endpoint), checklist.error_rate)
+check_breakers = _public_view("breakers", "circuit-breakers", checklist.breakers)
+check_error_rate = _public_view("error rate", "error-rate", checklist.error_rate)
+check_resources = _public_view("resources", "resources", checklist.resources)
+check_statement_timeout = _public_view("statement timeout", "db-timeout", checklist.statement_timeout)
+check_error_budget = _public_view("error budget", "error-rate", checklist.error_budget)
 
 
 def check_pool(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
@@ -139,21 +147,6 @@ def check_stuck(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping
     if reply.status != 200 or not reply.is_json_object:
         return _failed("stuck operations", endpoint, reply, f"--admin-token / {ADMIN_TOKEN_ENV}")
     return checklist.stuck_list(reply.body, cleanup, endpoint)
-
-
-def check_resources(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
-    endpoint = f"{paths.health}/resources"
-    return _judged("resources", endpoint, client.get(endpoint), checklist.resources)
-
-
-def check_statement_timeout(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
-    endpoint = f"{paths.health}/db-timeout"
-    return _judged("statement timeout", endpoint, client.get(endpoint), checklist.statement_timeout)
-
-
-def check_error_budget(client: Client, paths: Paths, tokens: Tokens, aggregate: Mapping[str, Any]) -> Item:
-    endpoint = f"{paths.health}/error-rate"
-    return _judged("error budget", endpoint, client.get(endpoint), checklist.error_budget)
 
 
 Check = Callable[["Client", "Paths", "Tokens", Mapping[str, Any]], Item]

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from otel_reliability.checklist import advice
+from otel_reliability.checklist import advice, statement_timeout_as_expected
 from otel_reliability.checklist.advice import duration
 from otel_reliability.cli import budget
 from otel_reliability.cli.fleet_scope import (
@@ -249,7 +249,7 @@ def check_statement_timeout(f: Fleet) -> Item:
     if not rows:
         return Item("statement timeout", OK, "not applicable (no PostgreSQL pool reports statement_timeout)")
     expected = f.th.expected_statement_timeout
-    wrong = [(s, v) for s, v in rows if (v != expected if expected is not None else v == 0)]
+    wrong = [(s, v) for s, v in rows if not statement_timeout_as_expected(v, expected)]
     details = [
         {
             "job": s["job"],

@@ -238,6 +238,17 @@ class _Budget:
             self.delay = min(self.delay, remaining)
         return self.delay
 
+    def after_failure(self, span: Span, engine: Any, attempt: int, exc: BaseException) -> float | None:
+        """The sleep before the next attempt after ``exc`` (the retry counted and on the span), or None when it
+        is not transient or a limit says stop (the span then finished with the error): the caller re-raises."""
+        reason = is_transient(exc)
+        delay = None if reason is None else self.next_delay(attempt)
+        if reason is None or delay is None:
+            self.finish(span, attempt, exc)
+            return None
+        _note_retry(span, engine, reason, attempt, exc, delay)
+        return delay
+
     def finish(self, span: Span, attempt: int, exc: BaseException | None = None) -> None:
         span.set_attribute(semconv.ATTR_DB_TRANSACTION_ATTEMPTS, attempt)
         span.set_attribute(semconv.ATTR_DB_TRANSACTION_RETRIES, attempt - 1)
@@ -274,12 +285,9 @@ def run_in_transaction(
                 budget.finish(span, attempt)
                 return result
             except Exception as exc:
-                reason = is_transient(exc)
-                delay = None if reason is None else budget.next_delay(attempt)
-                if reason is None or delay is None:
-                    budget.finish(span, attempt, exc)
+                delay = budget.after_failure(span, engine, attempt, exc)
+                if delay is None:
                     raise
-                _note_retry(span, engine, reason, attempt, exc, delay)
             finally:
                 session.close()
             time.sleep(delay)
@@ -310,12 +318,9 @@ async def run_in_transaction_async(
                 budget.finish(span, attempt)
                 return result
             except Exception as exc:
-                reason = is_transient(exc)
-                delay = None if reason is None else budget.next_delay(attempt)
-                if reason is None or delay is None:
-                    budget.finish(span, attempt, exc)
+                delay = budget.after_failure(span, engine, attempt, exc)
+                if delay is None:
                     raise
-                _note_retry(span, engine, reason, attempt, exc, delay)
             finally:
                 await session.close()
             await asyncio.sleep(delay)

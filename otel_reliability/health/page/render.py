@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -218,18 +219,26 @@ def _error_rate(body: dict[str, Any], spark: dict[str, Any]) -> str:
         f"{_num(body.get('min_requests'))} requests</p>"
     )
     routes = body.get("top_routes") or []
-    table = ""
-    if routes:
-        rows = "".join(
-            f"<tr><td>{_e(r.get('route'))}</td><td>{_num(r.get('errors'))}</td><td>{_num(r.get('client_errors'))}</td>"
-            f"<td>{_num(r.get('requests'))}</td></tr>"
-            for r in routes
-        )
-        table = (
-            "<table><caption>Top failing routes</caption><tr><th>route</th><th>errors</th><th>4xx</th>"
-            f"<th>requests</th></tr>{rows}</table>"
-        )
+    rows = [
+        [_e(r.get("route")), _num(r.get("errors")), _num(r.get("client_errors")), _num(r.get("requests"))]
+        for r in routes
+    ]
+    table = _table(["route", "errors", "4xx", "requests"], rows, "Top failing routes") if routes else ""
     return f'<section id="errors"><h2>Error rate</h2>{figures}{_spark_svg(spark, threshold)}{table}</section>'
+
+
+def _row(cells: Sequence[str], css_class: str | None = None) -> str:
+    """One table row of cells already escaped."""
+    head = "<tr>" if css_class is None else f'<tr class="{css_class}">'
+    return head + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str] | str], caption: str = "") -> str:
+    """A table: ``headers`` as text, ``rows`` as lists of escaped cells (or rows made by ``_row``), an optional
+    escaped ``caption``."""
+    body = "".join(row if isinstance(row, str) else _row(row) for row in rows)
+    heading = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    return f"<table>{f'<caption>{caption}</caption>' if caption else ''}<tr>{heading}</tr>{body}</table>"
 
 
 def _bar(percent: Any, warn: float, label: str) -> str:
@@ -299,35 +308,29 @@ def _resources(body: dict[str, Any], workers: Any) -> str:
         f"<dt>threads</dt><dd>{_num(body.get('threads'))}</dd>",
     ]
     per_worker = body.get("per_worker") or []
-    table = ""
-    if per_worker:
-        lines = "".join(
-            f"<tr><td>{_e(w.get('instance_id'))}</td><td>{_num(w.get('cpu_percent'), '%')}</td>"
-            f"<td>{_num(w.get('memory_mb'), ' MB')}</td><td>{_num(w.get('open_files'))}</td>"
-            f"<td>{_num(w.get('threads'))}</td></tr>"
-            for w in per_worker
-        )
-        table = (
-            f"<table><caption>{_e(workers)} workers</caption><tr><th>worker</th><th>CPU</th><th>RSS</th><th>fds</th>"
-            f"<th>threads</th></tr>{lines}</table>"
-        )
+    lines = [
+        [_e(w.get("instance_id")), _num(w.get("cpu_percent"), "%"), _num(w.get("memory_mb"), " MB"),
+         _num(w.get("open_files")), _num(w.get("threads"))]
+        for w in per_worker
+    ]  # fmt: skip
+    headers = ["worker", "CPU", "RSS", "fds", "threads"]
+    table = _table(headers, lines, f"{_e(workers)} workers") if per_worker else ""
     scope = " <small>whole host</small>" if body.get("scope") == "host" else ""
     return f'<section id="resources"><h2>Resources{scope}</h2><dl class="wide">{"".join(rows)}</dl>{table}</section>'
 
 
 def _operations(body: dict[str, Any], admin_path: str) -> str:
     found: dict[str, Any] = body.get("operations") or {}
-    rows = "".join(
-        f'<tr class="{"bad" if (info.get("stuck") or 0) > 0 else ""}"><td>{_e(name)}</td>'
-        f"<td>{_num(info.get('in_flight'))}"
-        f"</td><td>{_num(info.get('stuck'))}</td><td>{_e(duration(info.get('oldest_age_seconds')))}</td></tr>"
-        for name, info in sorted(found.items(), key=lambda kv: (-(kv[1].get("stuck") or 0), kv[0]))
-    )
-    table = (
-        f"<table><tr><th>operation</th><th>in flight</th><th>stuck</th><th>oldest</th></tr>{rows}</table>"
-        if rows
-        else "<p>No tracked operation in flight.</p>"
-    )
+
+    def row(name: str, info: dict[str, Any]) -> str:
+        cells = [_e(name), _num(info.get("in_flight")), _num(info.get("stuck"))]
+        cells.append(_e(duration(info.get("oldest_age_seconds"))))
+        return _row(cells, "bad" if (info.get("stuck") or 0) > 0 else "")
+
+    ordered = sorted(found.items(), key=lambda kv: (-(kv[1].get("stuck") or 0), kv[0]))
+    rows = [row(name, info) for name, info in ordered]
+    headers = ["operation", "in flight", "stuck", "oldest"]
+    table = _table(headers, rows) if rows else "<p>No tracked operation in flight.</p>"
     threshold = body.get("stuck_threshold_seconds")
     note = (
         f"Stuck: in flight longer than {_e(duration(threshold))}. Cleaning up is an admin action "

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from otel_reliability import config, semconv
+from otel_reliability.checklist import statement_timeout_as_expected
 from otel_reliability.health.model import CheckContext, HealthRegistry, HealthView, Status, ViewResult
 from otel_reliability.instrumentation import statement_timeout
 from otel_reliability.readings import rfc3339
@@ -52,7 +53,7 @@ def compute(ctx: CheckContext) -> ViewResult:
             "supported": True,
             "statement_timeout": reading.shown if reading else None,
             "seconds": seconds,
-            "configured": seconds is not None and _as_expected(seconds, declared),
+            "configured": seconds is not None and statement_timeout_as_expected(seconds, declared),
             "sampled_at": rfc3339(reading.sampled_at) if reading and reading.sampled_at else None,
             "error": reading.error if reading else None,
         }
@@ -91,11 +92,6 @@ _DISABLED = (
     f"Set one on the server, e.g. ALTER DATABASE <db> SET statement_timeout = '{config.ADVISED_STATEMENT_TIMEOUT:g}s', "
     f"and declare it with {config.EXPECTED_STATEMENT_TIMEOUT.name} so that health degrades if it is ever lost."
 )
-
-
-def _as_expected(seconds: float, declared: float | None) -> bool:
-    """Declared: exactly that value; nothing declared: any timeout at all (0 disables it)."""
-    return abs(seconds - declared) < 1e-6 if declared is not None else seconds > 0
 
 
 def register(registry: HealthRegistry) -> None:

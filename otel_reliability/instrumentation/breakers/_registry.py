@@ -44,6 +44,7 @@ from otel_reliability.instrumentation.breakers._model import (
 )
 from otel_reliability.instrumentation.breakers._tracked import (
     Adapter,
+    SelfNamed,
     TrackedBreaker,
     annotate_span,
     creation_site,
@@ -73,6 +74,7 @@ __all__ = [
     "BreakerRegistry",
     "Entry",
     "Reading",
+    "SelfNamed",
     "TrackedBreaker",
     "annotate_span",
     "canonical_state",
@@ -190,6 +192,17 @@ class BreakerRegistry:
 
     def by_name(self, name: str) -> list[TrackedBreaker]:
         return [t for t in self.tracked() if t.explicit_name == name or t.name == name]
+
+    def adopt(self, breaker: Any, adapter: Adapter, state: Any, name: str | None = None) -> TrackedBreaker:
+        """Know a library's breaker, in the state the library shows (``state``, any spelling; closed if it cannot
+        be read), named ``name``, else by the adapter, else after the code that created it."""
+        return self.track(
+            breaker,
+            adapter,
+            name=name,
+            fallback_name=creation_site(2),
+            initial_state=canonical_state(state) or CLOSED,
+        )
 
     def tracked(self, library: str | None = None) -> list[TrackedBreaker]:
         with self._lock:

@@ -57,6 +57,15 @@ class Adapter(Protocol):
     def retry_after(self, breaker: Any, tracked: TrackedBreaker) -> float | None: ...
 
 
+class SelfNamed:
+    """``name_of`` for libraries whose breakers carry their own ``name`` (pybreaker, circuitbreaker): that name,
+    when it is set; else the registry names the breaker after where it was created."""
+
+    def name_of(self, breaker: Any) -> str | None:
+        name = breaker.name
+        return str(name) if name else None
+
+
 class TrackedBreaker:
     """One known breaker: how to reach and read it, and its call and transition counts."""
 

@@ -31,24 +31,20 @@ from otel_reliability.instrumentation.breakers._registry import (
     BREAKERS,
     BreakerRegistry,
     Reading,
+    SelfNamed,
     TrackedBreaker,
     annotate_span,
     canonical_state,
-    creation_site,
 )
 from otel_reliability.upstream import breakers as upstream
 
 LIBRARY = "circuitbreaker"
 
 
-class CircuitbreakerAdapter:
+class CircuitbreakerAdapter(SelfNamed):
     library = LIBRARY
     derive_transitions = True  # no events: derived from observed states
     derive_on_read = False
-
-    def name_of(self, breaker: Any) -> str | None:
-        name = breaker.name
-        return str(name) if name else None
 
     def read(self, breaker: Any, tracked: TrackedBreaker) -> Reading:
         threshold, timeout = upstream.circuitbreaker_settings(breaker, tracked.extra.get(_GIVEN))
@@ -85,13 +81,7 @@ def _restore_fallback(breaker: Any) -> None:
 
 def adopt(breaker: Any, registry: BreakerRegistry = BREAKERS, name: str | None = None) -> TrackedBreaker:
     """Know one circuitbreaker breaker and count the rejections its fallback serves."""
-    tracked = registry.track(
-        breaker,
-        ADAPTER,
-        name=name,
-        fallback_name=creation_site(1),
-        initial_state=canonical_state(breaker.state) or "closed",
-    )
+    tracked = registry.adopt(breaker, ADAPTER, breaker.state, name)
     _count_fallback(breaker, tracked)
     return tracked
 

@@ -40,10 +40,10 @@ from otel_reliability.instrumentation.breakers._registry import (
     BREAKERS,
     BreakerRegistry,
     Reading,
+    SelfNamed,
     TrackedBreaker,
     annotate_span,
     canonical_state,
-    creation_site,
     spans_possible,
     tag_error,
 )
@@ -52,14 +52,10 @@ from otel_reliability.upstream import breakers as upstream
 LIBRARY = "pybreaker"
 
 
-class PybreakerAdapter:
+class PybreakerAdapter(SelfNamed):
     library = LIBRARY
     derive_transitions = False  # pybreaker tells its listeners, where we count them
     derive_on_read = False
-
-    def name_of(self, breaker: Any) -> str | None:
-        name = breaker.name
-        return str(name) if name else None
 
     def read(self, breaker: Any, tracked: TrackedBreaker) -> Reading:
         return Reading(
@@ -88,13 +84,7 @@ def adopt(breaker: Any, registry: BreakerRegistry = BREAKERS, name: str | None =
     """Know one pybreaker breaker (created before instrumentation, or from ``__init__``). Nothing is attached to
     it (its outcomes are counted by the class-level wrappers of ``instrument``), except where pybreaker's
     notification points changed shape: then our listener (``upstream.breakers``' fallback)."""
-    tracked = registry.track(
-        breaker,
-        ADAPTER,
-        name=name,
-        fallback_name=creation_site(1),
-        initial_state=canonical_state(breaker.current_state) or "closed",
-    )
+    tracked = registry.adopt(breaker, ADAPTER, breaker.current_state, name)
     listener = _listeners.get(registry)
     if listener is not None and listener not in breaker.listeners:
         breaker.add_listener(listener)
