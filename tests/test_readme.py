@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import re
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,10 +23,18 @@ def test_there_are_runnable_snippets() -> None:
 
 @pytest.fixture
 def example_on_default_ports(app_factory: Callable[..., AppProcess], tmp_path) -> Iterator[AppProcess]:
+    # The snippets name the README's ports (8000, 9100, 9464): one user of them per machine at a time, also across
+    # checkouts whose suites run at once (two fake services on :9100 would answer each other's app).
+    with open(Path(tempfile.gettempdir()) / "otel-reliability-readme-ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _example(app_factory, tmp_path)
+
+
+def _example(app_factory: Callable[..., AppProcess], tmp_path: Path) -> Iterator[AppProcess]:
     fake = [str(BIN / "python"), str(ROOT / "examples" / "fake_services.py"), "--port", "9100"]
     with background(fake, log_path=tmp_path / "fake.log"):
         wait_until(lambda: http("GET", "http://127.0.0.1:9100/health")[0] == 200, what="fake services on :9100")
-        yield app_factory(
+        app = app_factory(
             "app.main:app",
             port=8000,
             metrics_port=9464,
@@ -33,6 +44,10 @@ def example_on_default_ports(app_factory: Callable[..., AppProcess], tmp_path) -
                 "OTEL_RELIABILITY_STUCK_THRESHOLD": "2",
             },
         )
+        try:
+            yield app
+        finally:
+            app.stop()  # before the ports are handed on
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
