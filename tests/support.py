@@ -390,6 +390,24 @@ def breakers_instrumented(provider: Any, *others: Any) -> Iterator[None]:
         circuitbreaker.CircuitBreakerMonitor.circuit_breakers.update(monitored)
 
 
+@contextlib.contextmanager
+def pool_readings() -> Iterator[Any]:
+    """A foreground Readings on its own MeterProvider with the pool instrumentor on it, for one test."""
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from otel_reliability.instrumentation.pool import PoolInstrumentor
+    from otel_reliability.readings import Readings
+
+    reader = Readings(background=False)
+    provider = MeterProvider(metric_readers=[reader])
+    PoolInstrumentor().instrument(meter_provider=provider)
+    try:
+        yield reader
+    finally:
+        PoolInstrumentor().uninstrument()
+        provider.shutdown()
+
+
 def collector_env(grpc: int, http: int, prometheus: int, health: int) -> dict[str, str]:
     """The environment that puts collector-config/otelcol.yaml's four listeners on these loopback ports."""
     ports = {"GRPC": grpc, "HTTP": http, "PROMETHEUS": prometheus, "HEALTH": health}

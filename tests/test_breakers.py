@@ -45,6 +45,15 @@ class Business(Exception):
     pass
 
 
+def behave(kind: str) -> str:
+    """A guarded dependency: ``boom`` is a failure the breaker counts, ``business`` an error it must not count."""
+    if kind == "boom":
+        raise Boom("down")
+    if kind == "business":
+        raise Business("not a failure of the dependency")
+    return "ok"
+
+
 def boom() -> None:
     raise Boom("down")
 
@@ -219,13 +228,9 @@ def test_circuitbreaker_outcomes_fallback_and_computed_half_open(
     clock = FakeClock(time.monotonic())
     monkeypatch.setattr(circuitbreaker, "monotonic", clock)  # the library's clock for opened-at and half-open
 
-    @circuitbreaker.circuit(failure_threshold=2, recovery_timeout=0.3, expected_exception=Boom, name="cb")
-    def guarded(kind: str) -> str:
-        if kind == "boom":
-            raise Boom("down")
-        if kind == "business":
-            raise Business("not counted by the breaker")
-        return "ok"
+    guarded = circuitbreaker.circuit(failure_threshold=2, recovery_timeout=0.3, expected_exception=Boom, name="cb")(
+        behave
+    )
 
     served = []
     fallback_breaker = circuitbreaker.CircuitBreaker(
@@ -276,13 +281,7 @@ def test_purgatory_sync_factory_exclude_is_success_and_lazy_half_open(
     monkeypatch.setattr(model, "time", types.SimpleNamespace(time=clock))  # the library's clock for its ttl
     factory = purgatory.SyncCircuitBreakerFactory(default_threshold=2, default_ttl=0.3, exclude=[Business])
 
-    @factory("pg")
-    def guarded(kind: str) -> str:
-        if kind == "boom":
-            raise Boom("down")
-        if kind == "business":
-            raise Business("excluded")
-        return "ok"
+    guarded = factory("pg")(behave)
 
     results = [attempt(guarded, k) for k in ("ok", "business", "boom", "boom", "ok")]
     assert results == ["ok", "Business", "Boom", "Boom", "OpenedState"]

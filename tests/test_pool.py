@@ -18,19 +18,13 @@ from otel_reliability.health.model import CheckContext, Status
 from otel_reliability.health.views import pool as pool_view
 from otel_reliability.instrumentation.pool import POOL_NAME, STATE, PoolInstrumentor, name_from_url
 from otel_reliability.readings import Readings, Snapshot
-from tests.support import Postgres, require
+from tests.support import Postgres, pool_readings, require
 
 
 @pytest.fixture
 def readings() -> Iterator[Readings]:
-    reader = Readings(background=False)
-    provider = MeterProvider(metric_readers=[reader])
-    PoolInstrumentor().instrument(meter_provider=provider)
-    try:
+    with pool_readings() as reader:
         yield reader
-    finally:
-        PoolInstrumentor().uninstrument()
-        provider.shutdown()
 
 
 def snap(r: Readings) -> Snapshot:

@@ -9,27 +9,20 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from opentelemetry.sdk.metrics import MeterProvider
 
 from otel_reliability import config
 from otel_reliability.health.model import CheckContext, Status
 from otel_reliability.health.views import db_timeout
 from otel_reliability.instrumentation import statement_timeout
-from otel_reliability.instrumentation.pool import POOL_NAME, PoolInstrumentor
+from otel_reliability.instrumentation.pool import POOL_NAME
 from otel_reliability.readings import Readings
-from tests.support import Postgres, require
+from tests.support import Postgres, pool_readings, require
 
 
 @pytest.fixture
 def readings() -> Iterator[Readings]:
-    reader = Readings(background=False)
-    provider = MeterProvider(metric_readers=[reader])
-    PoolInstrumentor().instrument(meter_provider=provider)
-    try:
+    with pool_readings() as reader:
         yield reader
-    finally:
-        PoolInstrumentor().uninstrument()
-        provider.shutdown()
 
 
 def pg_name(pg: Postgres) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from circuitbreaker import circuit
-from common import FAIL_MAX, RESET_TIMEOUT, Dependency, DependencyError
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from common import FAIL_MAX, RESET_TIMEOUT, Dependency, DependencyError, app_switching, failed
 
 dependency = Dependency()
 
@@ -15,13 +13,7 @@ def search() -> str:
     return dependency()
 
 
-app = FastAPI()
-
-
-@app.post("/dependency/{mode}")
-def set_dependency(mode: str) -> dict[str, bool]:
-    dependency.failing = mode == "fail"
-    return {"failing": dependency.failing}
+app = app_switching(dependency)
 
 
 @app.get("/call")
@@ -29,4 +21,4 @@ def call() -> object:
     try:
         return {"result": search()}
     except DependencyError:
-        return JSONResponse({"outcome": "failure"}, status_code=502)
+        return failed()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from common import FAIL_MAX, RESET_TIMEOUT, Dependency, DependencyError
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from common import FAIL_MAX, RESET_TIMEOUT, Dependency, DependencyError, app_switching, failed
 from purgatory import AsyncCircuitBreakerFactory
 
 dependency = Dependency()
@@ -16,13 +14,7 @@ async def store() -> str:
     return dependency()
 
 
-app = FastAPI()
-
-
-@app.post("/dependency/{mode}")
-def set_dependency(mode: str) -> dict[str, bool]:
-    dependency.failing = mode == "fail"
-    return {"failing": dependency.failing}
+app = app_switching(dependency)
 
 
 @app.get("/call")
@@ -30,4 +22,4 @@ async def call() -> object:
     try:
         return {"result": await store()}
     except DependencyError:
-        return JSONResponse({"outcome": "failure"}, status_code=502)
+        return failed()

@@ -4,9 +4,7 @@ hand-written breakers that only ``register_breaker`` can know."""
 from __future__ import annotations
 
 import pybreaker
-from common import FAIL_MAX, RESET_TIMEOUT, Dependency, DependencyError
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from common import FAIL_MAX, RESET_TIMEOUT, Dependency, DependencyError, app_switching, failed
 
 import otel_reliability
 
@@ -31,13 +29,7 @@ def _broken_getter() -> str:
 
 otel_reliability.register_breaker("flaky", _broken_getter)
 
-app = FastAPI()
-
-
-@app.post("/dependency/{mode}")
-def set_dependency(mode: str) -> dict[str, bool]:
-    dependency.failing = mode == "fail"
-    return {"failing": dependency.failing}
+app = app_switching(dependency)
 
 
 @app.get("/call")
@@ -45,4 +37,4 @@ def call() -> object:
     try:
         return {"result": payments.call(dependency)}
     except DependencyError:
-        return JSONResponse({"outcome": "failure"}, status_code=502)
+        return failed()
