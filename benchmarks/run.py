@@ -141,7 +141,13 @@ def variants(otlp_endpoint: str, before: Path | None = None) -> list[Variant]:
                     "ours_otlp_before",
                     f"ours, every request traced, spans exported by OTLP/HTTP, the code of {before.name} (--before)",
                     {**traced, "PYTHONPATH": str(before)},
-                )
+                ),
+                Variant(
+                    "ours_otlp10_before",
+                    f"ours, parentbased_traceidratio 0.1, spans exported by OTLP/HTTP, the code of {before.name} "
+                    "(--before)",
+                    {**traced, **tenth, "PYTHONPATH": str(before)},
+                ),
             ]
             if before
             else []

@@ -133,6 +133,7 @@ def comparable(span: ReadableSpan) -> dict[str, Any]:
         "attributes": dict(span.attributes or {}),
         "status": (span.status.status_code, span.status.description),
         "parent": (parent.trace_id, parent.span_id, parent.is_remote) if parent else None,
+        "flags": int(span.context.trace_flags),  # type: ignore[union-attr]  # sampled, random trace id
         "events": [
             (e.name, (e.attributes or {}).get("exception.type"), (e.attributes or {}).get("exception.message"))
             for e in span.events
@@ -255,7 +256,8 @@ def test_an_unsampled_request_records_nothing_and_still_propagates(stable_conven
     lean = Side("lean", ParentBased(TraceIdRatioBased(0)))
     lean.client.get("/child")
     outgoing = lean.seen["outgoing"]["traceparent"]
-    assert outgoing.endswith("-00") and outgoing.split("-")[1] != "0" * 32  # a trace id, not sampled
+    # a trace id, not sampled, random (the SDK's flags: 0x02)
+    assert outgoing.endswith("-02") and outgoing.split("-")[1] != "0" * 32
     assert lean.spans() == []
     lean.client.get("/child", headers={"traceparent": TRACEPARENT})  # a sampled parent: sampled here too
     (server,) = server_spans(lean.spans())

@@ -1,15 +1,18 @@
-"""A SERVER span for the SDK's processors without the SDK span's per-span machinery.
+"""Spans for the SDK's processors without the SDK span's per-span machinery: each request's SERVER span and each
+statement's CLIENT span.
 
 Why: the SDK's ``Tracer.start_span`` + ``Span.end`` cost ~35 µs per request span with 12 attributes here: each
 attribute type-checked and copied into a ``BoundedAttributes`` under a lock, events and links in bounded lists,
 a second, read-only copy of the span made at ``end()`` for the processors. Our attributes are strings and
-integers we built ourselves. ``LeanSpan`` is both the API span the request code sees (``set_attribute``,
+numbers we built ourselves. ``LeanSpan`` is both the API span the request code sees (``set_attribute``,
 ``add_event``, ``record_exception``, ``set_status`` behave as the SDK's: values checked, limits applied) and
-the ``ReadableSpan`` the processors get at ``end()``, with the same fields the SDK's would have.
+the ``ReadableSpan`` the processors get at ``end()``, with the same fields the SDK's would have (the trace flags
+too: sampled, and random-trace-id as the SDK's id generator says). tests/test_server_span.py and
+tests/test_lean_statement_span.py compare them with the SDK's, field for field.
 
-What it takes from the SDK provider: its public ``sampler``, ``id_generator`` and ``resource``, and (not
-public) its span processor and span limits; a provider without them gets the SDK's own spans instead
-(``LeanTracer.for_provider`` returns None).
+What it takes from an SDK ``Tracer``: its public ``sampler``, ``id_generator``, ``resource`` and
+``span_processor``, and (not public) its span limits, scope and ``_is_enabled``; any other tracer, or the SDK's
+span self-metrics switched on, gets the SDK's own spans instead (``LeanTracer.for_tracer`` returns None).
 """
 
 from __future__ import annotations
@@ -22,65 +25,123 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from otel_reliability import semconv
 
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
 
 
 class LeanTracer:
-    """Starts ``LeanSpan``s on one SDK TracerProvider."""
+    """Starts ``LeanSpan``s for one SDK ``Tracer`` (its provider's sampler, ids, resource, processors, limits)."""
 
-    def __init__(self, provider: Any, processor: Any, limits: Any, scope: InstrumentationScope) -> None:
-        self._sampler = provider.sampler
-        self._ids = provider.id_generator
-        self._resource = provider.resource
-        self._processor = processor
-        self._limits = limits
-        self._scope = scope
+    def __init__(self, tracer: Any) -> None:
+        self._sampler = tracer.sampler
+        self._ids = tracer.id_generator
+        self._random_ids = bool(self._ids.is_trace_id_random())
+        self._resource = tracer.resource
+        self._processor = tracer.span_processor
+        self._limits = tracer._span_limits
+        self._scope = tracer._instrumentation_scope
+        self._enabled = tracer._is_enabled  # a tracer configurator may switch it off at any time
+        self._sdk = tracer
         # The SDK's own samplers decide on the trace id and the parent alone, and give the attributes back as they
         # got them: for them the request's attributes are built only when the span records.
         self._blind = _attribute_blind(self._sampler)
+        # ParentBased with its default delegates: a valid parent's sampled flag is the decision, its trace state
+        # the child's (what the SDK's sampler would answer, without asking it).
+        self._parent_decides = _parent_decides(self._sampler)
+        # ... and its root sampler, when it is one of the SDK's three: the root's decision, from the trace id alone.
+        self._root_bound = _root_bound(self._sampler) if self._parent_decides else None
+        # Attributes as the SDK would keep them: our own values pass as they are unless a limit could cut them.
+        self._plain_limit = tracer._span_limits.max_span_attributes if _unbounded_values(tracer._span_limits) else -1
 
     @classmethod
-    def for_provider(cls, provider: Any, scope: InstrumentationScope) -> LeanTracer | None:
-        processor = getattr(provider, "_active_span_processor", None)
-        limits = getattr(provider, "_span_limits", None)
-        needed = ("sampler", "id_generator", "resource")
-        if processor is None or limits is None or not all(hasattr(provider, name) for name in needed):
+    def for_tracer(cls, tracer: Any) -> LeanTracer | None:
+        """For an SDK ``Tracer`` (None for any other, or when the SDK's own span metrics are switched on: then its
+        spans, which count themselves)."""
+        needed = ("sampler", "id_generator", "resource", "span_processor", "_span_limits", "_instrumentation_scope",
+                  "_is_enabled")  # fmt: skip
+        if not all(hasattr(tracer, name) for name in needed) or not _readable_as_set():
             return None
-        if getattr(provider, "_disabled", False) or not _readable_as_set():
+        if type(getattr(tracer, "_tracer_metrics", None)).__name__ != "NoOpTracerMetrics":
             return None
-        return cls(provider, processor, limits, scope)
+        try:
+            return cls(tracer)
+        except Exception:  # an SDK whose parts do not look as expected: its own spans
+            return None
 
-    def start_span(
+    def start(
         self, name: str, parent: Any, kind: SpanKind, attributes: Callable[[Any], dict[str, Any]], scope: Any
     ) -> trace.Span:
         """As ``Tracer.start_span``: the sampler decides; unsampled, a non-recording span carrying the context.
-        ``attributes(scope)`` is called only when the sampler looks at them or the span records."""
+        ``attributes(scope)`` is called only when the sampler looks at them or the span records (a new dict: the
+        span keeps it)."""
+        if not self._enabled():
+            return self._sdk.start_span(name, parent, kind, attributes(scope))  # type: ignore[no-any-return]
         parent_context: SpanContext | None = trace.get_current_span(parent).get_span_context()
+        decided: bool | None = None
         if parent_context is None or not parent_context.is_valid:
             parent_context = None
             trace_id = self._ids.generate_trace_id()
+            random = self._random_ids
+            bound = self._root_bound
+            if bound is not None:
+                decided = trace_id & _TRACE_ID_LIMIT < bound
         else:
             trace_id = parent_context.trace_id
-        given = None if self._blind else attributes(scope)
-        result = self._sampler.should_sample(parent, trace_id, name, kind, given, None)
-        sampled = result.decision.is_sampled()
-        context = SpanContext(
-            trace_id, self._ids.generate_span_id(), False, _SAMPLED if sampled else _NOT_SAMPLED, result.trace_state
-        )
-        if not result.decision.is_recording():
+            flags = parent_context.trace_flags
+            random = bool(flags & _RANDOM)
+            if self._parent_decides:
+                decided = bool(flags & _SAMPLED)
+        if decided is None:
+            given = None if self._blind else attributes(scope)
+            result = self._sampler.should_sample(parent, trace_id, name, kind, given, None)
+            sampled, recording, state = result.decision.is_sampled(), result.decision.is_recording(), result.trace_state
+        else:
+            given = None
+            sampled = recording = decided
+            state = _NO_STATE if parent_context is None else parent_context.trace_state
+        context = SpanContext(trace_id, self._ids.generate_span_id(), False, _FLAGS[sampled, random], state)
+        if not recording:
             return trace.NonRecordingSpan(context)
-        recorded = attributes(scope) if given is None else dict(result.attributes)
+        recorded: Any = attributes(scope) if given is None else dict(result.attributes)
+        if len(recorded) > self._plain_limit:  # -1: a value limit is set; else more attributes than allowed
+            limits = self._limits
+            recorded = BoundedAttributes(limits.max_span_attributes, recorded, False, limits.max_attribute_length)
         span = LeanSpan(name, context, parent_context, self._resource, recorded, kind, self)
         self._processor.on_start(span, parent_context=parent)
         return span
+
+    def start_span(
+        self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None
+    ) -> trace.Span:
+        """As ``Tracer.start_span``, for a span its caller never makes current (a statement's): where a parent's
+        flag decides that it is not sampled, the invalid span, which no one else sees (no processor hears of a
+        non-recording span, and no context carries it)."""
+        if self._parent_decides:
+            parent = trace.get_current_span(context).get_span_context()
+            if parent.is_valid and not parent.trace_flags & _SAMPLED:
+                return trace.INVALID_SPAN
+        return self.start(name, context, kind, dict, attributes or {})
+
+
+_SAMPLED = TraceFlags.SAMPLED
+_NO_STATE = TraceState()  # a root span's (immutable; the SDK makes an empty one per span)
+_TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+_RANDOM = TraceFlags.RANDOM_TRACE_ID
+_FLAGS = {  # (sampled, random trace id) -> the span's trace flags, as the SDK's tracer sets them
+    (s, r): TraceFlags((TraceFlags.SAMPLED if s else TraceFlags.DEFAULT) | (TraceFlags.RANDOM_TRACE_ID if r else 0))
+    for s in (False, True)
+    for r in (False, True)
+}
+
+
+def _unbounded_values(limits: Any) -> bool:
+    return limits.max_attribute_length is None
 
 
 _layout_ok: bool | None = None
@@ -99,7 +160,7 @@ def _readable_as_set() -> bool:
                 _limits = SpanLimits()
 
             resource = Resource({"probe": 1})
-            context = SpanContext(1, 2, False, _SAMPLED)
+            context = SpanContext(1, 2, False, _FLAGS[True, False])
             span = LeanSpan("probe", context, None, resource, {"a": 1}, SpanKind.SERVER, _Probe)  # type: ignore[arg-type]
             span.add_event("e")
             span._end_time = 5
@@ -119,6 +180,45 @@ _BLIND_SAMPLERS = re.compile(
     r"(ParentBased|TraceIdRatioBased|AlwaysOnSampler|AlwaysOffSampler|root|remoteParent"
     r"Sampled|remoteParentNotSampled|localParentSampled|localParentNotSampled|[{}:,.0-9e-])+"
 )
+
+
+_PARENT_DELEGATES = (
+    ",remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,"
+    "localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
+)
+
+
+def _parent_decides(sampler: Any) -> bool:
+    """Whether ``sampler`` is the SDK's ``ParentBased`` with its default delegates (whatever its root): then a valid
+    parent's sampled flag decides, and the parent's trace state is the child's."""
+    try:
+        description = sampler.get_description()
+    except Exception:
+        return False
+    return (
+        type(sampler).__module__ == "opentelemetry.sdk.trace.sampling"
+        and description.startswith("ParentBased{root:")
+        and description.endswith(_PARENT_DELEGATES)
+    )
+
+
+def _root_bound(sampler: Any) -> int | None:
+    """For a ``ParentBased`` sampler whose root is ``AlwaysOnSampler``, ``AlwaysOffSampler`` or
+    ``TraceIdRatioBased{rate}``: the bound the root compares a trace id's low 64 bits with (sampled below it), as
+    ``TraceIdRatioBased`` computes it; else None (the sampler is asked)."""
+    root = sampler.get_description()[len("ParentBased{root:") : -len(_PARENT_DELEGATES)]
+    if root == "AlwaysOnSampler":
+        return _TRACE_ID_LIMIT + 1
+    if root == "AlwaysOffSampler":
+        return 0
+    ratio = re.fullmatch(r"TraceIdRatioBased\{(.+)\}", root)
+    if ratio is None:
+        return None
+    try:
+        rate = float(ratio.group(1))
+    except ValueError:
+        return None
+    return TraceIdRatioBased.get_bound_for_rate(rate) if 0.0 <= rate <= 1.0 else None
 
 
 def _attribute_blind(sampler: Any) -> bool:
@@ -165,10 +265,14 @@ class LeanSpan(trace.Span, ReadableSpan):
     def is_recording(self) -> bool:
         return self._end_time is None
 
-    def set_lean_attribute(self, key: str, value: str | int) -> None:
-        """One of our own attributes (a string or an int we made): no check needed."""
+    def set_lean_attribute(self, key: str, value: str | float) -> None:
+        """One of our own attributes (a string or a number we made): no check needed while no limit can cut it."""
         if self._end_time is None:
-            self._attributes[key] = value
+            attributes = self._attributes
+            if type(attributes) is dict and len(attributes) < self._tracer._plain_limit:
+                attributes[key] = value
+            else:
+                self._checked()[key] = value
 
     def _checked(self) -> BoundedAttributes:
         attributes = self._attributes

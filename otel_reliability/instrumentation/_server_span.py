@@ -29,7 +29,6 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_reliability import semconv, upstream
@@ -68,10 +67,9 @@ class ServerSpans:
         from otel_reliability.version import __version__
 
         name = "otel_reliability.instrumentation.http_server"
-        provider = tracer_provider or trace.get_tracer_provider()
-        # The SDK's processors fed directly when the provider is the SDK's; else its own tracer.
-        self._lean = LeanTracer.for_provider(provider, InstrumentationScope(name, __version__, _SCHEMA_URL))
         self._tracer = trace.get_tracer(name, __version__, tracer_provider, schema_url=_SCHEMA_URL)
+        # The SDK's processors fed directly when the tracer is the SDK's; else that tracer's own spans.
+        self._lean = LeanTracer.for_tracer(self._tracer)
         self._fields: tuple[Any, frozenset[bytes]] | None = None
         self._collect = upstream.contrib.request_attributes()
         self._static: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -124,7 +122,7 @@ class ServerSpans:
             kind = SpanKind.INTERNAL
         name = self.name(scope, None)
         if self._lean is not None:  # the attributes are built only for a span that records
-            span = self._lean.start_span(name, parent, kind, self.attributes, scope)
+            span = self._lean.start(name, parent, kind, self.attributes, scope)
         else:
             span = self._tracer.start_span(name, parent, kind, self.attributes(scope))
         token = context.attach(trace.set_span_in_context(span, parent))

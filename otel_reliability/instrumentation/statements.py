@@ -80,6 +80,7 @@ from otel_reliability.instrumentation._instrumented import (
     restore,
     suppressed,
 )
+from otel_reliability.instrumentation._lean_span import LeanSpan, LeanTracer
 from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries
 from otel_reliability.instrumentation.spans import drops_every_span
 from otel_reliability.instrumentation.statement_attributes import (
@@ -123,7 +124,7 @@ class _Described:
 
 @dataclass
 class _Telemetry:
-    tracer: trace.Tracer | None  # None: the provider records no span at all (sampler always_off)
+    tracer: trace.Tracer | LeanTracer | None  # None: no span at all (sampler always_off); lean for an SDK tracer
     duration: BufferedHistogram
 
 
@@ -163,9 +164,8 @@ class StatementsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             explicit_bucket_boundaries_advisory=list(BUCKETS),
         )
         buffered = BufferedHistogram(meter, duration, BUCKETS)
-        telemetry = _instrumented.start(
-            _Telemetry(None if drops_every_span(tracer_provider) else tracer, buffered), meter
-        )
+        traced = None if drops_every_span(tracer_provider) else (LeanTracer.for_tracer(tracer) or tracer)
+        telemetry = _instrumented.start(_Telemetry(traced, buffered), meter)
         _describe.cache_clear()
         forget_collections()
         from sqlalchemy.engine.default import DefaultDialect
@@ -295,11 +295,12 @@ def _begin(statement: str, parameters: Any, context: Any, many: bool) -> _State 
         if tel.tracer is not None:
             span = tel.tracer.start_span(described.span_name, kind=SpanKind.CLIENT, attributes=described.span_attrs)
             if span.is_recording():
+                set_attribute = span.set_lean_attribute if type(span) is LeanSpan else span.set_attribute
                 if batch:
-                    span.set_attribute(BATCH_SIZE, len(parameters))
+                    set_attribute(BATCH_SIZE, len(parameters))
                 wait = _take_wait(conn)
                 if wait is not None:
-                    span.set_attribute(WAIT_TIME, wait)
+                    set_attribute(WAIT_TIME, wait)
         return (span, described, perf_counter())
     except Exception:
         _telemetry_failed()

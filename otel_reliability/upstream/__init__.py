@@ -72,11 +72,11 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
         "next collection (pool/_armed.py)",
     ),
     "uvicorn": (("_captured_signals",), "without it uvicorn re-raises the signal as before"),
-    "opentelemetry.sdk.trace (the lean HTTP layer's SERVER span)": (
+    "opentelemetry.sdk.trace (the lean tracer's SERVER and statement spans)": (
         (
-            "_active_span_processor",
             "_span_limits",
-            "_disabled",
+            "_is_enabled",
+            "_tracer_metrics",
             "_on_ending",
             "_immutable",
             "_name",
@@ -93,8 +93,9 @@ NOTED: dict[str, tuple[tuple[str, ...], str]] = {
             "_instrumentation_scope",
             "_instrumentation_info",
         ),
-        "LeanSpan is a ReadableSpan filled in place: LeanTracer.for_provider checks a probe span's properties once; "
-        "on a mismatch (or without the processor and limits) the SDK's own tracer makes the span",
+        "LeanSpan is a ReadableSpan filled in place: LeanTracer.for_tracer checks a probe span's properties once; "
+        "on a mismatch (or without the limits, scope and _is_enabled, or with the SDK's span metrics on: a "
+        "_tracer_metrics that is not the no-op) the SDK's own tracer makes the spans",
     ),
     "opentelemetry.semconv": (
         ("_incubating",),
