@@ -20,6 +20,10 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from otel_reliability import giveway
+
 _logger = logging.getLogger("otel_reliability")
 
 _CACHE_LIMIT = 8192
@@ -93,7 +97,11 @@ class Encoder:
     """Encodes batches of SDK ``ReadableSpan`` into an ``ExportTraceServiceRequest``'s bytes."""
 
     def __init__(self) -> None:
-        self._attributes: dict[tuple[str, type, Any], bytes] = {}  # one KeyValue field (tag 9 of a Span)
+        # (field, key, type, value) -> that attribute's whole field (tag, length and KeyValue), reused as it is.
+        self._attributes: dict[tuple[int, str, type, Any], bytes] = {}
+        # Span names and statuses repeat from span to span: their fields, made once.
+        self._names: dict[str, bytes] = {}
+        self._statuses: dict[tuple[Any, str | None], bytes] = {}
 
     def _attribute_fields(self, attributes: Mapping[str, Any] | None, field: int) -> bytes:
         if not attributes:
@@ -103,76 +111,98 @@ class Encoder:
         for key, value in attributes.items():
             kind = type(value)
             if kind is str or kind is int or kind is bool or kind is float:
-                cache_key = (key, kind, value)
+                cache_key = (field, key, kind, value)
                 found = cache.get(cache_key)
                 if found is None:
-                    found = _key_value(key, value)
+                    found = _len_field(field, _key_value(key, value))
                     if len(cache) >= _CACHE_LIMIT:
                         cache.clear()
                     cache[cache_key] = found
             else:
-                found = _key_value(key, value)
-            parts.append(_len_field(field, found))
+                found = _len_field(field, _key_value(key, value))
+            parts.append(found)
         return b"".join(parts)
 
     def _span(self, span: Any) -> bytes:
         context = span.get_span_context()
         parent = span.parent
         state = context.trace_state
-        parts = [
-            b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-        ]
+        name = span.name
+        named = self._names.get(name)
+        if named is None:
+            named = _string(5, name)
+            if len(self._names) >= _CACHE_LIMIT:
+                self._names.clear()
+            self._names[name] = named
+        out = b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big")
         if state:
-            parts.append(_string(3, ",".join(f"{k}={v}" for k, v in state.items())))
+            out += _string(3, ",".join(f"{k}={v}" for k, v in state.items()))
         if parent:
-            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-        parts.append(_string(5, span.name))
-        parts.append(b"\x30" + _varint(span.kind.value + 1))  # SpanKind: the API's INTERNAL=0, OTLP's =1
-        if span.start_time:
-            parts.append(b"\x39" + _pack_fixed64(span.start_time))
-        if span.end_time:
-            parts.append(b"\x41" + _pack_fixed64(span.end_time))
-        parts.append(self._attribute_fields(span.attributes, 9))
-        parts.append(_uint(10, span.dropped_attributes))
-        for event in span.events or ():
-            body = b""
-            if event.timestamp:
-                body += b"\x09" + _pack_fixed64(event.timestamp)
-            body += _string(2, event.name) + self._attribute_fields(event.attributes, 3)
-            body += _uint(4, event.dropped_attributes)
-            parts.append(_len_field(11, body))
-        parts.append(_uint(12, span.dropped_events))
-        for link in span.links or ():
-            body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
-            body += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
-            body += self._attribute_fields(link.attributes, 4) + _uint(5, link.dropped_attributes)
-            body += b"\x35" + _pack_fixed32(_flags(link.context))
-            parts.append(_len_field(13, body))
-        parts.append(_uint(14, span.dropped_links))
+            out += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
+        out += named + _KINDS[span.kind]
+        start, end = span.start_time, span.end_time
+        if start:
+            out += b"\x39" + _pack_fixed64(start)
+        if end:
+            out += b"\x41" + _pack_fixed64(end)
+        out += self._attribute_fields(span.attributes, 9)
+        dropped = span.dropped_attributes
+        if dropped:
+            out += _uint(10, dropped)
+        events = span.events
+        if events:
+            for event in events:
+                body = b""
+                if event.timestamp:
+                    body += b"\x09" + _pack_fixed64(event.timestamp)
+                body += _string(2, event.name) + self._attribute_fields(event.attributes, 3)
+                body += _uint(4, event.dropped_attributes)
+                out += _len_field(11, body)
+        out += _uint(12, span.dropped_events)
+        links = span.links
+        if links:
+            for link in links:
+                body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
+                body += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
+                body += self._attribute_fields(link.attributes, 4) + _uint(5, link.dropped_attributes)
+                body += b"\x35" + _pack_fixed32(_flags(link.context))
+                out += _len_field(13, body)
+        out += _uint(14, span.dropped_links)
         status = span.status
         if status is not None:
-            parts.append(_len_field(15, _string(2, status.description or "") + _uint(3, status.status_code.value)))
-        parts.append(b"\x85\x01" + _pack_fixed32(_flags(parent)))
-        return b"".join(parts)
+            key = (status.status_code, status.description)
+            found = self._statuses.get(key)
+            if found is None:
+                found = _len_field(15, _string(2, status.description or "") + _uint(3, status.status_code.value))
+                if len(self._statuses) < _CACHE_LIMIT:
+                    self._statuses[key] = found
+            out += found
+        return out + (_REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL_PARENT)
 
     def encode(self, spans: Sequence[Any]) -> bytes:
         """Spans grouped by resource, then by instrumentation scope, in the order first seen (as upstream)."""
         resources: list[tuple[Any, dict[Any, list[bytes]]]] = []
         by_id: dict[int, dict[Any, list[bytes]]] = {}
+        # A batch's spans share a few resource and scope objects: each is looked up by identity, and only an
+        # object not seen yet in this batch is compared with the others (equal ones are one group, as upstream's).
+        lists: dict[tuple[int, int], list[bytes]] = {}
         for span in spans:
-            resource = span.resource
-            scopes = by_id.get(id(resource))
-            if scopes is None:
-                for known, known_scopes in resources:  # equal resources are one (usually there is one)
-                    if known == resource:
-                        scopes = known_scopes
-                        break
-                else:
-                    scopes = {}
-                    resources.append((resource, scopes))
-                by_id[id(resource)] = scopes
-            scopes.setdefault(span.instrumentation_scope or None, []).append(self._span(span))
+            resource, scope = span.resource, span.instrumentation_scope
+            found = lists.get((id(resource), id(scope)))
+            if found is None:
+                scopes = by_id.get(id(resource))
+                if scopes is None:
+                    for known, known_scopes in resources:  # equal resources are one (usually there is one)
+                        if known == resource:
+                            scopes = known_scopes
+                            break
+                    else:
+                        scopes = {}
+                        resources.append((resource, scopes))
+                    by_id[id(resource)] = scopes
+                found = lists[id(resource), id(scope)] = scopes.setdefault(scope or None, [])
+            found.append(self._span(span))
+            giveway.pause_point(4)  # a span costs about four data points: inside giving_way(), requests run between
         out = []
         for resource, scopes in resources:
             body = [_len_field(1, self._attribute_fields(resource.attributes, 1))]
@@ -195,6 +225,11 @@ class Encoder:
             + _string(2, scope.version or "")
             + self._attribute_fields(getattr(scope, "attributes", None), 3)
         )
+
+
+_KINDS = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # the API's INTERNAL=0, OTLP's =1
+_LOCAL_PARENT = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)  # the span's flags (field 16), by its parent
+_REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
 
 
 def _flags(parent: Any) -> int:
@@ -225,7 +260,8 @@ def encoder_for(upstream: Callable[[Sequence[Any]], Any], grpc: bool) -> Callabl
 
     def encode_spans(spans: Sequence[Any]) -> Any:
         try:
-            data = encoder.encode(spans)
+            with giveway.giving_way():  # the export thread lets a waiting request run every SLICE (see giveway)
+                data = encoder.encode(spans)
         except (ValueError, TypeError, AttributeError, UnicodeError, OverflowError):
             return upstream(spans)  # a value ours does not take (upstream skips it and logs): upstream decides
         return parse(data) if grpc else _Encoded(data)

@@ -114,11 +114,12 @@ class ServerSpans:
 
     def start(self, scope: Scope) -> tuple[Any, Any]:
         """The request's span, started and made current; pass both to ``end``."""
-        if trace.get_current_span() is trace.INVALID_SPAN:
-            parent = self._extract(scope)
+        current = context.get_current()
+        if trace.get_current_span(current) is trace.INVALID_SPAN:
+            parent = self._extract(scope, current)
             kind = SpanKind.SERVER
         else:  # already inside a span (a server-side layer of its own): a child, as contrib does
-            parent = context.get_current()
+            parent = current
             kind = SpanKind.INTERNAL
         name = self.name(scope, None)
         if self._lean is not None:  # the attributes are built only for a span that records
@@ -128,7 +129,7 @@ class ServerSpans:
         token = context.attach(trace.set_span_in_context(span, parent))
         return span, token
 
-    def _extract(self, scope: Scope) -> Any:
+    def _extract(self, scope: Scope, current: Any) -> Any:
         """The incoming context, from the headers the global propagator reads (none of them: nothing to read)."""
         propagator = propagate.get_global_textmap()
         known = self._fields
@@ -139,7 +140,7 @@ class ServerSpans:
             for name, _ in scope.get("headers") or ():
                 if name in fields:
                     return propagate.extract(scope, getter=GETTER)  # type: ignore[arg-type]  # duck-typed getter
-            return context.get_current()
+            return current
         return propagate.extract(scope, getter=GETTER)  # type: ignore[arg-type]
 
     def name(self, scope: Scope, route: str | None) -> str:
