@@ -241,3 +241,28 @@ def test_the_parent_and_root_shortcuts_are_taken_only_for_the_sdks_samplers() ->
             return ParentBased(ALWAYS_ON).get_description()
 
     assert not _lean_span._parent_decides(Mimic())
+
+
+def test_an_unsampled_span_draws_its_id_once_when_its_context_is_read() -> None:
+    """The lean tracer's non-recording span is the SDK's (same trace id, flags, state; a new span id; not remote),
+    its span id drawn at the first read and the same at every later one, from any thread."""
+    import threading
+
+    sampler = ParentBased(TraceIdRatioBased(0.0))
+    lean_provider = TracerProvider(sampler=sampler, id_generator=_Ids(3))
+    sdk_provider = TracerProvider(sampler=sampler, id_generator=_Ids(3))
+    made = LeanTracer.for_tracer(lean_provider.get_tracer("compare"))
+    assert made is not None
+    ours = made.start("GET", None, SpanKind.SERVER, dict, {})
+    theirs = sdk_provider.get_tracer("compare").start_span("GET", None, SpanKind.SERVER)
+    assert type(ours) is _lean_span.Unsampled and not ours.is_recording()
+    assert _lean_span.sampled_context(ours) is None and ours._context is None  # no id drawn by that question
+    seen: list[SpanContext] = []
+    threads = [threading.Thread(target=lambda: seen.append(ours.get_span_context())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({(c.trace_id, c.span_id) for c in seen}) == 1 and ours.get_span_context() == seen[0]
+    assert ours.get_span_context() == theirs.get_span_context()  # the same seeded ids: every field equal
+    assert repr(ours) == repr(theirs)

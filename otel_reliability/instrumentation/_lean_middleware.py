@@ -44,6 +44,7 @@ from opentelemetry.util.http import sanitize_method
 
 from otel_reliability import semconv, tally
 from otel_reliability.instrumentation._excluded_urls import _url, excluded_urls
+from otel_reliability.instrumentation._lean_span import sampled_context
 from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries
 from otel_reliability.instrumentation._server_span import ServerSpans
 from otel_reliability.instrumentation.spans import drops_every_span
@@ -223,8 +224,8 @@ class LeanHTTPMiddleware:
             if slot is not None:  # a prefork worker: counted in shared memory first, so a kill loses nothing
                 table.add(slot, elapsed)  # type: ignore[union-attr]
             if isinstance(target, HistogramSeries):
-                sampled = span.get_span_context() if span is not None and self._exemplars else None
-                if sampled is not None and sampled.trace_flags.sampled:
+                sampled = sampled_context(span) if span is not None and self._exemplars else None
+                if sampled is not None:
                     target.record_sampled(elapsed, sampled)
                 else:
                     target.record(elapsed)

@@ -105,9 +105,9 @@ class LeanTracer:
             given = None
             sampled = recording = decided
             state = _NO_STATE if parent_context is None else parent_context.trace_state
+        if not recording:  # its span id is drawn only if someone reads its context (propagation, a child)
+            return Unsampled(trace_id, _FLAGS[sampled, random], state, self._ids)
         context = SpanContext(trace_id, self._ids.generate_span_id(), False, _FLAGS[sampled, random], state)
-        if not recording:
-            return trace.NonRecordingSpan(context)
         recorded: Any = attributes(scope) if given is None else dict(result.attributes)
         if len(recorded) > self._plain_limit:  # -1: a value limit is set; else more attributes than allowed
             limits = self._limits
@@ -123,10 +123,43 @@ class LeanTracer:
         flag decides that it is not sampled, the invalid span, which no one else sees (no processor hears of a
         non-recording span, and no context carries it)."""
         if self._parent_decides:
-            parent = trace.get_current_span(context).get_span_context()
+            current = trace.get_current_span(context)
+            if type(current) is Unsampled:
+                return trace.INVALID_SPAN
+            parent = current.get_span_context()
             if parent.is_valid and not parent.trace_flags & _SAMPLED:
                 return trace.INVALID_SPAN
         return self.start(name, context, kind, dict, attributes or {})
+
+
+class Unsampled(trace.NonRecordingSpan):
+    """The non-recording span of a request the sampler dropped: the SDK's ``NonRecordingSpan`` with a new span id,
+    except that the id is drawn when its context is first read (an outgoing call's ``traceparent``, a child's
+    sampler), not for every request whose context nobody reads."""
+
+    def __init__(self, trace_id: int, flags: TraceFlags, state: TraceState, ids: Any) -> None:
+        super().__init__(None)  # type: ignore[arg-type]
+        self._lazy = (trace_id, flags, state, ids)
+
+    def get_span_context(self) -> SpanContext:
+        context = self._context
+        if context is None:
+            trace_id, flags, state, ids = self._lazy
+            made = SpanContext(trace_id, ids.generate_span_id(), False, flags, state)
+            context = self.__dict__.setdefault("_context_made", made)  # two threads reading at once: one id
+            self._context = context
+        return context
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self.get_span_context()!r})"
+
+
+def sampled_context(span: Any) -> SpanContext | None:
+    """The span's context if it is sampled (an exemplar points at it), without drawing an ``Unsampled`` one's id."""
+    if type(span) is Unsampled:
+        return None
+    context = span.get_span_context()
+    return context if context is not None and context.trace_flags.sampled else None
 
 
 _SAMPLED = TraceFlags.SAMPLED
