@@ -362,7 +362,7 @@ def test_eight_threads_through_one_tripping_breaker_counts_add_up(readings: Read
 
 # --- register_breaker -------------------------------------------------------------------------------------------
 class HandWritten:
-    """Like the seed's breakers: ``get_state()`` returns a dict with a ``state`` key."""
+    """A hand-written breaker as apps write them: ``get_state()`` returns a dict with a ``state`` key."""
 
     def __init__(self) -> None:
         self.state = "closed"

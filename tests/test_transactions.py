@@ -53,7 +53,7 @@ def table(engine: sa.Engine, ddl: str) -> str:
 def test_hot_row_increments_all_succeed_with_the_defaults(
     postgres: Postgres, telemetry: Any, clients: int, each: int
 ) -> None:
-    """The seed's credits case: concurrent read-modify-write of one row under SERIALIZABLE. With the default
+    """A user's credits: concurrent read-modify-write of one row under SERIALIZABLE. With the default
     budget every increment gets through (none raised, none lost, none doubled); the retries are counted."""
     reader, spans = telemetry
     engine = sa.create_engine(postgres.url("psycopg"), isolation_level="SERIALIZABLE", pool_size=clients)

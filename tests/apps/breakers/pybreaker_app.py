@@ -13,7 +13,7 @@ payments = pybreaker.CircuitBreaker(fail_max=FAIL_MAX, reset_timeout=RESET_TIMEO
 
 
 class LedgerBreaker:
-    """Hand-written, shaped like the seed's: ``get_state()`` returns a dict with a ``state`` key."""
+    """Hand-written, as apps write them: ``get_state()`` returns a dict with a ``state`` key."""
 
     def get_state(self) -> dict[str, object]:
         return {"state": "closed", "failure_count": 0, "fail_max": 7, "reset_timeout": 45}
