@@ -98,7 +98,7 @@ def merge_cost(workers: int = 8, series: int = 1200, rounds: int = 50) -> list[s
         directory = store.Directory(aggregator.path)
         publishers = [Publisher(directory, worker()) for _ in range(workers)]
         for i, publisher in enumerate(publishers):
-            publisher.file = f"w-{publisher.pid}-{i}.json"
+            publisher.file = store.worker_file(publisher.pid, str(i))
             publisher.publish()
         own = publishers[0]
         reader = HostReadings(directory, own.readings, own.file, own.versions)

@@ -150,6 +150,7 @@ def files_of(directory: str | os.PathLike[str], stem: str) -> list[Path]:
 
 def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[tuple[dict[str, Any], float, list[float]]]]:
     """A table's header and its series: (attributes, sum, bucket counts); the count is the buckets' sum.
+    Sequence attributes come back as tuples, as the SDK keeps them.
 
     Raises FileNotFoundError when the file is gone, ValueError when it is not a table.
     """
@@ -166,7 +167,8 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[tuple[dict[
     for i in range(used):
         at = HEADER + i * SLOT_TEXT
         (n,) = _TEXT_LEN.unpack_from(raw, at)
-        attributes = json.loads(raw[at + _TEXT_LEN.size : at + _TEXT_LEN.size + n])
+        text = json.loads(raw[at + _TEXT_LEN.size : at + _TEXT_LEN.size + n])
+        attributes = {k: tuple(v) if isinstance(v, list) else v for k, v in text.items()}  # as the SDK's
         row = [float(v) for v in values[i * width : (i + 1) * width]]
         series.append((attributes, row[0], row[1:]))
     return header, series

@@ -173,3 +173,16 @@ def test_a_deprecated_variable_still_starts_but_says_once_that_it_is_ignored(cap
         config.load({})
     warnings = [r.getMessage() for r in caplog.records if "STATEMENT_TIMEOUT_INTERVAL" in r.getMessage()]
     assert len(warnings) == 1 and "deprecated and ignored" in warnings[0]
+
+
+def test_current_parses_a_variable_as_the_environment_says_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked worker's settings are its master's: what the master handed down after parsing shows here."""
+    monkeypatch.setenv(config.HOST_DIR.name, "")  # restored after the test, whatever hand_down sets
+    assert config.current(config.HOST_DIR) is None
+    config.hand_down(config.HOST_DIR, "/tmp/otel-reliability-host-x")
+    assert config.current(config.HOST_DIR) == "/tmp/otel-reliability-host-x"
+    monkeypatch.setenv(config.PREFORK.name, "off")
+    assert config.current(config.PREFORK) is False
+    monkeypatch.setenv(config.PREFORK.name, "maybe")
+    with pytest.raises(config.ConfigError, match="OTEL_RELIABILITY_PREFORK"):
+        config.current(config.PREFORK)

@@ -3,9 +3,9 @@ master's history. Real SDK readers, a real directory, a real dead process (prefo
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
 from otel_reliability import tally
-from otel_reliability.host import merge, store
+from otel_reliability.host import merge, store, timing
 from otel_reliability.host.master import HostAggregator
 from otel_reliability.host.worker import HostReadings, Publisher
 from otel_reliability.readings import Readings, Snapshot
@@ -54,10 +54,10 @@ def publish_as_dead(directory: store.Directory, worker: Worker) -> str:
     publisher = Publisher(directory, worker.readings)
     publisher.publish()
     path = directory.path / publisher.file
-    raw = json.loads(path.read_text())
+    raw = store.load(path)
     pid = dead_pid()
     raw.update(pid=pid, start="1")
-    name = f"{store.WORKER_PREFIX}{pid}-dead.json"
+    name = store.worker_file(pid, "dead")
     store.write_atomically(directory.path / name, raw)
     path.unlink()
     return name
@@ -98,7 +98,7 @@ def test_a_dead_workers_counts_stay_and_its_gauges_go(host: HostAggregator) -> N
     me.fail(1)
     Publisher(directory, alive.readings).publish()
     publish_as_dead(directory, gone)
-    reader = HostReadings(directory, me.readings, own_file="w-me.json")
+    reader = HostReadings(directory, me.readings, own_file=store.worker_file(0, "me"))
 
     host.combine()  # what every worker reads: the master's combination (the dead worker not folded yet)
     snap = reader.snapshot()
@@ -109,7 +109,7 @@ def test_a_dead_workers_counts_stay_and_its_gauges_go(host: HostAggregator) -> N
     assert sum(before.values()) == 3 + 5  # :9464 sums the published workers; "me" has not published
     assert {dict(k).get(merge.INSTANCE_ID) for k in scraped(host, IN_FLIGHT)} == {"alive"}  # gauges per worker
 
-    host.tick()  # folds the dead worker into retired.json and removes its file
+    host.tick()  # folds the dead worker into retired.marshal and removes its file
     workers, _ = directory.listing()
     assert not any("dead" in e.name for e in workers)
     assert (host.path / store.RETIRED_FILE).exists()
@@ -126,7 +126,7 @@ def test_a_dead_workers_requests_after_its_last_publication_come_from_its_tally(
     gone.fail(2)  # the HTTP layer counts each request in its table and in the SDK
     name = publish_as_dead(directory, gone)
     table = tally.Table(
-        host.path / f"{name[: -len('.json')]}.{DURATION}{tally.SUFFIX}", name=DURATION, bounds=BUCKETS, meta={}
+        host.path / f"{store.stem(name)}.{DURATION}{tally.SUFFIX}", name=DURATION, bounds=BUCKETS, meta={}
     )
     slot = table.slot({"http.response.status_code": 500})
     assert slot is not None
@@ -135,12 +135,12 @@ def test_a_dead_workers_requests_after_its_last_publication_come_from_its_tally(
     alive = Worker("alive")
     alive.in_flight.add(1)
     Publisher(directory, alive.readings).publish()  # :9464 takes the resource from a live worker
-    reader = HostReadings(directory, me.readings, own_file="w-me.json")
+    reader = HostReadings(directory, me.readings, own_file=store.worker_file(0, "me"))
     host.combine()
     assert errors(reader.snapshot()) == 7
     assert sum(scraped(host, DURATION).values()) == 7
 
-    host.tick()  # folded: retired.json holds the table's counts; the worker's file and its table are removed
+    host.tick()  # folded: retired.marshal holds the table's counts; the worker's file and its table are removed
     assert not list(host.path.glob(f"*{tally.SUFFIX}"))
     assert sum(scraped(host, DURATION).values()) == 7
     reader._others_at = float("-inf")
@@ -158,7 +158,7 @@ def test_a_window_starts_at_the_masters_history_whoever_answers(host: HostAggreg
     alive.fail(6)
     publisher.publish()
     host.combine()
-    reader = HostReadings(directory, me.readings, own_file="w-me.json")
+    reader = HostReadings(directory, me.readings, own_file=store.worker_file(0, "me"))
     assert errors(reader.window(0.2, [DURATION])) == 6  # base: the history entry, taken before the window
     assert errors(reader.window(300, [DURATION])) == 10  # the host is younger than 300 s: everything
 
@@ -210,3 +210,41 @@ def test_a_worker_answers_from_the_masters_combination_less_its_own_published_pa
     assert snap.value(semconv.METRIC_CIRCUIT_BREAKER_CONSECUTIVE_FAILURES) == 2  # max(2 fresh, 1), not the old 5
     assert snap.workers == 2
     assert reader.workers() == 2
+
+
+def test_every_host_interval_follows_from_the_publish_interval() -> None:
+    """The relations the worker and the master rely on (otel_reliability.host's design note)."""
+    p = timing.PUBLISH_INTERVAL
+    assert p > timing.COMBINE_INTERVAL  # a publication is combined before the next one
+    assert timing.OTHERS_TTL < timing.COMBINE_INTERVAL  # a steady poller sees every combination
+    assert timing.OTHERS_MAX_AGE > timing.OTHERS_TTL  # a window where the call serves its copy
+    assert p < timing.OWN_MAX_AGE  # the publisher refreshes this worker's collection before a call needs to
+    assert timing.VERSIONS * p > 4 * timing.COMBINE_INTERVAL  # the combined publication is still kept
+    assert p + timing.COMBINE_INTERVAL + timing.OTHERS_MAX_AGE == pytest.approx(1.45)  # the README's bound
+
+
+def test_a_background_re_read_of_the_other_workers_runs_on_the_publishers_thread(
+    host: HostAggregator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event wakes the publisher's thread; no thread is started per read."""
+    directory = store.Directory(host.path)
+    me = Worker("me")
+    publisher = Publisher(directory, me.readings, interval=3600.0)  # publishes only when told to
+    publisher.publish()
+    reader = HostReadings(directory, me.readings, publisher.file, publisher.versions, refresh=publisher.wake)
+    publisher.when_woken = reader.refresh_others
+    publisher.start_thread()
+    host.combine()
+    reader.snapshot()
+    readers: list[str] = []
+    real = directory.combined
+    monkeypatch.setattr(directory, "combined", lambda: (readers.append(threading.current_thread().name), real())[1])
+    reader._asked_at = float("-inf")  # health not asked lately: the publisher is not combining ahead
+    reader._others_at = time.monotonic() - (timing.OTHERS_TTL + timing.OTHERS_MAX_AGE) / 2  # old, still servable
+    threads = threading.active_count()
+    reader.snapshot()
+    deadline = time.monotonic() + 5
+    while not readers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert readers == ["otel-reliability-publish"]
+    assert threading.active_count() == threads

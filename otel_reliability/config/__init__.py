@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from otel_reliability.config.variable import ConfigError, Variable
+from otel_reliability.config.variable import ConfigError, T, Variable
 from otel_reliability.config.variables import (
     ADMIN_PATH,
     ADMIN_TOKEN,
@@ -210,6 +210,21 @@ def settings() -> Settings:
 def set_settings(value: Settings) -> None:
     global _current
     _current = value
+
+
+def current(var: Variable[T]) -> T:
+    """``var`` parsed from the environment as it is now, not as ``settings()`` parsed it: a forked worker's
+    settings are its master's, parsed before the master set what its workers need (``HOST_DIR``)."""
+    text = os.environ.get(var.name, var.default).strip()
+    try:
+        return var.parse(text)
+    except (ValueError, TypeError):
+        raise ConfigError(var.name, "<hidden>" if var.secret else text, var.allowed) from None
+
+
+def hand_down(var: Variable[Any], value: str) -> None:
+    """Set ``var`` for every process this one starts from now on (forked or spawned workers)."""
+    os.environ[var.name] = value
 
 
 def log_effective(value: Settings) -> None:

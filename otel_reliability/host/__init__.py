@@ -1,18 +1,29 @@
 """One host, one truth: under a prefork server (gunicorn, ``uvicorn --workers``) health and :9464 answer for
 every worker, whichever worker or process answers.
 
-How it fits together (details in each module):
+The design, as a small protocol between one master (the gunicorn arbiter, the uvicorn supervisor) and its
+workers, through a private directory (``OTEL_RELIABILITY_HOST_DIR``, created by the master, 0700):
 
-- ``master``: the gunicorn arbiter or the uvicorn supervisor creates a private directory, tells its workers
-  where it is (``OTEL_RELIABILITY_HOST_DIR``), folds dead workers' counts, keeps the host's window history
-  and serves :9464 for the host;
-- ``worker``: each worker publishes its cumulative readings there every 0.5 s (a background thread) and
-  answers health from every worker's readings (``HostReadings``); per request, only the HTTP layer's tally
-  (``otel_reliability.tally``: the request histogram in shared memory, so a SIGKILLed worker loses none);
-- ``merge``: how readings add up (counters summed over every worker that ever ran, gauges of live workers);
-- ``store``: the directory's files, written atomically and read with a parse cache.
+- **Two file formats.** What processes publish (a worker's cumulative readings, the master's combination, the
+  retired workers' sums, the window history, host.marshal) is ``marshal`` of plain values, each file replaced
+  whole by a rename (``store``). The crash-safe table is the other one: the HTTP layer's request histogram,
+  updated in place in shared memory per request, so a SIGKILLed worker loses none of its requests
+  (``otel_reliability.tally``).
+- **One timing setting.** A worker publishes every ``PUBLISH_INTERVAL`` (0.5 s); the master combines every
+  ``COMBINE_INTERVAL`` (half of it); a worker re-reads the combination when it is older than
+  ``OTHERS_TTL`` (in the background) or ``OTHERS_MAX_AGE`` (on the call), so a health answer is at most
+  ~1.45 s behind another worker and at once up to date for its own. Every interval is derived in ``timing``.
+- **Two threads per process at most, each periodic.** A worker's publisher thread publishes and, woken by an
+  event when a health call finds its copy of the other workers old, re-reads them; the master's thread folds
+  dead workers, combines and writes the history. The Readings' own thread (readings/) collects as in any
+  process.
+- **Adding up** (``merge``): counters summed over every worker that ever ran, dead ones included (counts never
+  go backwards); gauges of live workers only (summed, or max/min for settings and ages).
 
-A single-process server never reaches any of this: ``for_health()`` returns the process's own Readings.
+The modules: ``master`` (the directory's owner; serves :9464 for the host), ``worker`` (``Publisher``, and
+``HostReadings``: health's Readings interface answered for the host), ``merge``, ``store`` (the files),
+``timing``. A single-process server never reaches any of this: ``for_health()`` returns the process's own
+Readings.
 """
 
 from __future__ import annotations
@@ -39,8 +50,8 @@ _host_pid = 0
 
 
 def enabled() -> bool:
-    """``OTEL_RELIABILITY_PREFORK`` (read from the environment: a forked worker may hold older settings)."""
-    return bool(config.PREFORK.parse(os.environ.get(config.PREFORK.name, config.PREFORK.default).strip()))
+    """``OTEL_RELIABILITY_PREFORK`` as the environment says now (a forked worker may hold older settings)."""
+    return config.current(config.PREFORK)
 
 
 def start_master(settings: config.Settings, launcher: str) -> HostAggregator:
@@ -51,7 +62,7 @@ def start_master(settings: config.Settings, launcher: str) -> HostAggregator:
 
     retention = readings_retention(settings.error_window)
     aggregator = HostAggregator(history_interval=settings.snapshot_interval, retention=retention)
-    os.environ[config.HOST_DIR.name] = str(aggregator.path)  # inherited by forked and spawned workers
+    config.hand_down(config.HOST_DIR, str(aggregator.path))
     aggregator.start()
     _aggregator = aggregator
     _logger.info("otel-reliability: %s master; health and :9464 answer for every worker", launcher)
@@ -65,8 +76,7 @@ def start_worker(reader: Readings) -> bool:
     the variable but is not a child of the master.
     """
     global _host, _host_pid, _publisher
-    raw = os.environ.get(config.HOST_DIR.name, "").strip()
-    path = config.HOST_DIR.parse(raw) if raw else None
+    path = config.current(config.HOST_DIR)
     if path is None or not enabled():
         return False
     from otel_reliability.host import store
@@ -82,9 +92,10 @@ def start_worker(reader: Readings) -> bool:
         _logger.warning("otel-reliability: cannot publish to %s; health answers for this worker only", path)
         return False
     tally.open_in(directory.path, store.stem(publisher.file))  # the HTTP layer's crash-safe request counts
-    _host = HostReadings(directory, reader, publisher.file, publisher.versions)
+    _host = HostReadings(directory, reader, publisher.file, publisher.versions, refresh=publisher.wake)
     _publisher = publisher
     publisher.after = _host.warm
+    publisher.when_woken = _host.refresh_others
     publisher.start_thread()
     _host_pid = os.getpid()
     return True

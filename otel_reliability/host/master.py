@@ -3,13 +3,13 @@
 It owns the shared directory (created private, 0700; removed when it exits) and runs one background thread
 that, every ``COMBINE_INTERVAL`` (0.25 s):
 
-- folds the files of dead workers into retired.json (their monotonic series summed; their gauges dropped)
+- folds the files of dead workers into retired.marshal (their monotonic series summed; their gauges dropped)
   and removes them, so the directory holds one file per live worker plus one, however often workers are
   recycled;
 - when a worker published (or died) since, combines every worker for health once and writes combined.marshal:
   each worker answers health from that one file (less its own part, plus its fresh readings) instead of
   reading every other worker's file;
-- every ``history_interval`` seconds writes the host's merged cumulative values to history-<t>.json and
+- every ``history_interval`` seconds writes the host's merged cumulative values to history-<t>.marshal and
   removes entries older than the retention: the base of every worker's window, whatever its age; beyond the
   retention it keeps the first entry of every ``COARSE_STEP`` seconds up to ``COARSE_SPAN`` (the status page's
   15-minute sparkline), as the in-process history does.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import marshal
 import os
 import shutil
 import tempfile
@@ -35,12 +34,11 @@ from opentelemetry.sdk.metrics.export import MetricsData
 
 from otel_reliability import giveway, tally
 from otel_reliability.host import merge, store
+from otel_reliability.host.timing import COMBINE_INTERVAL, FOLDED_MEMORY
 from otel_reliability.readings.history import COARSE_SPAN, COARSE_STEP
 
 _logger = logging.getLogger(__name__)
 
-FOLDED_MEMORY = 60.0  # seconds a folded file's name stays listed in retired.json (a reader's race is shorter)
-COMBINE_INTERVAL = 0.25  # workers publish every 0.5 s; a combination is at most this much older than a file
 PER_WORKER_PREFIX = "process."  # the gauges each worker's figures show (resources view); the rest is combined
 
 
@@ -119,7 +117,7 @@ class HostAggregator:
         for published in dead:
             self._retired.add(published.metrics, live=False)
             self._folded[published.name] = at
-        # retired.json first, with the folded names; only then the files go (see HostReadings._other_workers).
+        # retired.marshal first, with the folded names; only then the files go (see HostReadings._other_workers).
         store.write_atomically(
             self.path / store.RETIRED_FILE,
             {"pid": 0, "written": at, "metrics": self._retired.published(), "folded": self._folded},
@@ -162,14 +160,14 @@ class HostAggregator:
         if retired is not None:
             acc.add(retired.rows, retired.monotonic, False)
         payload = {"at": at, "workers": workers, "per_worker": per_worker, **acc.dump()}
-        store.write_bytes_atomically(self.path / store.COMBINED_FILE, marshal.dumps(payload))
+        store.write_atomically(self.path / store.COMBINED_FILE, payload)
         self._combined_key = key
 
     def _write_history(self, at: float) -> None:
         raw, _ = self._merged(live_gauges=False)
         store.write_atomically(self.path / store.history_name(at), {"at": at, "values": raw.cumulative()})
         _, names = self.directory.listing()
-        timed = sorted((t, n) for n in names if (t := store._history_time(n)) is not None)
+        timed = sorted((t, n) for n in names if (t := store.history_time(n)) is not None)
         slot = None
         for taken, name in timed:
             # Keep the newest entry older than the retention: the base of the widest window; beyond it, the first

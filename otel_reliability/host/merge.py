@@ -231,7 +231,7 @@ _ScopeKey = tuple[str, str | None, str | None]
 
 
 class RawAccumulator:
-    """Published metrics combined for the Prometheus endpoint (and for retired.json): monotonic series summed,
+    """Published metrics combined for the Prometheus endpoint (and for retired.marshal): monotonic series summed,
     histogram buckets included; gauges kept per live worker under its ``service.instance.id``."""
 
     def __init__(self) -> None:
@@ -261,7 +261,7 @@ class RawAccumulator:
                     found["v"] = p["v"]
 
     def published(self) -> list[dict[str, Any]]:
-        """The combined metrics in the published file format (retired.json)."""
+        """The combined metrics in the published file format (retired.marshal)."""
         return [
             {k: v for k, v in entry.items() if k != "points"} | {"p": list(entry["points"].values())}
             for entry in self.metrics.values()
@@ -353,7 +353,7 @@ def encode(data: MetricsData) -> list[dict[str, Any]]:
                     for hp in payload.data_points:
                         assert isinstance(hp, HistogramDataPoint)
                         points.append(
-                            {"a": _json_attrs(hp.attributes), "v": hp.count, "t": hp.sum, "b": list(hp.bucket_counts),
+                            {"a": _plain_attrs(hp.attributes), "v": hp.count, "t": hp.sum, "b": list(hp.bucket_counts),
                              "e": list(hp.explicit_bounds), "mn": _finite(hp.min), "mx": _finite(hp.max)}
                         )  # fmt: skip
                 elif isinstance(payload, Sum | Gauge):
@@ -361,7 +361,7 @@ def encode(data: MetricsData) -> list[dict[str, Any]]:
                     mono = isinstance(payload, Sum) and payload.is_monotonic
                     for np in payload.data_points:
                         assert isinstance(np, NumberDataPoint)
-                        points.append({"a": _json_attrs(np.attributes), "v": np.value})
+                        points.append({"a": _plain_attrs(np.attributes), "v": np.value})
                 else:
                     continue
                 giveway.pause_point(len(points))
@@ -372,8 +372,8 @@ def encode(data: MetricsData) -> list[dict[str, Any]]:
     return out
 
 
-def _json_attrs(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
+def _plain_attrs(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(attributes or {})  # sequence values are the SDK's tuples: marshal keeps them
 
 
 def _finite(value: float | None) -> float | None:

@@ -2,18 +2,23 @@
 
 Layout (created by the master or supervisor, mode 0700, removed when that process exits)::
 
-    host.json                 {"master": pid, "started": t}          written once by the master
-    w-<pid>-<token>.json      one worker's cumulative readings         rewritten atomically (<= every 0.5 s)
+    host.marshal              {"master": pid, "started": t}          written once by the master
+    w-<pid>-<token>.marshal   one worker's cumulative readings         rewritten (every PUBLISH_INTERVAL)
     w-<pid>-<token>.<metric>.tally   the worker's request histogram, updated in place per request (tally.py):
                               what a dead worker's file is completed with (``Directory.final``)
-    retired.json              the summed monotonic series of workers that are gone (folded by the master)
-    combined.marshal          every worker combined for health by the master (``Combined``), <= every 0.25 s:
+    retired.marshal           the summed monotonic series of workers that are gone (folded by the master)
+    combined.marshal          every worker combined for health by the master (every COMBINE_INTERVAL):
                               what a worker answers from (one file, whatever the number of workers)
-    history-<t_ms>.json       the host's merged cumulative values at t (the base of every window)
+    history-<t_ms>.marshal    the host's merged cumulative values at t (the base of every window)
+
+Every file but the tally tables is ``marshal`` of plain values (dicts, lists, tuples, frozensets, numbers,
+strings), written to a temporary name and renamed, so a reader sees a whole old file or a whole new one, never
+half of one. Why marshal: the master and its workers run the same interpreter, the directory is private, and it
+keeps tuples and frozensets (series keys load ready to use), several times faster than JSON both ways. The tally
+tables have their own layout (tally.py): they are updated in place, by memory, without a write call.
 
 ``t`` is ``time.monotonic()``: on Linux one clock for every process of the host, so a worker compares its
-"now" with the master's history without converting. Every file is written to a temporary name and renamed,
-so a reader sees a whole old file or a whole new one, never half of one.
+"now" with the master's history without converting.
 
 Why the token in a worker's file name: a recycled worker may get a pid a dead one had; its counts start at 0
 and must not overwrite the dead worker's last file, whose counts still belong to the host.
@@ -24,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import marshal
 import os
@@ -39,25 +43,31 @@ from otel_reliability.readings.model import attrs_key
 
 _logger = logging.getLogger(__name__)
 
-HOST_FILE = "host.json"
-RETIRED_FILE = "retired.json"
+SUFFIX = ".marshal"
+HOST_FILE = f"host{SUFFIX}"
+RETIRED_FILE = f"retired{SUFFIX}"
+COMBINED_FILE = f"combined{SUFFIX}"
 WORKER_PREFIX = "w-"
 HISTORY_PREFIX = "history-"
-COMBINED_FILE = "combined.marshal"
 
 
 def stem(worker_file: str) -> str:
     """``w-<pid>-<token>`` of a worker's file name: what its tally tables are named after."""
-    return worker_file.removesuffix(".json")
+    return worker_file.removesuffix(SUFFIX)
+
+
+def worker_file(pid: int, token: str) -> str:
+    return f"{WORKER_PREFIX}{pid}-{token}{SUFFIX}"
+
+
+def load(path: Path) -> Any:
+    """One file's payload (FileNotFoundError when it is gone)."""
+    return marshal.loads(path.read_bytes())
 
 
 def write_atomically(path: Path, payload: Any) -> None:
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename (atomic on POSIX)."""
-    # dumps, not dump: dump streams through the pure-Python encoder, ten times slower.
-    write_bytes_atomically(path, json.dumps(payload, separators=(",", ":")).encode())
-
-
-def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename (atomic on POSIX)."""
+    data = marshal.dumps(payload)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -113,7 +123,7 @@ class Published:
     written: float
     metrics: list[dict[str, Any]]
     observed: float = 0.0  # wall clock of ``written``
-    folded: frozenset[str] = frozenset()  # retired.json only: the worker files summed into it
+    folded: frozenset[str] = frozenset()  # retired.marshal only: the worker files summed into it
 
     @functools.cached_property
     def rows(self) -> dict[str, list[Row]]:
@@ -123,13 +133,8 @@ class Published:
         for metric in self.metrics:
             rows = out.setdefault(metric["n"], [])
             for p in metric["p"]:
-                attrs = p["a"]
-                try:
-                    key = frozenset(attrs.items())
-                except TypeError:  # a sequence attribute (a list in JSON): hashable as a tuple
-                    attrs = _attributes(attrs)
-                    key = frozenset(attrs.items())
-                rows.append((key, attrs, float(p["v"]), p.get("t")))
+                attrs = p["a"]  # sequence values are tuples (the SDK's, kept by marshal and by tally.read)
+                rows.append((frozenset(attrs.items()), attrs, float(p["v"]), p.get("t")))
         return out
 
     @functools.cached_property
@@ -139,11 +144,6 @@ class Published:
 
 AttrsKey = frozenset[tuple[str, Any]]
 Row = tuple[AttrsKey, dict[str, Any], float, float | None]  # one series: key, attributes, value, total
-
-
-def _attributes(raw: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no tuples: a sequence attribute comes back as a list; keep it hashable like the SDK's.
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
 
 
 class Directory:
@@ -158,9 +158,9 @@ class Directory:
         self._host: dict[str, Any] | None = None
 
     def host(self) -> dict[str, Any]:
-        """host.json: the master's pid and start time (read once; the master writes it before any worker)."""
+        """host.marshal: the master's pid and start time (read once; the master writes it before any worker)."""
         if self._host is None:
-            self._host = json.loads((self.path / HOST_FILE).read_text())
+            self._host = load(self.path / HOST_FILE)
         return self._host
 
     def listing(self) -> tuple[list[os.DirEntry[str]], list[str]]:
@@ -169,7 +169,7 @@ class Directory:
         history: list[str] = []
         with os.scandir(self.path) as it:
             for entry in it:
-                if entry.name.startswith(WORKER_PREFIX) and entry.name.endswith(".json"):
+                if entry.name.startswith(WORKER_PREFIX) and entry.name.endswith(SUFFIX):
                     workers.append(entry)
                 elif entry.name.startswith(HISTORY_PREFIX):
                     history.append(entry.name)
@@ -184,7 +184,7 @@ class Directory:
             cached = self._cache.get(name)
             if cached is not None and cached[0] == key:
                 return cached[1]
-            raw = json.loads(path.read_bytes())
+            raw = load(path)
         except FileNotFoundError:
             self._cache.pop(name, None)
             return None
@@ -231,7 +231,7 @@ class Directory:
         for path in tally.files_of(self.path, stem(published.name)):
             try:
                 header, series = tally.read(path)
-            except FileNotFoundError:  # folded and removed meanwhile: retired.json has it (see the callers)
+            except FileNotFoundError:  # folded and removed meanwhile: retired.marshal has it (see the callers)
                 complete = False
                 continue
             except ValueError:
@@ -244,18 +244,14 @@ class Directory:
         return final
 
     def combined(self) -> dict[str, Any] | None:
-        """The master's combination of every worker (None before its first), parsed again only when it changed.
-
-        ``marshal``, not JSON: the master and its workers run the same interpreter, the directory is private,
-        and it loads the series with their keys (frozensets) ready, ~10x faster than JSON plus keying.
-        """
+        """The master's combination of every worker (None before its first), parsed again only when it changed."""
         path = self.path / COMBINED_FILE
         try:
             st = path.stat()
             key = (st.st_ino, st.st_mtime_ns, st.st_size)
             if self._combined is not None and self._combined[0] == key:
                 return self._combined[1]
-            raw = marshal.loads(path.read_bytes())
+            raw = load(path)
         except FileNotFoundError:
             return None
         self._combined = (key, raw)
@@ -267,7 +263,7 @@ class Directory:
         """The newest history entry taken at or before ``start`` (files never change once written)."""
         best = None
         for name in names:
-            at = _history_time(name)
+            at = history_time(name)
             if at is not None and at <= start and (best is None or at > best[0]):
                 best = (at, name)
         if best is None:
@@ -275,10 +271,10 @@ class Directory:
         name = best[1]
         if name not in self._history_cache:
             try:
-                raw = json.loads((self.path / name).read_bytes())
+                raw = load(self.path / name)
             except FileNotFoundError:  # pruned between the scan and now: the next-older one will do next time
                 return None
-            values = {(n, frozenset(_attributes(a).items())): (v, t) for n, a, v, t in raw["values"]}
+            values = {(n, frozenset(a.items())): (v, t) for n, a, v, t in raw["values"]}
             if len(self._history_cache) > 256:
                 self._history_cache.clear()
             self._history_cache[name] = (float(raw["at"]), values)
@@ -313,12 +309,13 @@ def _with_table(
 
 
 def history_name(at: float) -> str:
-    return f"{HISTORY_PREFIX}{int(at * 1000)}.json"
+    return f"{HISTORY_PREFIX}{int(at * 1000)}{SUFFIX}"
 
 
-def _history_time(name: str) -> float | None:
+def history_time(name: str) -> float | None:
+    """When the history entry ``name`` was taken (None: not a history file's name)."""
     try:
-        return int(name[len(HISTORY_PREFIX) : -len(".json")]) / 1000.0
+        return int(name[len(HISTORY_PREFIX) : -len(SUFFIX)]) / 1000.0
     except ValueError:
         return None
 

@@ -13,7 +13,7 @@ change here shows at once); every other worker's part (dead and retired workers'
 the master's combination, combined.marshal (one file, re-combined by the master within 0.25 s of a
 publication), less this worker's own part in it: the worker keeps the Snapshot of each of its last
 publications and takes out exactly the version the master combined. Windows subtract the host's history that
-the master writes (history-*.json), so a worker started a minute ago still answers a 5-minute window for the
+the master writes (history-*.marshal), so a worker started a minute ago still answers a 5-minute window for the
 host.
 """
 
@@ -31,28 +31,23 @@ from typing import Any
 
 from otel_reliability import giveway
 from otel_reliability.host import merge, store
+from otel_reliability.host.timing import (
+    COUNT_REUSE,
+    OTHERS_MAX_AGE,
+    OTHERS_TTL,
+    OWN_MAX_AGE,
+    PUBLISH_INTERVAL,
+    VERSIONS,
+    WARM_FOR,
+)
 from otel_reliability.readings import Point, Readings, Snapshot, Window
 from otel_reliability.readings.model import window_between
 
 _logger = logging.getLogger(__name__)
 
-PUBLISH_INTERVAL = 0.5
-# The master's combination is re-read in the background once older than OTHERS_TTL, and on the call itself once
-# older than OTHERS_MAX_AGE: steady health traffic never waits for the read, and an answer is never more than
-# PUBLISH_INTERVAL + master.COMBINE_INTERVAL + OTHERS_MAX_AGE (1.45 s) behind another worker.
-OTHERS_TTL = 0.2
-OTHERS_MAX_AGE = 0.7
-# This worker's own collection is refreshed by its publisher every PUBLISH_INTERVAL: a positive health cache
-# shorter than OWN_MAX_AGE would make a call after a pause collect on the request path for nothing (a change
-# still makes the next call collect anew, whatever the age).
-OWN_MAX_AGE = PUBLISH_INTERVAL * 1.5
-VERSIONS = 8  # own publications kept (4 s): the one the master's combination holds is among them
-WARM_FOR = 10.0  # seconds after a health call during which the publisher combines ahead
-COUNT_REUSE = 0.5  # seconds an answer's worker count may come from the snapshot its views just read
-
 
 class Publisher:
-    """Writes this worker's cumulative readings to ``w-<pid>-<token>.json`` in the shared directory."""
+    """Writes this worker's cumulative readings to ``w-<pid>-<token>.marshal`` in the shared directory."""
 
     def __init__(self, directory: store.Directory, readings: Readings, interval: float = PUBLISH_INTERVAL) -> None:
         self.directory = directory
@@ -60,11 +55,12 @@ class Publisher:
         self.interval = interval
         self.pid = os.getpid()
         self.start = store.process_start(self.pid)
-        self.file = f"{store.WORKER_PREFIX}{self.pid}-{uuid.uuid4().hex[:8]}.json"
-        self._stop = threading.Event()
+        self.file = store.worker_file(self.pid, uuid.uuid4().hex[:8])
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.after: Callable[[], None] | None = None  # run on the thread after each publication
+        self.when_woken: Callable[[], None] | None = None  # run on the thread when ``wake()`` was called
         self.versions: dict[float, Snapshot] = {}  # the Snapshot of each recent publication, by its ``written``
 
     def publish(self) -> None:
@@ -96,16 +92,29 @@ class Publisher:
         self._thread.start()
         atexit.register(self.final)
 
+    def wake(self) -> None:
+        """Have the thread run ``when_woken`` now (a health call asks for the other workers' newer parts)."""
+        self._wake.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        """Publish every ``interval``; in between, run ``when_woken`` whenever ``wake()`` is called."""
+        next_at = time.monotonic() + self.interval
+        while True:
+            woken = self._wake.wait(max(0.0, next_at - time.monotonic()))
+            self._wake.clear()
             try:
                 with giveway.giving_way():  # the event loop's requests go first (otel_reliability.giveway)
-                    self.publish()
-                    if self.after is not None:
-                        self.after()
+                    if woken and self.when_woken is not None:
+                        self.when_woken()
+                    if time.monotonic() >= next_at:
+                        self.publish()
+                        next_at = time.monotonic() + self.interval
+                        if self.after is not None:
+                            self.after()
             except FileNotFoundError:  # the master removed the directory: the server is going down
                 return
             except Exception:
+                next_at = time.monotonic() + self.interval
                 _logger.debug("otel-reliability: publishing this worker's readings failed", exc_info=True)
 
     def final(self) -> None:
@@ -122,12 +131,18 @@ class HostReadings:
     """The Readings interface the health views use, answered for every worker of this host."""
 
     def __init__(
-        self, directory: store.Directory, own: Readings, own_file: str, versions: Mapping[float, Snapshot] | None = None
+        self,
+        directory: store.Directory,
+        own: Readings,
+        own_file: str,
+        versions: Mapping[float, Snapshot] | None = None,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.directory = directory
         self.own = own
         self.own_file = own_file
         self.versions = versions if versions is not None else {}  # the publisher's
+        self._ask_refresh = refresh  # the publisher's ``wake``: its thread re-reads the other workers
         self._lock = threading.Lock()
         self._others_key: Any = None
         self._others: tuple[merge.Accumulator, tuple[tuple[str | None, Snapshot], ...]] = (merge.Accumulator(), ())
@@ -209,7 +224,7 @@ class HostReadings:
             if now.taken_at - started <= seconds or not self._history:
                 base = (started, {})
             else:
-                oldest = min(self._history, key=lambda n: store._history_time(n) or 0.0)
+                oldest = min(self._history, key=lambda n: store.history_time(n) or 0.0)
                 base = self.directory.history([oldest], float("inf")) or (started, {})
         base_at, base_values = base
         return window_between(now, base_at, base_values, seconds, names)
@@ -226,20 +241,21 @@ class HostReadings:
 
     # --- the other workers ----------------------------------------------------------------------------------
     def _refresh_in_background(self) -> None:
-        if self._refreshing:
-            return
-        self._refreshing = True
+        """Have the publisher's thread re-read the other workers (``refresh_others``); without a publisher (a
+        reader of a directory in a test or a benchmark) the call after ``OTHERS_MAX_AGE`` reads them itself."""
+        if self._ask_refresh is not None and not self._refreshing:
+            self._refreshing = True
+            self._ask_refresh()
 
-        def refresh() -> None:
-            try:
-                with giveway.giving_way():
-                    self._other_workers()
-            except Exception:
-                _logger.debug("otel-reliability: reading the other workers failed", exc_info=True)
-            finally:
-                self._refreshing = False
-
-        threading.Thread(target=refresh, name="otel-reliability-host-read", daemon=True).start()
+    def refresh_others(self) -> None:
+        """The other workers re-read, on the publisher's thread when a call asked for it."""
+        try:
+            if self._refreshing:
+                self._other_workers()
+        except Exception:
+            _logger.debug("otel-reliability: reading the other workers failed", exc_info=True)
+        finally:
+            self._refreshing = False
 
     def _other_workers(self) -> tuple[merge.Accumulator, tuple[tuple[str | None, Snapshot], ...]]:
         """Every other worker: the master's combination less this worker's part, re-done only when the master
@@ -279,14 +295,14 @@ def _worker_snapshot(at: float, metrics: Mapping[str, list[tuple[dict[str, Any],
 
 
 def wait_for_directory(path: str, timeout: float = 5.0) -> store.Directory | None:
-    """The shared directory once the master has written host.json (it does so before forking any worker)."""
+    """The shared directory once the master has written host.marshal (it does so before forking any worker)."""
     directory = store.Directory(path)
     deadline = time.monotonic() + timeout
     while True:
         try:
             directory.host()
             return directory
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, EOFError, ValueError):
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.05)
