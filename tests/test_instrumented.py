@@ -15,7 +15,14 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_reliability.instrumentation._instrumented import Instrumented, is_wrapped, outermost, override, restore
+from otel_reliability.instrumentation._instrumented import (
+    Instrumented,
+    is_wrapped,
+    outermost,
+    override,
+    restore,
+    unwrap_own,
+)
 from otel_reliability.instrumentation.operations import OperationsInstrumentor, track_operation
 
 
@@ -132,3 +139,25 @@ def test_override_is_idempotent_restored_exactly_and_acts_once_through_super() -
             restore(owner, "run")
             restore(owner, "run")  # nothing left to undo: harmless
     assert (Base.__dict__["run"], Child.__dict__["run"]) == originals
+
+
+def test_unwrap_own_leaves_an_inherited_method_inherited_and_restores_an_own_one() -> None:
+    class Base:
+        def inherited(self) -> str:
+            return "base"
+
+    class Child(Base):
+        def own(self) -> str:
+            return "child"
+
+    def shout(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> str:
+        return str(wrapped(*args, **kwargs)).upper()
+
+    for name in ("inherited", "own"):
+        wrapt.wrap_function_wrapper(Child, name, shout)
+    assert (Child().inherited(), Child().own()) == ("BASE", "CHILD")
+    unwrap_own(Child, "inherited")
+    unwrap_own(Child, "own")
+    unwrap_own(Child, "own")  # nothing left to undo
+    assert "inherited" not in vars(Child) and not is_wrapped(Child, "own")
+    assert (Child().inherited(), Child().own()) == ("base", "child")

@@ -44,6 +44,21 @@ def is_wrapped(owner: Any, attr: str) -> bool:
     return isinstance(vars(owner).get(attr), _Proxy)
 
 
+def unwrap_own(owner: type, attr: str) -> None:
+    """Undo ``wrap_function_wrapper`` on ``owner`` and leave the class as it was: a method it inherited is
+    inherited again (contrib's ``unwrap`` would copy the base class's function into ``owner``). Nothing if
+    ``owner`` itself holds no wrapt wrapper as ``attr``."""
+    current = vars(owner).get(attr)
+    if not isinstance(current, _Proxy):
+        return
+    original = current.__wrapped__
+    inherited = next((vars(base)[attr] for base in owner.__mro__[1:] if attr in vars(base)), None)
+    if original is inherited:
+        delattr(owner, attr)
+    else:
+        setattr(owner, attr, original)
+
+
 _OVERRIDE = "_otel_reliability_override"
 
 

@@ -18,14 +18,14 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from otel_reliability.instrumentation._instrumented import is_wrapped
+from otel_reliability.instrumentation._instrumented import is_wrapped, unwrap_own
 
 _logger = logging.getLogger(__name__)
 
 Listener = tuple[str, Callable[..., None]]
 
 _armed: list[Listener] = []
-_clear_owner: list[tuple[type, bool]] = []  # (the dispatch class wrapped, whether it defined _clear itself)
+_wrapped: list[type] = []  # the dispatch classes whose _clear we wrapped
 
 
 def arm(listeners: Sequence[Listener]) -> None:
@@ -39,7 +39,7 @@ def arm(listeners: Sequence[Listener]) -> None:
         event.listen(Pool, name, fn)
     dispatch_cls = type(Pool.dispatch)
     if not is_wrapped(dispatch_cls, "_clear"):
-        _clear_owner.append((dispatch_cls, "_clear" in dispatch_cls.__dict__))
+        _wrapped.append(dispatch_cls)
         wrap_function_wrapper(dispatch_cls, "_clear", _after_clear)
 
 
@@ -51,13 +51,9 @@ def disarm() -> None:
     for name, fn in listeners:
         if event.contains(Pool, name, fn):
             event.remove(Pool, name, fn)
-    for dispatch_cls, own in _clear_owner:
-        if is_wrapped(dispatch_cls, "_clear"):
-            if own:
-                setattr(dispatch_cls, "_clear", dispatch_cls.__dict__["_clear"].__wrapped__)  # noqa: B010
-            else:  # inherited from _Dispatch: leave the class as SQLAlchemy generated it
-                delattr(dispatch_cls, "_clear")
-    _clear_owner.clear()
+    for dispatch_cls in _wrapped:  # _clear is inherited from _Dispatch: leave the class as SQLAlchemy made it
+        unwrap_own(dispatch_cls, "_clear")
+    _wrapped.clear()
 
 
 def ensure() -> bool:
