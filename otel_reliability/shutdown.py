@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from otel_reliability.upstream import servers as upstream_servers
+
 __all__ = ["FINAL_EXPORT_TIMEOUT", "final_export", "install"]
 
 _logger = logging.getLogger("otel_reliability.shutdown")
@@ -106,9 +108,9 @@ def _exiting_on_signal(server: Any) -> bool:
 
     A server stopped from code (``should_exit`` set by a test or an embedding app, maybe in a side thread) must
     not shut the process's telemetry down: the process goes on, and ``atexit`` exports at its real end."""
-    captured = getattr(server, "_captured_signals", None)
-    if isinstance(captured, list):
-        return bool(captured)
+    told = upstream_servers.signalled(server)
+    if told is not None:
+        return told
     return threading.current_thread() is threading.main_thread()  # another uvicorn: signals reach the main thread
 
 
@@ -142,5 +144,7 @@ def install() -> None:
     def patch(module: Any) -> None:
         if hasattr(getattr(module, "Server", None), "shutdown"):
             wrapt.wrap_function_wrapper(module, "Server.shutdown", _after_server_shutdown)
+            if upstream_servers.needs_signal_wrapper():  # _captured_signals moved (otel_reliability.upstream)
+                wrapt.wrap_function_wrapper(module, "Server.handle_exit", upstream_servers.note_signal)
 
     wrapt.register_post_import_hook(patch, "uvicorn.server")

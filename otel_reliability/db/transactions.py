@@ -54,6 +54,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otel_reliability import semconv
 from otel_reliability.db.naming import name_from_url
+from otel_reliability.upstream import pools as upstream_pools
 from otel_reliability.version import __version__
 
 T = TypeVar("T")
@@ -172,7 +173,8 @@ def _delay(previous: float) -> float:
 
 def _pool_name(bind: Any) -> str:
     engine = getattr(bind, "sync_engine", bind)
-    logging_name = getattr(getattr(engine, "pool", None), "_orig_logging_name", None)
+    pool = getattr(engine, "pool", None)
+    logging_name = upstream_pools.logging_name(pool) if pool is not None else None
     if logging_name:
         return str(logging_name)
     url = getattr(engine, "url", None)

@@ -30,7 +30,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from otel_reliability import semconv
+from otel_reliability import semconv, upstream
 
 _UNSET = Status(StatusCode.UNSET)
 
@@ -65,7 +65,9 @@ class LeanTracer:
         spans, which count themselves)."""
         needed = ("sampler", "id_generator", "resource", "span_processor", "_span_limits", "_instrumentation_scope",
                   "_is_enabled")  # fmt: skip
-        if not all(hasattr(tracer, name) for name in needed) or not _readable_as_set():
+        if not upstream.usable("sdk.lean_span") or not all(hasattr(tracer, name) for name in needed):
+            return None  # otel_reliability.upstream.tracing: the SDK's tracing internals are not as checked
+        if not _readable_as_set():
             return None
         if type(getattr(tracer, "_tracer_metrics", None)).__name__ != "NoOpTracerMetrics":
             return None

@@ -26,7 +26,8 @@ class Private:
     fallback: str
     check: Callable[[], bool | None]
     _ok: bool | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _running: bool = field(default=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def usable(self) -> bool:
         """Whether the private path may be used (its check passed, or the package is not installed)."""
@@ -38,7 +39,13 @@ class Private:
                 importlib.import_module(self.module)
             with self._lock:
                 if self._ok is None:
-                    self._ok = self._run()
+                    if self._running:  # asked again from inside its own check (a scratch object instrumented)
+                        return False
+                    self._running = True
+                    try:
+                        self._ok = self._run()
+                    finally:
+                        self._running = False
                 ok = self._ok
         return ok
 
@@ -79,6 +86,12 @@ def guard(key: str, module: str, attributes: tuple[str, ...], expect: str, fallb
 
 def usable(key: str) -> bool:
     return GUARDED[key].usable()
+
+
+def check_before_patching(module: str) -> dict[str, bool]:
+    """Run the checks of ``module``'s accesses now: an instrumentor calls this before it patches ``module``, so
+    that a check's scratch objects are never counted as the user's."""
+    return {key: p.usable() for key, p in GUARDED.items() if p.module == module}
 
 
 def check_all() -> dict[str, bool]:

@@ -266,7 +266,89 @@ def system_metrics() -> dict[str, Any]:
     return {"before": before, "after": sorted(process._upstream_active_names())}
 
 
+def pools() -> dict[str, Any]:
+    """The pool figures of a named QueuePool with two connections checked out and of a SingletonThreadPool with
+    one open and idle, as collected."""
+    import tempfile
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool
+
+    from otel_reliability.db.transactions import _pool_name
+    from otel_reliability.instrumentation.pool import PoolInstrumentor
+
+    reader = InMemoryMetricReader()
+    PoolInstrumentor().instrument(meter_provider=MeterProvider(metric_readers=[reader]))
+    path = tempfile.mktemp(suffix=".db")
+    queue = create_engine(
+        f"sqlite:///{path}", poolclass=QueuePool, pool_size=2, max_overflow=3, pool_logging_name="named"
+    )
+    single = create_engine("sqlite://", poolclass=SingletonThreadPool, pool_size=4)
+    held = [queue.connect() for _ in range(2)]
+    for connection in held:
+        connection.execute(text("select 1"))
+    with single.connect() as one:  # back in the pool: idle, and still open (counted from the pool's own set)
+        one.execute(text("select 1"))
+    null = create_engine(f"sqlite:///{path}", poolclass=NullPool, pool_logging_name="null")
+    kept = null.connect()  # a NullPool's connections in use: counted by us, from each checkout's record
+    kept.execute(text("select 1"))
+    for _ in range(2):
+        with null.connect() as connection:
+            connection.execute(text("select 1"))
+    found = {
+        name: sorted([[a, v[0] if isinstance(v, list) else v] for a, v in values], key=str)  # durations: counts
+        for name, values in points(reader).items()
+    }
+    return {**found, "transaction_pool_name": _pool_name(queue)}
+
+
+def cleared() -> dict[str, Any]:
+    """Checkins and invalidations counted across a ``Pool.dispatch._clear()`` (SQLAlchemy's own test teardown),
+    whatever the method is called in this SQLAlchemy."""
+    import tempfile
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import Pool
+
+    from otel_reliability.instrumentation.pool import PoolInstrumentor
+
+    reader = InMemoryMetricReader()
+    PoolInstrumentor().instrument(meter_provider=MeterProvider(metric_readers=[reader]))
+    engine = create_engine(f"sqlite:///{tempfile.mktemp(suffix='.db')}", pool_logging_name="cleared")
+    engine.connect().close()
+    clear = getattr(Pool.dispatch, "_clear", None) or Pool.dispatch._clear_renamed
+    clear()
+    engine.connect().close()
+    with engine.connect() as connection:
+        connection.invalidate()
+    engine.connect().close()
+    got = points(reader)
+    return {
+        "uses": [shape[0] for _, shape in got["db.client.connection.use_time"]],
+        "invalidations": got["db.client.connection.invalidations"],
+    }
+
+
+def uvicorn_signals() -> dict[str, bool]:
+    """Whether a uvicorn server stops on a signal (the final export runs) or from code (it must not), asked in the
+    main thread, where a stop from code looks like a signalled one to anything that cannot tell them apart."""
+    import signal
+
+    from otel_reliability import shutdown
+
+    shutdown.install()
+    import uvicorn
+
+    told, stopped = (uvicorn.Server(uvicorn.Config(app=lambda *a: None, log_config=None)) for _ in range(2))
+    told.handle_exit(signal.SIGTERM, None)
+    stopped.should_exit = True  # a test or an embedding app stopping it
+    return {"signalled": shutdown._exiting_on_signal(told), "from_code": shutdown._exiting_on_signal(stopped)}
+
+
 RUN = {
+    "uvicorn": uvicorn_signals,
+    "cleared": cleared,
+    "pools": pools,
     "server_span": server_span,
     "system_metrics": system_metrics,
     "prometheus": prometheus,

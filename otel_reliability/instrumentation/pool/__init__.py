@@ -85,14 +85,13 @@ from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 
-from otel_reliability import changes, semconv
+from otel_reliability import changes, semconv, upstream
 from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import on_import, statement_timeout
 from otel_reliability.instrumentation._instrumented import classes_defining, override, restore
 from otel_reliability.instrumentation.pool import _armed, _metrics, _tracking
 from otel_reliability.instrumentation.pool._figures import PoolFigures, figures
 from otel_reliability.instrumentation.pool._tracking import (
-    _RECORD_POOL,
     _dialect_kinds,
     _dialect_names,
     _lock,
@@ -150,6 +149,7 @@ class PoolInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from sqlalchemy.pool import Pool
         from wrapt import wrap_function_wrapper
 
+        upstream.check_before_patching("sqlalchemy.pool")  # its scratch pools must not be tracked
         meter = metrics.get_meter(
             "otel_reliability.pool", __version__, kwargs.get("meter_provider"), semconv.SCHEMA_URL
         )
@@ -200,6 +200,9 @@ def _timed_connect(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         inst = _tracking.instrumented.state
         if inst is None:
             return original(self)
+        if _armed.each_checkout:  # SQLAlchemy's internals moved (upstream.pools): the slower public path
+            _armed.ensure()
+            upstream.pools.checking_out(self)
         state = _track(self)
         next(state.entered)
         start = perf_counter()
@@ -213,6 +216,8 @@ def _timed_connect(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             raise
         finally:
             next(state.left)
+            if _armed.each_checkout:
+                upstream.pools.checking_out(None)
         now = perf_counter()
         state.durations(inst).wait_time.record(now - start)
         try:
@@ -228,7 +233,9 @@ def _checked_out(state: _PoolState, connection: Any, now: float) -> None:
     """A connection handed out: the start of its use time (kept from the first checkout when a
     ``SingletonThreadPool`` hands the same connection out again), and, once per DBAPI connection, its
     ``statement_timeout``."""
-    record = connection._connection_record
+    record = upstream.pools.record_of(connection)
+    if record is None:  # not learnt (upstream.pools' fallback): this checkout's use time goes unmeasured
+        return
     if record not in state.checked_out_at:
         state.checked_out_at[record] = now
     if statement_timeout.unread(record):  # a new connection: once per DBAPI connection
@@ -259,7 +266,7 @@ def _wrap_engine_init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> No
 
 
 def _record_state(record: Any) -> _PoolState | None:
-    pool = getattr(record, _RECORD_POOL, None)
+    pool = upstream.pools.pool_of(record)
     return _state(pool) if pool is not None else None
 
 

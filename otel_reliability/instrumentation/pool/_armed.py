@@ -9,7 +9,8 @@ would fail; checkin, invalidation, detach and connect events would silently stop
 - any other way of removing them (``Pool.dispatch.checkin.clear()``, ...) is noticed at the next collection
   (``ensure``, called from a collection callback): they are listened again and one DEBUG line says so.
 
-Nothing is checked per checkout: a ``fn in pool.dispatch.checkin`` test costs about a microsecond.
+Nothing is checked per checkout (a ``fn in pool.dispatch.checkin`` test costs about a microsecond), except where
+``_clear`` is not what ``otel_reliability.upstream.pools`` checks: then ``ensure`` runs on every checkout.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from otel_reliability import upstream
 from otel_reliability.instrumentation._instrumented import is_wrapped, unwrap_own
 
 _logger = logging.getLogger(__name__)
@@ -26,6 +28,9 @@ Listener = tuple[str, Callable[..., None]]
 
 _armed: list[Listener] = []
 _wrapped: list[type] = []  # the dispatch classes whose _clear we wrapped
+each_checkout = False
+"""Whether each checkout takes the slower public path (``ensure``, the pool noted for ``upstream.pools``): where
+``_clear`` or a connection's record is not the shape ``upstream.pools`` checks."""
 
 
 def arm(listeners: Sequence[Listener]) -> None:
@@ -34,11 +39,15 @@ def arm(listeners: Sequence[Listener]) -> None:
     from sqlalchemy.pool import Pool
     from wrapt import wrap_function_wrapper
 
-    _armed[:] = list(listeners)
+    global each_checkout
+    records = upstream.pools.record_events()  # a checkout's record only from the public checkout event
+    _armed[:] = [*listeners, *([("checkout", upstream.pools.on_checkout)] if records else [])]
     for name, fn in _armed:
         event.listen(Pool, name, fn)
+    # _clear moved: ensure() on each checkout; records from events: the pool being checked out noted
+    each_checkout = records or not upstream.usable("sqlalchemy.dispatch_clear")
     dispatch_cls = type(Pool.dispatch)
-    if not is_wrapped(dispatch_cls, "_clear"):
+    if not each_checkout and not is_wrapped(dispatch_cls, "_clear"):
         _wrapped.append(dispatch_cls)
         wrap_function_wrapper(dispatch_cls, "_clear", _after_clear)
 
@@ -47,7 +56,8 @@ def disarm() -> None:
     from sqlalchemy import event
     from sqlalchemy.pool import Pool
 
-    listeners, _armed[:] = list(_armed), []
+    global each_checkout
+    listeners, _armed[:], each_checkout = list(_armed), [], False
     for name, fn in listeners:
         if event.contains(Pool, name, fn):
             event.remove(Pool, name, fn)

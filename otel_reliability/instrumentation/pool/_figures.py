@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_reliability.instrumentation.pool._tracking import POOL_NAME, _is_newest, _state, tracked_pools
+from otel_reliability.upstream import pools as upstream
 
 _logger = logging.getLogger(__name__)
 
@@ -33,15 +34,15 @@ def figures(pool: Any) -> PoolFigures:
     state = _state(pool)
     pending = max(0, state.pending) if state is not None else 0
     in_progress = len(state.checked_out_at) if state is not None else 0
-    if callable(getattr(pool, "checkedout", None)) and hasattr(pool, "_max_overflow"):  # QueuePool and subclasses
+    if callable(getattr(pool, "checkedout", None)) and callable(getattr(pool, "overflow", None)):  # QueuePool & co
         size = int(pool.size())
-        max_overflow = int(pool._max_overflow)
-        bounded = max_overflow > -1 and size > 0
+        max_overflow = upstream.max_overflow(pool)  # None: it cannot be read, no maximum is published
+        bounded = max_overflow is not None and max_overflow > -1 and size > 0
         return PoolFigures(
             used=max(0, int(pool.checkedout())),
             idle=max(0, int(pool.checkedin())),
             pending=pending,
-            maximum=size + max_overflow if bounded else None,
+            maximum=size + max_overflow if bounded and max_overflow is not None else None,
             idle_max=size if size > 0 else None,
             timeout=float(pool.timeout()),
         )
@@ -51,8 +52,8 @@ def figures(pool: Any) -> PoolFigures:
         return PoolFigures(
             used=used, idle=max(0, opened - used), pending=pending, maximum=None, idle_max=1, timeout=None
         )
-    if hasattr(pool, "_all_conns"):  # SingletonThreadPool
-        opened = len(pool._all_conns)
+    if any(cls.__name__ == "SingletonThreadPool" for cls in type(pool).__mro__):
+        opened = upstream.open_connections(pool)
         return PoolFigures(
             used=in_progress,
             idle=max(0, opened - in_progress),

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from otel_reliability import changes, semconv
 from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries, count_value, counter
+from otel_reliability.upstream import pools as upstream_pools
 
 _logger = logging.getLogger(__name__)
 
@@ -43,9 +44,6 @@ class _Series(NamedTuple):
     instruments: _Instruments
     wait_time: HistogramSeries
     use_time: HistogramSeries
-
-
-_RECORD_POOL = "_ConnectionRecord__pool"  # the pool a _ConnectionRecord belongs to (stable since 1.x)
 
 
 class _PoolState:
@@ -138,7 +136,7 @@ def _weakrefable(obj: Any) -> bool:
 
 def pool_name(pool: Any) -> str:
     """The ``db.client.connection.pool.name`` of ``pool``."""
-    logging_name = getattr(pool, "_orig_logging_name", None)
+    logging_name = upstream_pools.logging_name(pool)
     if logging_name:
         return str(logging_name)
     dialect = pool.__dict__.get("_dialect")
