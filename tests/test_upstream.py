@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from otel_reliability import upstream
-from tests.support import ROOT
+from tests.support import BIN, ROOT, free_port
 
 SCRIPT = ROOT / "tests" / "apps" / "upstream_renamed.py"
 SITE = Path(pytest.__file__).resolve().parents[1]  # this venv's site-packages
@@ -153,6 +153,28 @@ def test_every_check_passes_on_the_installed_versions() -> None:
     for private in upstream.GUARDED.values():
         importlib.import_module(private.module)  # check_all() checks the modules already imported
     assert upstream.check_all() == dict.fromkeys(upstream.GUARDED, True)
+
+
+def test_a_real_start_up_finds_every_shape_as_expected() -> None:
+    """Under opentelemetry-instrument with the distro's defaults (spans not recorded: OTEL_TRACES_SAMPLER=always_off,
+    Prometheus on :9464) and the libraries imported, every check passes: no WARNING at a stock start-up. (A check
+    that read the environment as the user's providers do once failed here and in no unit test.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update({"OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": str(free_port())})
+    program = (
+        "import sqlalchemy, pybreaker, circuitbreaker, uvicorn, fastapi; "
+        "sqlalchemy.create_engine('sqlite://').connect().close(); "
+        "from otel_reliability import upstream; import importlib; "
+        "[importlib.import_module(p.module) for p in upstream.GUARDED.values()]; "
+        "print(sorted(k for k, ok in upstream.check_all().items() if not ok))"
+    )
+    run = subprocess.run(
+        [str(BIN / "opentelemetry-instrument"), sys.executable, "-c", program],
+        capture_output=True, text=True, timeout=120, env=env, cwd=str(ROOT),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr
+    assert "changed (" not in run.stderr, run.stderr
 
 
 # --- every foreign private name in the package's source is named in otel_reliability.upstream ---------------------

@@ -43,6 +43,7 @@ def _check_lean_span() -> bool:
     from opentelemetry.attributes import BoundedAttributes
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -58,7 +59,8 @@ def _check_lean_span() -> bool:
         def on_end(self, span: Any) -> None:
             told.append(("on_end", span.name))
 
-    provider = TracerProvider(shutdown_on_exit=False)
+    # Sampled whatever OTEL_TRACES_SAMPLER says (the distro turns it off where no span is exported).
+    provider = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
     provider.add_span_processor(Told())
     tracer: Any = provider.get_tracer("otel_reliability.upstream.check")  # the SDK Tracer
     tracer.start_span("sdk").end()
