@@ -53,7 +53,7 @@ FAST_TESTS = [
     "tests/test_pool.py",
     "tests/test_statements.py",
     "tests/test_readings.py",
-    "tests/test_tally.py",
+    "tests/test_crash_safe.py",
     "tests/test_config.py",
     "tests/test_semconv.py",  # the names we re-export exist, with our text, in the oldest and newest package
     "tests/test_fastapi_app.py",

@@ -708,7 +708,7 @@ were told succeeded with what the database or the metrics backend holds.
   listener, circuitbreaker's (it has no listeners) by comparing the state it reports around every call.
 - Worker SIGKILL: two gunicorn workers behind the host-wide `:9464` (each worker publishes its readings to the
   master every 0.5 s); one is killed halfway. Its requests since its last publication are in its tally (the HTTP
-  layer's memory-mapped copy of the request histogram, otel_reliability/tally.py), which the master reads for a
+  layer's memory-mapped copy of the request histogram, otel_reliability/crash_safe.py), which the master reads for a
   dead worker: nothing completed is lost.
 - Soak: RSS, threads and open files of the server process every 10 s; the first fifth is warm-up; the medians of
   the first and last quarters of the rest are compared.

@@ -66,21 +66,21 @@ def lean() -> Any:
 
 def lean_prefork() -> Any:
     """The lean layer in a prefork worker: each request also counted in its crash-safe tally (a shared file
-    mapping, otel_reliability/tally.py). Its series get their slots on the first call, made here."""
+    mapping, otel_reliability/crash_safe.py). Its series get their slots on the first call, made here."""
     import atexit
     import shutil
     import tempfile
 
-    from otel_reliability import tally
+    from otel_reliability import crash_safe
 
     directory = tempfile.mkdtemp(prefix="bench-tally-")
     atexit.register(shutil.rmtree, directory, True)
-    tally.open_in(directory, "w-bench")
+    crash_safe.open_in(directory, "w-bench")
     try:
         app = lean()
         asyncio.run(_calls(app, 1))
     finally:
-        tally.open_in(None)  # the other layers' apps are single-process ones
+        crash_safe.open_in(None)  # the other layers' apps are single-process ones
     return app
 
 
@@ -173,11 +173,11 @@ def _tally_cost(lean_cost: float) -> list[str]:
     import tempfile
     import timeit
 
-    from otel_reliability import tally
+    from otel_reliability import crash_safe
     from otel_reliability.instrumentation.http_server import DURATION_BUCKETS
 
     with tempfile.TemporaryDirectory() as directory:
-        table = tally.Table(Path(directory) / "t.tally", name="h", bounds=DURATION_BUCKETS, meta={})
+        table = crash_safe.Table(Path(directory) / "t.tally", name="h", bounds=DURATION_BUCKETS, meta={})
         slot = table.slot({"http.route": "/trivial"})
         n = 200_000
         add = min(timeit.repeat(lambda: table.add(slot, 0.0123), number=n, repeat=5)) / n * 1e9  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from otel_reliability import giveway
+from otel_reliability import gil
 
 _logger = logging.getLogger("otel_reliability")
 
@@ -202,7 +202,7 @@ class Encoder:
                     by_id[id(resource)] = scopes
                 found = lists[id(resource), id(scope)] = scopes.setdefault(scope or None, [])
             found.append(self._span(span))
-            giveway.pause_point(4)  # a span costs about four data points: inside giving_way(), requests run between
+            gil.pause_point(4)  # a span costs ~four data points; waiting requests run between spans
         out = []
         for resource, scopes in resources:
             body = [_len_field(1, self._attribute_fields(resource.attributes, 1))]
@@ -260,7 +260,7 @@ def encoder_for(upstream: Callable[[Sequence[Any]], Any], grpc: bool) -> Callabl
 
     def encode_spans(spans: Sequence[Any]) -> Any:
         try:
-            with giveway.giving_way():  # the export thread lets a waiting request run every SLICE (see giveway)
+            with gil.yielding_to_requests():  # the export thread lets a waiting request run every SLICE (see gil)
                 data = encoder.encode(spans)
         except (ValueError, TypeError, AttributeError, UnicodeError, OverflowError):
             return upstream(spans)  # a value ours does not take (upstream skips it and logs): upstream decides

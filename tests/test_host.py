@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
-from otel_reliability import tally
+from otel_reliability import crash_safe
 from otel_reliability.host import merge, store, timing
 from otel_reliability.host.master import HostAggregator
 from otel_reliability.host.worker import HostReadings, Publisher
@@ -118,15 +118,17 @@ def test_a_dead_workers_counts_stay_and_its_gauges_go(host: HostAggregator) -> N
     assert errors(reader.snapshot()) == 9
 
 
-def test_a_dead_workers_requests_after_its_last_publication_come_from_its_tally(host: HostAggregator) -> None:
-    """A worker killed 0.5 s after publishing: the requests it completed since are in its tally table (the HTTP
+def test_a_dead_workers_requests_after_its_last_publication_come_from_its_crash_safe_table(
+    host: HostAggregator,
+) -> None:
+    """A worker killed 0.5 s after publishing: the requests it completed since are in its crash-safe table (the HTTP
     layer's shared-memory copy of the histogram), which health and :9464 read for it, before and after folding."""
     directory = store.Directory(host.path)
     gone, me = Worker("gone"), Worker("me")
     gone.fail(2)  # the HTTP layer counts each request in its table and in the SDK
     name = publish_as_dead(directory, gone)
-    table = tally.Table(
-        host.path / f"{store.stem(name)}.{DURATION}{tally.SUFFIX}", name=DURATION, bounds=BUCKETS, meta={}
+    table = crash_safe.Table(
+        host.path / f"{store.stem(name)}.{DURATION}{crash_safe.SUFFIX}", name=DURATION, bounds=BUCKETS, meta={}
     )
     slot = table.slot({"http.response.status_code": 500})
     assert slot is not None
@@ -141,7 +143,7 @@ def test_a_dead_workers_requests_after_its_last_publication_come_from_its_tally(
     assert sum(scraped(host, DURATION).values()) == 7
 
     host.tick()  # folded: retired.marshal holds the table's counts; the worker's file and its table are removed
-    assert not list(host.path.glob(f"*{tally.SUFFIX}"))
+    assert not list(host.path.glob(f"*{crash_safe.SUFFIX}"))
     assert sum(scraped(host, DURATION).values()) == 7
     reader._others_at = float("-inf")
     assert errors(reader.snapshot()) == 7

@@ -232,7 +232,7 @@ def test_a_worker_killed_under_load_loses_no_completed_request(app_factory: Star
     """gunicorn -w 2 under concurrent failing requests; one worker SIGKILLed in the middle of the load (its last
     publication up to 0.5 s old). Every response a client received counts, in every health answer and on
     :9464, which never goes backwards; the dead worker's gauges are gone. The HTTP layer's tally (a shared
-    memory copy of the request histogram, otel_reliability/tally.py) is what the master reads for it."""
+    memory copy of the request histogram, otel_reliability/crash_safe.py) is what the master reads for it."""
     app = app_factory("app:app", app_dir=APP_DIR, server="gunicorn", workers=2)
     wait_until(lambda: call(app.url + "/api/health/live")[1]["workers"] == 2, timeout=30, what="both workers")
     before = {lab["service_instance_id"] for lab, _ in scrape(app.metrics_port)["process_memory_usage_bytes"]}

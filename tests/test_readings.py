@@ -205,12 +205,12 @@ def test_steady_health_traffic_replaces_the_periodic_snapshots_instead_of_adding
 
 def test_a_background_collection_lets_a_waiting_thread_run_between_data_points() -> None:
     """With a switch interval of 1 s, a thread waiting for the interpreter would wait for the whole collection;
-    inside giving_way() it runs at the next pause point."""
+    inside yielding_to_requests() it runs at the next pause point."""
     import sys
     import threading
     import time
 
-    from otel_reliability import giveway
+    from otel_reliability import gil
 
     # A collection of 0.5 s, shorter than the switch interval: without pause points the waiting thread could only
     # run after it; with them it has ~1000 slices to be scheduled in, however the OS orders the two threads.
@@ -221,12 +221,12 @@ def test_a_background_collection_lets_a_waiting_thread_run_between_data_points()
 
     def collect() -> None:
         nonlocal progress, total
-        with giveway.giving_way():
+        with gil.yielding_to_requests():
             started.set()
             deadline = time.perf_counter() + 0.5
             while time.perf_counter() < deadline:
                 progress += 1
-                giveway.pause_point()
+                gil.pause_point()
             total = progress
 
     def waiting() -> None:

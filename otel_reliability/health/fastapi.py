@@ -53,7 +53,7 @@ _mounted: weakref.WeakSet[Any] = weakref.WeakSet()  # the apps mounted, beside t
 
 def _context() -> CheckContext:
     # In a prefork worker the views read the host's readings (every worker's), else this process's.
-    return CheckContext(readings=host.for_health(), settings=config.settings())
+    return CheckContext(readings=host.health_readings(), settings=config.settings())
 
 
 def _workers(ctx: CheckContext) -> int:

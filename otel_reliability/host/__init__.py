@@ -8,7 +8,7 @@ workers, through a private directory (``OTEL_RELIABILITY_HOST_DIR``, created by 
   retired workers' sums, the window history, host.marshal) is ``marshal`` of plain values, each file replaced
   whole by a rename (``store``). The crash-safe table is the other one: the HTTP layer's request histogram,
   updated in place in shared memory per request, so a SIGKILLed worker loses none of its requests
-  (``otel_reliability.tally``).
+  (``otel_reliability.crash_safe``).
 - **One timing setting.** A worker publishes every ``PUBLISH_INTERVAL`` (0.5 s); the master combines every
   ``COMBINE_INTERVAL`` (half of it); a worker re-reads the combination when it is older than
   ``OTHERS_TTL`` (in the background) or ``OTHERS_MAX_AGE`` (on the call), so a health answer is at most
@@ -22,7 +22,7 @@ workers, through a private directory (``OTEL_RELIABILITY_HOST_DIR``, created by 
 
 The modules: ``master`` (the directory's owner; serves :9464 for the host), ``worker`` (``Publisher``, and
 ``HostReadings``: health's Readings interface answered for the host), ``merge``, ``store`` (the files),
-``timing``. A single-process server never reaches any of this: ``for_health()`` returns the process's own
+``timing``. A single-process server never reaches any of this: ``health_readings()`` returns the process's own
 Readings.
 """
 
@@ -34,8 +34,8 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from otel_reliability import config, tally
-from otel_reliability.readings import Readings, readings
+from otel_reliability import config, crash_safe
+from otel_reliability.readings import Readings, process_readings
 
 if TYPE_CHECKING:
     from otel_reliability.host.master import HostAggregator
@@ -91,7 +91,7 @@ def start_worker(reader: Readings) -> bool:
     except OSError:
         _logger.warning("otel-reliability: cannot publish to %s; health answers for this worker only", path)
         return False
-    tally.open_in(directory.path, store.stem(publisher.file))  # the HTTP layer's crash-safe request counts
+    crash_safe.open_in(directory.path, store.stem(publisher.file))  # the HTTP layer's crash-safe request counts
     _host = HostReadings(directory, reader, publisher.file, publisher.versions, refresh=publisher.wake)
     _publisher = publisher
     publisher.after = _host.warm
@@ -126,12 +126,12 @@ def publish_at_shutdown(app: Any) -> None:
     router.lifespan_context = lifespan
 
 
-def for_health() -> Readings | HostReadings:
+def health_readings() -> Readings | HostReadings:
     """What health views read: the host's readings in a prefork worker, else this process's Readings."""
     host = _host
     if host is not None and _host_pid == os.getpid():
         return host
-    return readings()
+    return process_readings()
 
 
 def aggregator() -> HostAggregator | None:

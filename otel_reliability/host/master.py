@@ -32,7 +32,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_reliability import giveway, tally
+from otel_reliability import crash_safe, gil
 from otel_reliability.host import merge, store
 from otel_reliability.host.timing import COMBINE_INTERVAL, FOLDED_MEMORY
 from otel_reliability.readings.history import COARSE_SPAN, COARSE_STEP
@@ -84,7 +84,7 @@ class HostAggregator:
     def _run(self) -> None:
         while not self._stop.wait(COMBINE_INTERVAL):
             try:
-                with giveway.giving_way():  # scrapes of :9464 go first (otel_reliability.giveway)
+                with gil.yielding_to_requests():  # scrapes of :9464 go first (otel_reliability.gil)
                     self.tick()
             except FileNotFoundError:
                 return  # the directory is gone: shutting down
@@ -123,7 +123,7 @@ class HostAggregator:
             {"pid": 0, "written": at, "metrics": self._retired.published(), "folded": self._folded},
         )
         for published in dead:
-            for path in [self.path / published.name, *tally.files_of(self.path, store.stem(published.name))]:
+            for path in [self.path / published.name, *crash_safe.files_of(self.path, store.stem(published.name))]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
         self.directory.forget({e.name for e in entries} - {p.name for p in dead} | {store.RETIRED_FILE})

@@ -37,7 +37,7 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from otel_reliability import giveway, semconv
+from otel_reliability import gil, semconv
 from otel_reliability.host.store import AttrsKey, Row
 from otel_reliability.readings import Point, Snapshot
 from otel_reliability.readings.model import attrs_key
@@ -364,7 +364,7 @@ def encode(data: MetricsData) -> list[dict[str, Any]]:
                         points.append({"a": _plain_attrs(np.attributes), "v": np.value})
                 else:
                     continue
-                giveway.pause_point(len(points))
+                gil.pause_point(len(points))
                 out.append(
                     {"n": metric.name, "s": scope, "d": metric.description, "u": metric.unit, "k": kind, "m": mono,
                      "p": points}

@@ -4,18 +4,18 @@ Layout (created by the master or supervisor, mode 0700, removed when that proces
 
     host.marshal              {"master": pid, "started": t}          written once by the master
     w-<pid>-<token>.marshal   one worker's cumulative readings         rewritten (every PUBLISH_INTERVAL)
-    w-<pid>-<token>.<metric>.tally   the worker's request histogram, updated in place per request (tally.py):
+    w-<pid>-<token>.<metric>.tally   the worker's request histogram, updated in place per request (crash_safe.py):
                               what a dead worker's file is completed with (``Directory.final``)
     retired.marshal           the summed monotonic series of workers that are gone (folded by the master)
     combined.marshal          every worker combined for health by the master (every COMBINE_INTERVAL):
                               what a worker answers from (one file, whatever the number of workers)
     history-<t_ms>.marshal    the host's merged cumulative values at t (the base of every window)
 
-Every file but the tally tables is ``marshal`` of plain values (dicts, lists, tuples, frozensets, numbers,
+Every file but the crash-safe tables is ``marshal`` of plain values (dicts, lists, tuples, frozensets, numbers,
 strings), written to a temporary name and renamed, so a reader sees a whole old file or a whole new one, never
 half of one. Why marshal: the master and its workers run the same interpreter, the directory is private, and it
-keeps tuples and frozensets (series keys load ready to use), several times faster than JSON both ways. The tally
-tables have their own layout (tally.py): they are updated in place, by memory, without a write call.
+keeps tuples and frozensets (series keys load ready to use), several times faster than JSON both ways. The crash-safe
+tables have their own layout (crash_safe.py): they are updated in place, by memory, without a write call.
 
 ``t`` is ``time.monotonic()``: on Linux one clock for every process of the host, so a worker compares its
 "now" with the master's history without converting.
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otel_reliability import tally
+from otel_reliability import crash_safe
 from otel_reliability.readings.model import attrs_key
 
 _logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ HISTORY_PREFIX = "history-"
 
 
 def stem(worker_file: str) -> str:
-    """``w-<pid>-<token>`` of a worker's file name: what its tally tables are named after."""
+    """``w-<pid>-<token>`` of a worker's file name: what its crash-safe tables are named after."""
     return worker_file.removesuffix(SUFFIX)
 
 
@@ -133,7 +133,7 @@ class Published:
         for metric in self.metrics:
             rows = out.setdefault(metric["n"], [])
             for p in metric["p"]:
-                attrs = p["a"]  # sequence values are tuples (the SDK's, kept by marshal and by tally.read)
+                attrs = p["a"]  # sequence values are tuples (the SDK's, kept by marshal and by crash_safe.read)
                 rows.append((frozenset(attrs.items()), attrs, float(p["v"]), p.get("t")))
         return out
 
@@ -210,7 +210,7 @@ class Directory:
             del self._final[name]
 
     def worker(self, entry: os.DirEntry[str]) -> tuple[Published, bool] | None:
-        """A worker's file and whether that worker is alive; a dead worker's file completed by its tally
+        """A worker's file and whether that worker is alive; a dead worker's file completed by its crash-safe
         tables (``final``). None when the file is gone."""
         published = self.read(entry.name, entry)
         if published is None:
@@ -220,7 +220,7 @@ class Directory:
         return self.final(published), False
 
     def final(self, published: Published) -> Published:
-        """A dead worker's last file with every series its tally tables hold (tally.py) replaced by the
+        """A dead worker's last file with every series its crash-safe tables hold (crash_safe.py) replaced by the
         table's values: the requests it completed after its last publication count too. A table is at least
         its file (the HTTP layer counts there before the SDK records), so nothing goes backwards."""
         cached = self._final.get(published.name)
@@ -228,14 +228,14 @@ class Directory:
             return cached[1]
         metrics = list(published.metrics)
         complete = True
-        for path in tally.files_of(self.path, stem(published.name)):
+        for path in crash_safe.files_of(self.path, stem(published.name)):
             try:
-                header, series = tally.read(path)
+                header, series = crash_safe.read(path)
             except FileNotFoundError:  # folded and removed meanwhile: retired.marshal has it (see the callers)
                 complete = False
                 continue
             except ValueError:
-                _logger.debug("otel-reliability: %s is not a tally table; skipped", path)
+                _logger.debug("otel-reliability: %s is not a crash-safe table; skipped", path)
                 continue
             metrics = _with_table(metrics, header, series)
         final = dataclasses.replace(published, metrics=metrics)
@@ -284,7 +284,7 @@ class Directory:
 def _with_table(
     metrics: list[dict[str, Any]], header: dict[str, Any], series: list[tuple[dict[str, Any], float, list[float]]]
 ) -> list[dict[str, Any]]:
-    """``metrics`` (a published file's) with the histogram of one tally table taken from the table."""
+    """``metrics`` (a published file's) with the histogram of one crash-safe table taken from the table."""
     name, scope, bounds = header["name"], header.get("scope") or ["", None, None], header["bounds"]
     # By name: one HTTP layer records it per process (a scope's schema URL may read "" in one and null in the other).
     index = next((i for i, m in enumerate(metrics) if m["n"] == name and m["k"] == "hist"), None)

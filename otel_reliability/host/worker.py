@@ -4,7 +4,7 @@ The publisher collects this worker's Readings every ``PUBLISH_INTERVAL`` seconds
 writes them to its file in the shared directory (one atomic rename): nothing on the request path. It also
 publishes once more at exit, so a worker recycled by ``--max-requests`` or scaled down with TTOU hands over
 its last requests. A worker killed with SIGKILL loses at most what it counted since its last publication,
-except its HTTP requests: the HTTP layer counts those in place in its tally table (otel_reliability/tally.py),
+except its HTTP requests: the HTTP layer counts those in place in its crash-safe table (otel_reliability/crash_safe.py),
 and a dead worker's file is read completed by that table (``store.Directory.worker``).
 
 ``HostReadings`` is what the health views read in a worker: the same ``snapshot()`` / ``window()`` /
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from otel_reliability import giveway
+from otel_reliability import gil
 from otel_reliability.host import merge, store
 from otel_reliability.host.timing import (
     COUNT_REUSE,
@@ -103,7 +103,7 @@ class Publisher:
             woken = self._wake.wait(max(0.0, next_at - time.monotonic()))
             self._wake.clear()
             try:
-                with giveway.giving_way():  # the event loop's requests go first (otel_reliability.giveway)
+                with gil.yielding_to_requests():  # the event loop's requests go first (otel_reliability.gil)
                     if woken and self.when_woken is not None:
                         self.when_woken()
                     if time.monotonic() >= next_at:

@@ -24,7 +24,7 @@ filter, the SDK's default; with the always_on filter each value is recorded at o
 Lifespan passes through untouched, and websockets too unless spans may be sampled (then: one span per
 connection).
 
-In a prefork worker each request is also added to the worker's tally (``otel_reliability.tally``: the same
+In a prefork worker each request is also added to the worker's tally (``otel_reliability.crash_safe``: the same
 histogram in a shared file mapping, two float additions), before the SDK records it, so a worker killed with
 SIGKILL loses none of the requests it completed. In a single process there is no tally: a ``None`` test.
 """
@@ -42,7 +42,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.util.http import sanitize_method
 
-from otel_reliability import semconv, tally
+from otel_reliability import crash_safe, semconv
 from otel_reliability.instrumentation._excluded_urls import _url, excluded_urls
 from otel_reliability.instrumentation._lean_span import sampled_context
 from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries
@@ -97,7 +97,7 @@ class LeanHTTPMiddleware:
         # Per series: where its durations go (its queue, or its attributes for a record() at once) and, in a
         # prefork worker, its crash-safe tally slot (see _attributes_for).
         self._attributes: dict[
-            tuple[Any, ...], tuple[HistogramSeries | dict[str, Any], tally.Table | None, int | None]
+            tuple[Any, ...], tuple[HistogramSeries | dict[str, Any], crash_safe.Table | None, int | None]
         ] = {}
         self._broken = False
         from otel_reliability.version import __version__
@@ -238,7 +238,7 @@ class LeanHTTPMiddleware:
 
     def _attributes_for(
         self, key: tuple[Any, ...]
-    ) -> tuple[HistogramSeries | dict[str, Any], tally.Table | None, int | None]:
+    ) -> tuple[HistogramSeries | dict[str, Any], crash_safe.Table | None, int | None]:
         """A series' queue (or its attributes, while a span may be sampled) and its tally slot (a prefork worker's
         crash-safe copy of the histogram, in the host directory; None in a single process). Looked up once per
         series, not per request."""
@@ -254,7 +254,7 @@ class LeanHTTPMiddleware:
             attributes[semconv.ATTR_HTTP_RESPONSE_STATUS_CODE] = status
         if failure is not None:
             attributes[semconv.ATTR_ERROR_TYPE] = failure
-        table = tally.histogram(DURATION, DURATION_BUCKETS, self._tally_meta)
+        table = crash_safe.histogram(DURATION, DURATION_BUCKETS, self._tally_meta)
         slot = table.slot(attributes) if table is not None else None
         if len(self._attributes) >= _CACHE_LIMIT:  # bounded anyway; past the cap, straight to the SDK
             return (attributes, table, slot)

@@ -37,7 +37,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import ExemplarReservoir
 from opentelemetry.sdk.metrics.view import View
 
-from otel_reliability import collection, giveway, upstream
+from otel_reliability import collection, gil, upstream
 from otel_reliability.upstream.runtime import count_value, counter
 from otel_reliability.upstream.sdk import find_aggregations as _find_aggregations
 from otel_reliability.upstream.sdk import fold_values
@@ -190,7 +190,7 @@ class BufferedHistogram:
         for series in list(self._series.values()):
             queued = len(series.values)
             self.flush_series(series)
-            giveway.pause_point(queued // 8 + 1)  # a queued value costs about an eighth of a data point
+            gil.pause_point(queued // 8 + 1)  # a queued value costs about an eighth of a data point
 
     def flush_series(self, series: HistogramSeries) -> None:
         with self._lock:
@@ -290,7 +290,7 @@ class _NoExemplars(ExemplarReservoir):
     def collect(self, point_attributes: Any) -> list[Any]:
         # The SDK calls this once per data point of our meters: the only code of ours that runs between the SDK's
         # own points, so a background collection of 100 breakers lets a waiting request run between them.
-        giveway.pause_point()
+        gil.pause_point()
         return []
 
 

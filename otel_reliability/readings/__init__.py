@@ -11,6 +11,11 @@ any request rate and costs memory proportional to (window / snapshot interval) x
 proportional to traffic (a deque of the last N events would be wrong as soon as more than N events fall
 in the window). The window's start is known to within one snapshot interval; ``Window``
 reports the seconds it really covers.
+
+Names: *readings* are what a reader answers (``snapshot()``, ``window()``). ``Readings`` is the reader of one
+process and ``process_readings()`` this process's installed one; ``host.HostReadings`` answers the same calls for
+every worker of a prefork host, and ``host.health_readings()`` is what health views read (the host's readings in a
+prefork worker, else the process's).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
-from otel_reliability import changes, collection, giveway, upstream
+from otel_reliability import changes, collection, gil, upstream
 from otel_reliability.readings.history import _cumulative_values, _History
 from otel_reliability.readings.model import (
     Attributes,
@@ -57,8 +62,8 @@ __all__ = [
     "Window",
     "install",
     "installed",
+    "process_readings",
     "quantile",
-    "readings",
     "retention",
     "rfc3339",
 ]
@@ -262,7 +267,7 @@ class Readings(MetricReader):
         return min(self._snapshot_interval, cache - min(cache / 2, max(0.05, 3 * self._duration)))
 
     def _run(self) -> None:
-        """Every background collection happens here, giving way to requests (``otel_reliability.giveway``):
+        """Every background collection happens here, giving way to requests (``otel_reliability.gil``):
         one every ``_period()`` (at most the snapshot interval), one at once when a health call asks, none
         while a collection made by a caller (after a change) is still recent. A collection at least ~one
         snapshot interval after the last history entry is the next history entry, so the history costs no
@@ -275,7 +280,7 @@ class Readings(MetricReader):
             if self._stop.is_set():
                 return
             try:
-                with giveway.giving_way():
+                with gil.yielding_to_requests():
                     period = self._period()
                     latest = self._latest
                     if (
@@ -309,30 +314,30 @@ class Readings(MetricReader):
 
 
 # --- the process-wide Readings ------------------------------------------------------------------------------
-_readings: Readings | None = None
-_readings_lock = threading.Lock()
+_process_readings: Readings | None = None
+_process_lock = threading.Lock()
 _all: weakref.WeakSet[Readings] = weakref.WeakSet()
 
 
-def readings() -> Readings:
+def process_readings() -> Readings:
     """The Readings of this process, attached to the global MeterProvider on first use if no configurator did."""
-    global _readings
-    with _readings_lock:
-        if _readings is None:
-            _readings = _attach_late()
-        return _readings
+    global _process_readings
+    with _process_lock:
+        if _process_readings is None:
+            _process_readings = _attach_late()
+        return _process_readings
 
 
 def installed() -> bool:
     """Whether this process has its Readings already (a configurator installed them, or they were attached)."""
-    return _readings is not None
+    return _process_readings is not None
 
 
 def install(reader: Readings) -> None:
     """Make ``reader`` the process-wide Readings (the configurator calls this with the reader it registered)."""
-    global _readings
-    with _readings_lock:
-        _readings = reader
+    global _process_readings
+    with _process_lock:
+        _process_readings = reader
         _all.add(reader)
     reader.start()
 

@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_reliability import giveway
+from otel_reliability import gil
 from otel_reliability.readings.model import Snapshot, _SeriesKey, attrs_key
 
 _Values = dict[_SeriesKey, tuple[Any, ...]]
@@ -77,7 +77,7 @@ class _History:
 def _cumulative_values(snap: Snapshot) -> _Values:
     values: _Values = {}
     for name in snap.monotonic:
-        for part in giveway.in_slices(snap.metrics.get(name, ())):
+        for part in gil.in_slices(snap.metrics.get(name, ())):
             values.update(
                 (
                     (name, attrs_key(p.attributes)),

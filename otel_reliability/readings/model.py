@@ -23,7 +23,7 @@ from opentelemetry.sdk.metrics.export import (
     Histogram as HistogramData,
 )
 
-from otel_reliability import giveway, semconv
+from otel_reliability import gil, semconv
 
 Attributes = Mapping[str, Any]
 
@@ -215,7 +215,7 @@ def to_snapshot(data: MetricsData, taken_at: float, resource: Attributes, observ
                     )
                 elif isinstance(payload, HistogramData):
                     monotonic.add(metric.name)
-                    for part in giveway.in_slices(payload.data_points):
+                    for part in gil.in_slices(payload.data_points):
                         points.extend(
                             Point(hp.attributes or _NO_ATTRIBUTES, float(hp.count), hp.sum)
                             for hp in part
@@ -224,7 +224,7 @@ def to_snapshot(data: MetricsData, taken_at: float, resource: Attributes, observ
                 elif isinstance(payload, Sum | Gauge):
                     if isinstance(payload, Sum) and payload.is_monotonic:
                         monotonic.add(metric.name)
-                    for numbers in giveway.in_slices(payload.data_points):
+                    for numbers in gil.in_slices(payload.data_points):
                         points.extend(
                             Point(np.attributes or _NO_ATTRIBUTES, float(np.value))
                             for np in numbers

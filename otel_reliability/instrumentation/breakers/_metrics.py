@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from opentelemetry.metrics import Meter
 
-from otel_reliability import collection, giveway, semconv
+from otel_reliability import collection, gil, semconv
 from otel_reliability.instrumentation._published import Published
 from otel_reliability.instrumentation.breakers._registry import (
     ATTR_NAME,
@@ -119,7 +119,7 @@ class BreakerInstruments:
                     published.forget((name,))
                 else:
                     published.set((name,), number, plain)
-            giveway.pause_point(_POINTS_PER_BREAKER)
+            gil.pause_point(_POINTS_PER_BREAKER)
         self.forget(seen)
 
     def forget(self, keep: set[str] | None) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from otel_reliability import changes, giveway
+from otel_reliability import changes, gil
 from otel_reliability.instrumentation.breakers._model import (
     ATTR_NAME,
     ATTR_OUTCOME,
@@ -230,7 +230,7 @@ class BreakerRegistry:
         entries: list[Entry] = []
         used: dict[str, int] = {}
         for tracked in sorted(self.tracked(), key=lambda t: t.seq):
-            giveway.pause_point()
+            gil.pause_point()
             reading = tracked.read()
             if reading is None:
                 continue

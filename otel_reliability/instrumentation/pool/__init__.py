@@ -90,7 +90,6 @@ from otel_reliability.db.naming import name_from_url
 from otel_reliability.instrumentation import on_import, statement_timeout
 from otel_reliability.instrumentation._instrumented import classes_defining, override, restore
 from otel_reliability.instrumentation.pool import _armed, _metrics, _tracking
-from otel_reliability.instrumentation.pool._figures import PoolFigures, figures
 from otel_reliability.instrumentation.pool._tracking import (
     _dialect_kinds,
     _dialect_names,
@@ -103,19 +102,20 @@ from otel_reliability.instrumentation.pool._tracking import (
     pool_name,
     tracked_pools,
 )
+from otel_reliability.instrumentation.pool._usage import PoolUsage, usage
 from otel_reliability.version import __version__
 
 __all__ = [
     "ERRORS",
     "POOL_NAME",
     "STATE",
-    "PoolFigures",
     "PoolInstrumentor",
+    "PoolUsage",
     "dialect_of",
-    "figures",
     "name_from_url",
     "pool_name",
     "tracked_pools",
+    "usage",
 ]
 
 _logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The pool instrumentor's instruments: the synchronous ones its hooks record into (``_tracking.instrumented``)
-and the observable ones that read the live pools when a reader collects (``_figures``)."""
+and the observable ones that read the live pools when a reader collects (``_usage``)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from otel_reliability import semconv
 from otel_reliability.instrumentation import statement_timeout
 from otel_reliability.instrumentation._published import BufferedHistogram
 from otel_reliability.instrumentation.pool import _armed, _tracking
-from otel_reliability.instrumentation.pool._figures import _by_name, _sum
 from otel_reliability.instrumentation.pool._tracking import _Instruments
+from otel_reliability.instrumentation.pool._usage import _by_name, _sum
 
 POOL_NAME = semconv.ATTR_DB_CLIENT_CONNECTION_POOL_NAME
 STATE = semconv.ATTR_DB_CLIENT_CONNECTION_STATE

@@ -5,9 +5,9 @@ CPython hands the interpreter lock to a waiting thread only after ``sys.getswitc
 health request (or any request) that arrived while our background thread collected waited up to 5 ms before it
 could even start: that wait, a few times a second, was the whole p99 of the health endpoints.
 
-So code that runs once per data point calls ``pause_point()``; inside ``giving_way()`` (the Readings' background
-thread) it releases the lock about every ``SLICE`` seconds with ``time.sleep(0)``, and a waiting request runs at
-once. Everywhere else (a health call that collects itself, the Prometheus endpoint, a test) it does nothing but
+So code that runs once per data point calls ``pause_point()``; inside ``yielding_to_requests()`` (the Readings'
+background thread) it releases the lock about every ``SLICE`` seconds with ``time.sleep(0)``, and a waiting request
+runs at once. Everywhere else (a health call that collects itself, the Prometheus endpoint, a test) it does nothing but
 count: the caller *is* the request, and giving way would only make it slower.
 
 The bottom floor, like ``changes``: it imports nothing of ours. The common path is an integer increment.
@@ -31,7 +31,7 @@ _count = 0
 
 
 @contextmanager
-def giving_way() -> Iterator[None]:
+def yielding_to_requests() -> Iterator[None]:
     """Run the block in this thread giving way to waiting threads every ``SLICE`` seconds."""
     _local.next_at = time.perf_counter() + SLICE
     try:
@@ -41,7 +41,7 @@ def giving_way() -> Iterator[None]:
 
 
 def pause_point(work: int = 1) -> None:
-    """A point where the current thread may let a waiting one run (only inside ``giving_way()``), after
+    """A point where the current thread may let a waiting one run (only inside ``yielding_to_requests()``), after
     ``work`` data points' worth of work since the previous point."""
     global _count
     _count += work  # not atomic across threads: it only spaces the checks, a lost increment is harmless

@@ -1,4 +1,5 @@
-"""One pool's figures now (``PoolFigures``), read from the pool object by its class, and grouped by pool name.
+"""One pool's usage now (``PoolUsage``: connections used, idle, waited for, and the bounds), read from the pool
+object by its class, and grouped by pool name.
 
 See the package docstring for what each pool class (QueuePool, StaticPool, SingletonThreadPool, NullPool)
 reports and why.
@@ -18,7 +19,7 @@ _logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PoolFigures:
+class PoolUsage:
     """One pool's state now. ``maximum`` None: the pool puts no bound on connections (callers never wait)."""
 
     used: int
@@ -29,7 +30,7 @@ class PoolFigures:
     timeout: float | None
 
 
-def figures(pool: Any) -> PoolFigures:
+def usage(pool: Any) -> PoolUsage:
     """Read ``pool`` now; see the module docstring for what each pool class reports."""
     state = _state(pool)
     pending = max(0, state.pending) if state is not None else 0
@@ -38,7 +39,7 @@ def figures(pool: Any) -> PoolFigures:
         size = int(pool.size())
         max_overflow = upstream.max_overflow(pool)  # None: it cannot be read, no maximum is published
         bounded = max_overflow is not None and max_overflow > -1 and size > 0
-        return PoolFigures(
+        return PoolUsage(
             used=max(0, int(pool.checkedout())),
             idle=max(0, int(pool.checkedin())),
             pending=pending,
@@ -49,12 +50,10 @@ def figures(pool: Any) -> PoolFigures:
     if any(cls.__name__ == "StaticPool" for cls in type(pool).__mro__):
         opened = 1 if "connection" in pool.__dict__ else 0
         used = 1 if in_progress else 0
-        return PoolFigures(
-            used=used, idle=max(0, opened - used), pending=pending, maximum=None, idle_max=1, timeout=None
-        )
+        return PoolUsage(used=used, idle=max(0, opened - used), pending=pending, maximum=None, idle_max=1, timeout=None)
     if any(cls.__name__ == "SingletonThreadPool" for cls in type(pool).__mro__):
         opened = upstream.open_connections(pool)
-        return PoolFigures(
+        return PoolUsage(
             used=in_progress,
             idle=max(0, opened - in_progress),
             pending=pending,
@@ -62,17 +61,17 @@ def figures(pool: Any) -> PoolFigures:
             idle_max=int(getattr(pool, "size", 0)),
             timeout=None,
         )
-    return PoolFigures(used=in_progress, idle=0, pending=pending, maximum=None, idle_max=0, timeout=None)
+    return PoolUsage(used=in_progress, idle=0, pending=pending, maximum=None, idle_max=0, timeout=None)
 
 
-def _by_name() -> dict[str, list[tuple[Any, PoolFigures, bool]]]:
-    out: dict[str, list[tuple[Any, PoolFigures, bool]]] = {}
+def _by_name() -> dict[str, list[tuple[Any, PoolUsage, bool]]]:
+    out: dict[str, list[tuple[Any, PoolUsage, bool]]] = {}
     for pool in tracked_pools():
         state = _state(pool)
         if state is None:
             continue
         try:
-            fig = figures(pool)
+            fig = usage(pool)
         except Exception:  # a pool half torn down; it will be gone at the next collection
             _logger.debug("otel-reliability: could not read pool", exc_info=True)
             continue
