@@ -322,6 +322,7 @@ def probe_spans() -> list[Any]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
     from opentelemetry.trace import (
         Link,
         NonRecordingSpan,
@@ -336,7 +337,7 @@ def probe_spans() -> list[Any]:
 
     exporter = InMemorySpanExporter()
     resource = Resource({"service.name": "probe", "n": 3}, "https://example.com/r")
-    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    provider = TracerProvider(resource=resource, sampler=ALWAYS_ON, shutdown_on_exit=False)  # whatever the env's
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("probe", "1.0", schema_url="https://opentelemetry.io/schemas/1.21.0")
     remote = SpanContext(0xABC, 0xDEF, True, TraceFlags(1), TraceState([("k", "v"), ("a", "b")]))

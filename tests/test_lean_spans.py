@@ -266,3 +266,16 @@ def test_an_unsampled_span_draws_its_id_once_when_its_context_is_read() -> None:
     assert len({(c.trace_id, c.span_id) for c in seen}) == 1 and ours.get_span_context() == seen[0]
     assert ours.get_span_context() == theirs.get_span_context()  # the same seeded ids: every field equal
     assert repr(ours) == repr(theirs)
+
+
+@pytest.mark.parametrize("sampler", ["always_off", "parentbased_traceidratio"])
+def test_the_lean_tracers_start_up_check_passes_whatever_sampler_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch, sampler: str
+) -> None:
+    """The check makes a scratch provider, which reads OTEL_TRACES_SAMPLER: a sampler that drops its probe span
+    (a 0.1 ratio, the commonest production setting) must not switch the lean tracer off."""
+    from otel_reliability.upstream import tracing
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    assert tracing._check_lean_span()
