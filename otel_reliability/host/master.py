@@ -56,7 +56,6 @@ class HostAggregator:
         self._retired = merge.RawAccumulator()
         self._folded: dict[str, float] = {}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_history = 0.0
         self._resource: dict[str, Any] = {}
         self._closed = False
@@ -64,8 +63,7 @@ class HostAggregator:
         store.write_atomically(self.path / store.HOST_FILE, {"master": self.pid, "started": self.started})
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="otel-reliability-host", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, name="otel-reliability-host", daemon=True).start()
         atexit.register(self.close)
 
     def close(self) -> None:

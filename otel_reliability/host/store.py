@@ -122,7 +122,6 @@ class Published:
     resource: dict[str, Any]
     written: float
     metrics: list[dict[str, Any]]
-    observed: float = 0.0  # wall clock of ``written``
     folded: frozenset[str] = frozenset()  # retired.marshal only: the worker files summed into it
 
     @functools.cached_property
@@ -196,7 +195,6 @@ class Directory:
             resource=raw.get("resource", {}),
             written=float(raw.get("written", 0.0)),
             metrics=raw["metrics"],
-            observed=float(raw.get("observed", 0.0)),
             folded=frozenset(raw.get("folded", {})),
         )
         self._cache[name] = (key, published)

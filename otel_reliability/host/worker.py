@@ -58,7 +58,6 @@ class Publisher:
         self.file = store.worker_file(self.pid, uuid.uuid4().hex[:8])
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
         self.after: Callable[[], None] | None = None  # run on the thread after each publication
         self.when_woken: Callable[[], None] | None = None  # run on the thread when ``wake()`` was called
         self.versions: dict[float, Snapshot] = {}  # the Snapshot of each recent publication, by its ``written``
@@ -79,7 +78,6 @@ class Publisher:
                 "instance": resource.get(merge.INSTANCE_ID),
                 "resource": resource,
                 "written": written,
-                "observed": time.time(),
                 "metrics": merge.encode(data),
             }
             self.versions[written] = snap  # before the file: the master may combine it at once
@@ -88,8 +86,7 @@ class Publisher:
             store.write_atomically(self.directory.path / self.file, payload)
 
     def start_thread(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="otel-reliability-publish", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, name="otel-reliability-publish", daemon=True).start()
         atexit.register(self.final)
 
     def wake(self) -> None:
