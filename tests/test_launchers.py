@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import AppProcess, scrape, wait_until
+from tests.support import AppProcess, python_stacks, scrape, wait_until
 from tests.test_prefork import APP_DIR, SETTLE, StartApp, answers, call, fire, scraped_failures
 
 # launcher, workers, how the launcher replaces its workers (None: a single process, nothing to replace)
@@ -87,7 +87,15 @@ def test_every_launcher_answers_for_the_whole_host(
         try:
             wait_until(replaced, timeout=90, interval=0.5, what=f"{server}'s new workers")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}: before {before}, then {seen[-3:]}\n{app.log()[-3000:]}") from None
+            stacks = python_stacks(app.proc.pid)  # a worker that does not exit, or a master stuck joining it
+            raise AssertionError(f"{exc}: before {before}, then {seen[-3:]}\n{app.log()[-3000:]}\n{stacks}") from None
+        # A new worker is live (its process gauges published) before it has imported the app and made its breaker:
+        # under load that takes seconds. Once each has, every answer agrees.
+        wait_until(
+            lambda: all(p["workers_by_state"] == {"closed": workers} for p in breakers_answer(app)),
+            timeout=60,
+            what="every new worker's breaker",
+        )
         time.sleep(SETTLE)
         assert [b["error_count"] for b in answers(app, "/api/health/error-rate")] == [FAILURES + CALLS] * 12
         assert (scraped_failures(app, "500"), scraped_failures(app, "502")) == (FAILURES, CALLS)
