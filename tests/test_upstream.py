@@ -100,6 +100,7 @@ CASES = [
     ("circuitbreaker.py", r"\b_failure_threshold\b", "circuitbreaker", ["circuitbreaker.settings"]),
     ("circuitbreaker.py", r"\b_recovery_timeout\b", "circuitbreaker", ["circuitbreaker.settings"]),
     ("circuitbreaker.py", r"\b_last_failure\b", "circuitbreaker", []),  # read through the public last_failure
+    ("circuitbreaker.py", r"\b_fallback_function\b", "circuitbreaker_fallback", ["circuitbreaker.fallback"]),
 ]
 
 

@@ -109,6 +109,49 @@ def _check_circuitbreaker() -> bool:
     return built and cb.opened and 0 < remaining <= 7 and cb.open_remaining == math.ceil(remaining)
 
 
+@guard(
+    "circuitbreaker.fallback",
+    "circuitbreaker",
+    ("CircuitBreaker._fallback_function",),
+    "the instance attribute that holds the fallback it was given, read by the public fallback_function on every "
+    "refused call (so wrapping it counts each refusal the fallback serves)",
+    "the fallback wrapped as the constructor's argument, before circuitbreaker stores it (a class "
+    "FALLBACK_FUNCTION is then not counted)",
+)
+def _check_circuitbreaker_fallback() -> bool:
+    import circuitbreaker
+
+    served: list[str] = []
+
+    def fallback() -> str:
+        return "served"
+
+    name = f"otel-reliability upstream check {id(served)}"
+    cb = circuitbreaker.CircuitBreaker(failure_threshold=1, recovery_timeout=60, name=name, fallback_function=fallback)
+    if cb.__dict__.get("_fallback_function") is not fallback or cb.fallback_function is not fallback:
+        return False
+
+    def ours() -> str:
+        served.append("ours")
+        return fallback()
+
+    cb.__dict__["_fallback_function"] = ours
+
+    def fail() -> None:
+        raise ValueError("upstream check")
+
+    guarded = cb.decorate(fail)  # the only path that serves a fallback; it registers the breaker in the monitor
+    circuitbreaker.CircuitBreakerMonitor.circuit_breakers.pop(name, None)  # which must not list our scratch one
+    with contextlib.suppress(ValueError):
+        guarded()
+    return bool(cb.opened and guarded() == "served" and served == ["ours"])
+
+
+def circuitbreaker_fallback_usable() -> bool:
+    """Whether a breaker's stored fallback can be wrapped in place (else its constructor argument is)."""
+    return usable("circuitbreaker.fallback")
+
+
 def circuitbreaker_settings(cb: Any, given: tuple[float, float] | None) -> tuple[float, float]:
     """(failure threshold, recovery timeout); ``given``: what our constructor wrapper saw it built with."""
     if usable("circuitbreaker.settings"):

@@ -153,6 +153,32 @@ def breakers(library: str) -> dict[str, Any]:
     }
 
 
+def circuitbreaker_fallback() -> dict[str, Any]:
+    """A breaker with a fallback: the refusals it serves count as rejected calls."""
+    import circuitbreaker
+
+    from otel_reliability.instrumentation.breakers import BreakersInstrumentor
+    from otel_reliability.instrumentation.breakers._registry import BREAKERS
+
+    BreakersInstrumentor().instrument(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+    def fallback() -> str:
+        return "from the fallback"
+
+    def fail() -> None:
+        raise ValueError("down")
+
+    cb = circuitbreaker.CircuitBreaker(failure_threshold=2, recovery_timeout=30, name="f", fallback_function=fallback)
+    guarded = cb.decorate(fail)
+    for _ in range(2):
+        with contextlib.suppress(ValueError):
+            guarded()
+    served = [guarded() for _ in range(4)]
+    (tracked,) = BREAKERS.tracked("circuitbreaker")
+    counts, transitions = tracked.counts()
+    return {"calls": list(counts), "open": transitions["open"], "served": served}
+
+
 def pool() -> dict[str, Any]:
     from otel_reliability.instrumentation._published import count_value, counter
 
@@ -357,6 +383,7 @@ RUN = {
     "suppress": suppress,
     "pybreaker": lambda: breakers("pybreaker"),
     "circuitbreaker": lambda: breakers("circuitbreaker"),
+    "circuitbreaker_fallback": circuitbreaker_fallback,
     "count": lambda: {**breakers("pybreaker"), **pool()},
 }
 result = RUN[sys.argv[2] if len(sys.argv) > 2 else scenario]()

@@ -62,6 +62,8 @@ def _count_fallback(breaker: Any, tracked: TrackedBreaker) -> None:
     """Wrap this breaker's fallback (an instance attribute): a refused call it serves counts as rejected."""
     from wrapt import wrap_function_wrapper
 
+    if not upstream.circuitbreaker_fallback_usable():
+        return  # the constructor's argument was wrapped instead (init below)
     if breaker.__dict__.get("_fallback_function") is None or is_wrapped(breaker, "_fallback_function"):
         return
 
@@ -70,6 +72,31 @@ def _count_fallback(breaker: Any, tracked: TrackedBreaker) -> None:
         return wrapped(*args, **kwargs)
 
     wrap_function_wrapper(breaker, "_fallback_function", counted)
+
+
+_FALLBACK_ARG = 4  # CircuitBreaker(failure_threshold, recovery_timeout, expected_exception, name, fallback_function)
+
+
+def _counted_fallback_argument(args: Any, kwargs: Any, registry: BreakerRegistry) -> tuple[Any, Any, list[Any]]:
+    """The constructor's arguments with its fallback wrapped to count each refusal it serves (the public path
+    where the stored attribute is not what we expect); the list receives the breaker once it is built."""
+    import wrapt
+
+    built: list[Any] = []
+    given = args[_FALLBACK_ARG] if len(args) > _FALLBACK_ARG else kwargs.get("fallback_function")
+    if given is None or upstream.circuitbreaker_fallback_usable():
+        return args, kwargs, built
+
+    def counted(wrapped: Any, instance: Any, call_args: Any, call_kwargs: Any) -> Any:
+        tracked = registry.lookup(built[0]) if built else None
+        if tracked is not None:
+            tracked.record_rejected(None)
+        return wrapped(*call_args, **call_kwargs)
+
+    fallback = wrapt.FunctionWrapper(given, counted)
+    if len(args) > _FALLBACK_ARG:
+        return (*args[:_FALLBACK_ARG], fallback, *args[_FALLBACK_ARG + 1 :]), kwargs, built
+    return args, {**kwargs, "fallback_function": fallback}, built
 
 
 def _restore_fallback(breaker: Any) -> None:
@@ -104,9 +131,12 @@ def instrument(registry: BreakerRegistry = BREAKERS) -> None:
     if is_wrapped(cls, "__init__"):
         return
     upstream.usable("circuitbreaker.settings")  # checked now, before a scratch breaker could be adopted
+    upstream.circuitbreaker_fallback_usable()
 
     def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
-        wrapped(*args, **kwargs)
+        call_args, call_kwargs, built = _counted_fallback_argument(args, kwargs, registry)
+        wrapped(*call_args, **call_kwargs)
+        built.append(instance)
         tracked = adopt(instance, registry)
         threshold = args[0] if args else kwargs.get("failure_threshold")
         timeout = args[1] if len(args) > 1 else kwargs.get("recovery_timeout")
