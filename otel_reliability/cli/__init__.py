@@ -19,24 +19,27 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from otel_reliability import config
-from otel_reliability.cli.app import Paths, Tokens, run_check, write_snapshot
-from otel_reliability.cli.fleet import Thresholds, run_fleet_check
-from otel_reliability.cli.report import (
-    ADMIN_TOKEN_ENV,
-    ERROR,
-    EXIT_ACTION,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    HEALTH_TOKEN_ENV,
-    Item,
-    Report,
-    render,
-)
+
+if TYPE_CHECKING:
+    from otel_reliability.cli.fleet import Thresholds
+    from otel_reliability.cli.report import Item, Report, render
 
 __all__ = ["EXIT_ACTION", "EXIT_OK", "EXIT_UNREACHABLE", "Item", "Report", "build_parser", "main", "render"]
 DEFAULT_URL = "http://127.0.0.1:8000"
+# The exit codes (as in otel_reliability.cli.report): export-config runs on the standard library alone, so this
+# module imports the checks (and with them the OpenTelemetry packages) only when a check runs.
+EXIT_OK, EXIT_ACTION, EXIT_UNREACHABLE = 0, 1, 2
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Item", "Report", "render"):
+        from otel_reliability.cli import report
+
+        return getattr(report, name)
+    raise AttributeError(name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default %(default)s; keep it above the apps' export interval)"
     )
     check.add_argument("--stale-after", type=float, default=180.0, help=stale_help)
-    check.add_argument("--token", default=None, help=f"health token for the pool details (or {HEALTH_TOKEN_ENV})")
-    check.add_argument("--admin-token", default=None, help=f"admin token for stuck operations (or {ADMIN_TOKEN_ENV})")
+    check.add_argument(
+        "--token", default=None, help=f"health token for the pool details (or {config.HEALTH_TOKEN.name})"
+    )
+    check.add_argument(
+        "--admin-token", default=None, help=f"admin token for stuck operations (or {config.ADMIN_TOKEN.name})"
+    )
     check.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     html_help = "also write the app's status page to FILE as a static snapshot (needs the health token)"
     check.add_argument("--html", metavar="FILE", default=None, help=html_help)
@@ -116,6 +123,8 @@ def _slo_rules(job: str | None) -> int:
 
 def _fleet_thresholds(stale_after: float) -> Thresholds:
     """The apps' own thresholds, from the same variables (validated by otel_reliability.config)."""
+    from otel_reliability.cli.fleet import Thresholds
+
     settings = config.load()
     return Thresholds(
         error_rate_percent=settings.error_rate_threshold,
@@ -135,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export(args.dir, args.force)
     if args.command == "slo-rules":
         return _slo_rules(args.job)
+    from otel_reliability.cli.app import Paths, Tokens, run_check, write_snapshot
+    from otel_reliability.cli.fleet import run_fleet_check
+    from otel_reliability.cli.report import ADMIN_TOKEN_ENV, ERROR, HEALTH_TOKEN_ENV, Item, render
+
     if args.timeout <= 0:
         sys.stderr.write("otel-reliability: --timeout must be a positive number of seconds\n")
         return EXIT_UNREACHABLE

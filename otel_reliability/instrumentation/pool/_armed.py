@@ -27,6 +27,11 @@ _logger = logging.getLogger(__name__)
 Listener = tuple[str, Callable[..., None]]
 
 _armed: list[Listener] = []
+_sqlalchemy: list[Any] = []
+"""(``sqlalchemy.event``, ``Pool``) as ``arm`` found them. ``ensure`` runs in collection callbacks, on the readings'
+thread, while the SDK holds its measurement lock: an ``import sqlalchemy...`` there waits for the module lock of a
+SQLAlchemy module the main thread is still importing, whose post-import hook waits for the SDK's lock (a
+deadlock, seen at start-up). So nothing is imported there."""
 _wrapped: list[type] = []  # the dispatch classes whose _clear we wrapped
 each_checkout = False
 """Whether each checkout takes the slower public path (``ensure``, the pool noted for ``upstream.pools``): where
@@ -41,6 +46,7 @@ def arm(listeners: Sequence[Listener]) -> None:
 
     global each_checkout
     records = upstream.pools.record_events()  # a checkout's record only from the public checkout event
+    _sqlalchemy[:] = [event, Pool]
     _armed[:] = [*listeners, *([("checkout", upstream.pools.on_checkout)] if records else [])]
     for name, fn in _armed:
         event.listen(Pool, name, fn)
@@ -68,14 +74,12 @@ def disarm() -> None:
 
 def ensure() -> bool:
     """Listen again whichever of ours is no longer listened; True if any was missing."""
-    if not _armed:
+    if not _armed or not _sqlalchemy:
         return False
-    from sqlalchemy import event
-    from sqlalchemy.pool import Pool
-
-    missing = [(name, fn) for name, fn in _armed if not event.contains(Pool, name, fn)]
+    event, pool_class = _sqlalchemy
+    missing = [(name, fn) for name, fn in _armed if not event.contains(pool_class, name, fn)]
     for name, fn in missing:
-        event.listen(Pool, name, fn)
+        event.listen(pool_class, name, fn)
     if missing:
         _logger.debug("otel-reliability: pool listeners were removed; listened again: %s", [n for n, _ in missing])
     return bool(missing)
