@@ -75,6 +75,16 @@ def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.1, what:
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def points_by_name(data: Any) -> dict[str, list[Any]]:
+    """Every data point of an SDK ``MetricsData`` (or None), by metric name."""
+    found: dict[str, list[Any]] = {}
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                found.setdefault(metric.name, []).extend(metric.data.data_points)
+    return found
+
+
 def scrape(port: int, host: str = "127.0.0.1") -> dict[str, list[tuple[dict[str, str], float]]]:
     """Parse a Prometheus text exposition into {name: [(labels, value)]}."""
     _, _, body = http("GET", f"http://{host}:{port}/metrics")

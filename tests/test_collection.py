@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics.export import (
 from otel_reliability import collection
 from otel_reliability.instrumentation._published import Published
 from otel_reliability.readings import Readings
+from tests.support import points_by_name
 
 
 class _ListExporter(MetricExporter):
@@ -39,15 +40,6 @@ class _ListExporter(MetricExporter):
         return None
 
 
-def _names(data: MetricsData | None) -> dict[str, list[Any]]:
-    found: dict[str, list[Any]] = {}
-    for rm in data.resource_metrics if data else ():
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                found.setdefault(metric.name, []).extend(metric.data.data_points)
-    return found
-
-
 def _published_counter(meter: Any, calls: list[int]) -> None:
     """A hook that counts its runs and publishes that count: a collection shows the count of its own run."""
     published = Published.counter(meter, "test.hook.runs", "{run}", "runs of the hook")
@@ -60,7 +52,7 @@ def _published_counter(meter: Any, calls: list[int]) -> None:
 
 
 def _value(data: MetricsData | None) -> float:
-    (point,) = _names(data)["test.hook.runs"]
+    (point,) = points_by_name(data)["test.hook.runs"]
     return float(point.value)
 
 
@@ -94,7 +86,7 @@ def test_nothing_but_the_hooks_values_reports_in_a_collection() -> None:
     _published_counter(provider.get_meter("test.collection"), [])
     try:
         for data in (readings.export(), other.get_metrics_data()):
-            assert sorted(_names(data)) == ["test.hook.runs"]
+            assert sorted(points_by_name(data)) == ["test.hook.runs"]
     finally:
         provider.shutdown()
 
