@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
-from otel_reliability.instrumentation import _lean_span
+from otel_reliability.instrumentation import _lean_span, _samplers
 from otel_reliability.instrumentation._lean_span import LeanSpan, LeanTracer
 from otel_reliability.instrumentation.statements import StatementsInstrumentor
 
@@ -227,11 +227,11 @@ def test_server_span_decisions_and_flags_are_the_sdk_samplers(sampler: Sampler, 
 
 
 def test_the_parent_and_root_shortcuts_are_taken_only_for_the_sdks_samplers() -> None:
-    assert _lean_span._parent_decides(ParentBased(TraceIdRatioBased(0.1)))
-    assert _lean_span._root_bound(ParentBased(TraceIdRatioBased(0.1))) == TraceIdRatioBased(0.1).bound
-    assert _lean_span._root_bound(ParentBased(ALWAYS_OFF)) == 0
-    assert not _lean_span._parent_decides(ParentBased(ALWAYS_ON, remote_parent_sampled=ALWAYS_OFF))
-    assert not _lean_span._parent_decides(TraceIdRatioBased(0.1))
+    assert _samplers.parent_decides(ParentBased(TraceIdRatioBased(0.1)))
+    assert _samplers.root_bound(ParentBased(TraceIdRatioBased(0.1))) == TraceIdRatioBased(0.1).bound
+    assert _samplers.root_bound(ParentBased(ALWAYS_OFF)) == 0
+    assert not _samplers.parent_decides(ParentBased(ALWAYS_ON, remote_parent_sampled=ALWAYS_OFF))
+    assert not _samplers.parent_decides(TraceIdRatioBased(0.1))
 
     class Mimic(Sampler):  # a sampler of the user's that describes itself as the SDK's
         def should_sample(self, *args: Any, **kwargs: Any) -> Any:
@@ -240,7 +240,7 @@ def test_the_parent_and_root_shortcuts_are_taken_only_for_the_sdks_samplers() ->
         def get_description(self) -> str:
             return ParentBased(ALWAYS_ON).get_description()
 
-    assert not _lean_span._parent_decides(Mimic())
+    assert not _samplers.parent_decides(Mimic())
 
 
 def test_an_unsampled_span_draws_its_id_once_when_its_context_is_read() -> None:
@@ -279,3 +279,26 @@ def test_the_lean_tracers_start_up_check_passes_whatever_sampler_the_environment
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
     assert tracing._check_lean_span()
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 1.0])
+def test_a_root_draws_its_trace_id_as_the_sdks_random_id_generator_does(ratio: float) -> None:
+    """With the SDK's own ``RandomIdGenerator`` the lean tracer draws a root's trace id itself (the generator's
+    arithmetic on the ``random`` module): the same ids and decisions as the SDK's tracer from the same seed."""
+    sampler = ParentBased(TraceIdRatioBased(ratio))
+    results = []
+    for lean in (True, False):
+        tracer = TracerProvider(sampler=sampler).get_tracer("compare")
+        made = LeanTracer.for_tracer(tracer)
+        assert made is not None and made._sdk_ids
+        random.seed(11)
+        seen = []
+        for _ in range(500):
+            if lean:
+                span = made.start_root("GET", None, SpanKind.SERVER, dict, {})
+            else:
+                span = tracer.start_span("GET", None, SpanKind.SERVER)
+            seen.append((span.get_span_context().trace_id, span.is_recording()))
+            span.end()
+        results.append(seen)
+    assert results[0] == results[1]

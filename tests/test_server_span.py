@@ -284,3 +284,57 @@ def test_a_sampler_of_its_own_gets_the_request_attributes(stable_conventions: No
     lean.client.get("/items/2")
     assert [a.get("url.path") for a in seen] == ["/items/1", "/items/2"]
     assert [s.attributes["url.path"] for s in server_spans(lean.spans())] == ["/items/2"]  # type: ignore[index]
+
+
+def test_the_context_is_set_directly_and_through_the_api_alike(sides: tuple[Side, Side]) -> None:
+    """The span made current by setting the OTel context's ContextVar (the default) is what the API reads, and
+    a runtime context that is not a ContextVar gets the same spans through the API's functions."""
+    from opentelemetry import context
+
+    from otel_reliability.instrumentation import _context
+
+    found = _context.runtime()
+    assert found is not None  # the API's default runtime context: the direct path is the one measured
+    var, key = found
+    span = trace.NonRecordingSpan(trace.SpanContext(0xABC, 0xDEF, False))
+    token = var.set(context.Context({**context.get_current(), key: span}))
+    try:
+        assert trace.get_current_span() is span
+    finally:
+        var.reset(token)
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+    contrib, _ = sides
+    mp = pytest.MonkeyPatch()
+    mp.setattr(_context, "_found", None)  # what runtime() answers for another runtime context
+    try:
+        by_api = Side("lean")
+        for method, path, headers in REQUESTS:
+            contrib.client.request(method, path, headers=headers)
+            by_api.client.request(method, path, headers=headers)
+            (theirs,) = server_spans(contrib.spans())
+            (ours,) = server_spans(by_api.spans())
+            assert comparable(ours) == comparable(theirs), (method, path)
+        by_api.client.get("/child", headers={"traceparent": TRACEPARENT})
+        assert by_api.seen["outgoing"]["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1]
+    finally:
+        mp.undo()
+    assert trace.get_current_span() is trace.INVALID_SPAN  # every request's context was restored
+
+
+def test_a_span_ended_in_another_context_is_detached_as_the_api_does(
+    sides: tuple[Side, Side], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A span ended in another context than it started in (a framework that moved it): the API's own log line,
+    no exception out of the request path."""
+    import contextvars
+
+    from otel_reliability.instrumentation._server_span import ServerSpans
+
+    spans = ServerSpans(sides[1].provider)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    span, token = contextvars.copy_context().run(spans.start, scope)
+    with caplog.at_level("ERROR", logger="opentelemetry.context"):
+        spans.end(span, token, scope, "/", 200, None, None)
+    assert "Failed to detach context" in caplog.text
+    assert trace.get_current_span() is trace.INVALID_SPAN

@@ -44,7 +44,7 @@ from opentelemetry.util.http import sanitize_method
 
 from otel_reliability import crash_safe, semconv
 from otel_reliability.instrumentation._excluded_urls import _url, excluded_urls
-from otel_reliability.instrumentation._lean_span import sampled_context
+from otel_reliability.instrumentation._lean_span import Unsampled, sampled_context
 from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries
 from otel_reliability.instrumentation._server_span import ServerSpans
 from otel_reliability.instrumentation.spans import drops_every_span
@@ -224,7 +224,9 @@ class LeanHTTPMiddleware:
             if slot is not None:  # a prefork worker: counted in shared memory first, so a kill loses nothing
                 table.add(slot, elapsed)  # type: ignore[union-attr]
             if isinstance(target, HistogramSeries):
-                sampled = sampled_context(span) if span is not None and self._exemplars else None
+                sampled = None
+                if span is not None and self._exemplars and type(span) is not Unsampled:
+                    sampled = sampled_context(span)
                 if sampled is not None:
                     target.record_sampled(elapsed, sampled)
                 else:

@@ -8,7 +8,7 @@ numbers we built ourselves. ``LeanSpan`` is both the API span the request code s
 ``add_event``, ``record_exception``, ``set_status`` behave as the SDK's: values checked, limits applied) and
 the ``ReadableSpan`` the processors get at ``end()``, with the same fields the SDK's would have (the trace flags
 too: sampled, and random-trace-id as the SDK's id generator says). tests/test_server_span.py and
-tests/test_lean_statement_span.py compare them with the SDK's, field for field.
+tests/test_lean_spans.py compare them with the SDK's, field for field.
 
 What it takes from an SDK ``Tracer``: its public ``sampler``, ``id_generator``, ``resource`` and
 ``span_processor``, and (not public) its span limits, scope and ``_is_enabled``; any other tracer, or the SDK's
@@ -17,7 +17,7 @@ span self-metrics switched on, gets the SDK's own spans instead (``LeanTracer.fo
 
 from __future__ import annotations
 
-import re
+import random as _random
 from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from typing import Any
@@ -25,12 +25,13 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from otel_reliability import semconv, upstream
+from otel_reliability.instrumentation import _samplers
 
 _UNSET = Status(StatusCode.UNSET)
 
@@ -42,6 +43,8 @@ class LeanTracer:
         self._sampler = tracer.sampler
         self._ids = tracer.id_generator
         self._random_ids = bool(self._ids.is_trace_id_random())
+        self._sdk_ids = type(self._ids) is RandomIdGenerator
+        self._root_unsampled = _FLAGS[False, self._random_ids]
         self._resource = tracer.resource
         self._processor = tracer.span_processor
         self._limits = tracer._span_limits
@@ -50,12 +53,12 @@ class LeanTracer:
         self._sdk = tracer
         # The SDK's own samplers decide on the trace id and the parent alone, and give the attributes back as they
         # got them: for them the request's attributes are built only when the span records.
-        self._blind = _attribute_blind(self._sampler)
+        self._blind = _samplers.attribute_blind(self._sampler)
         # ParentBased with its default delegates: a valid parent's sampled flag is the decision, its trace state
         # the child's (what the SDK's sampler would answer, without asking it).
-        self._parent_decides = _parent_decides(self._sampler)
+        self._parent_decides = _samplers.parent_decides(self._sampler)
         # ... and its root sampler, when it is one of the SDK's three: the root's decision, from the trace id alone.
-        self._root_bound = _root_bound(self._sampler) if self._parent_decides else None
+        self._root_bound = _samplers.root_bound(self._sampler) if self._parent_decides else None
         # Attributes as the SDK would keep them: our own values pass as they are unless a limit could cut them.
         self._plain_limit = tracer._span_limits.max_span_attributes if _unbounded_values(tracer._span_limits) else -1
 
@@ -85,20 +88,47 @@ class LeanTracer:
         if not self._enabled():
             return self._sdk.start_span(name, parent, kind, attributes(scope))  # type: ignore[no-any-return]
         parent_context: SpanContext | None = trace.get_current_span(parent).get_span_context()
-        decided: bool | None = None
         if parent_context is None or not parent_context.is_valid:
-            parent_context = None
-            trace_id = self._ids.generate_trace_id()
-            random = self._random_ids
-            bound = self._root_bound
-            if bound is not None:
-                decided = trace_id & _TRACE_ID_LIMIT < bound
+            return self._root(name, parent, kind, attributes, scope)
+        flags = parent_context.trace_flags
+        decided = bool(flags & _SAMPLED) if self._parent_decides else None
+        return self._decide(name, parent, parent_context, kind, attributes, scope, parent_context.trace_id,
+                            bool(flags & _RANDOM), decided)  # fmt: skip
+
+    def start_root(
+        self, name: str, parent: Any, kind: SpanKind, attributes: Callable[[Any], dict[str, Any]], scope: Any
+    ) -> trace.Span:
+        """``start`` for a ``parent`` context its caller knows holds no span (a request without trace context)."""
+        if not self._enabled():
+            return self._sdk.start_span(name, parent, kind, attributes(scope))  # type: ignore[no-any-return]
+        return self._root(name, parent, kind, attributes, scope)
+
+    def _root(
+        self, name: str, parent: Any, kind: SpanKind, attributes: Callable[[Any], dict[str, Any]], scope: Any
+    ) -> trace.Span:
+        if self._sdk_ids:  # the SDK's RandomIdGenerator, its own arithmetic without its two calls
+            trace_id = _random.getrandbits(128) or self._ids.generate_trace_id()
         else:
-            trace_id = parent_context.trace_id
-            flags = parent_context.trace_flags
-            random = bool(flags & _RANDOM)
-            if self._parent_decides:
-                decided = bool(flags & _SAMPLED)
+            trace_id = self._ids.generate_trace_id()
+        bound = self._root_bound
+        if bound is None:
+            return self._decide(name, parent, None, kind, attributes, scope, trace_id, self._random_ids, None)
+        if trace_id & _TRACE_ID_LIMIT >= bound:  # dropped, as the root sampler would answer
+            return Unsampled(trace_id, self._root_unsampled, _NO_STATE, self._ids)
+        return self._decide(name, parent, None, kind, attributes, scope, trace_id, self._random_ids, True)
+
+    def _decide(
+        self,
+        name: str,
+        parent: Any,
+        parent_context: SpanContext | None,
+        kind: SpanKind,
+        attributes: Callable[[Any], dict[str, Any]],
+        scope: Any,
+        trace_id: int,
+        random: bool,
+        decided: bool | None,
+    ) -> trace.Span:
         if decided is None:
             given = None if self._blind else attributes(scope)
             result = self._sampler.should_sample(parent, trace_id, name, kind, given, None)
@@ -140,7 +170,7 @@ class Unsampled(trace.NonRecordingSpan):
     sampler), not for every request whose context nobody reads."""
 
     def __init__(self, trace_id: int, flags: TraceFlags, state: TraceState, ids: Any) -> None:
-        super().__init__(None)  # type: ignore[arg-type]
+        self._context = None  # type: ignore[assignment]  # NonRecordingSpan's one field, filled when first read
         self._lazy = (trace_id, flags, state, ids)
 
     def get_span_context(self) -> SpanContext:
@@ -166,7 +196,7 @@ def sampled_context(span: Any) -> SpanContext | None:
 
 _SAMPLED = TraceFlags.SAMPLED
 _NO_STATE = TraceState()  # a root span's (immutable; the SDK makes an empty one per span)
-_TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+_TRACE_ID_LIMIT = _samplers.TRACE_ID_LIMIT
 _RANDOM = TraceFlags.RANDOM_TRACE_ID
 _FLAGS = {  # (sampled, random trace id) -> the span's trace flags, as the SDK's tracer sets them
     (s, r): TraceFlags((TraceFlags.SAMPLED if s else TraceFlags.DEFAULT) | (TraceFlags.RANDOM_TRACE_ID if r else 0))
@@ -209,59 +239,6 @@ def _readable_as_set() -> bool:
         except Exception:
             _layout_ok = False
     return _layout_ok
-
-
-_BLIND_SAMPLERS = re.compile(
-    r"(ParentBased|TraceIdRatioBased|AlwaysOnSampler|AlwaysOffSampler|root|remoteParent"
-    r"Sampled|remoteParentNotSampled|localParentSampled|localParentNotSampled|[{}:,.0-9e-])+"
-)
-
-
-_PARENT_DELEGATES = (
-    ",remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,"
-    "localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
-)
-
-
-def _parent_decides(sampler: Any) -> bool:
-    """Whether ``sampler`` is the SDK's ``ParentBased`` with its default delegates (whatever its root): then a valid
-    parent's sampled flag decides, and the parent's trace state is the child's."""
-    try:
-        description = sampler.get_description()
-    except Exception:
-        return False
-    return (
-        type(sampler).__module__ == "opentelemetry.sdk.trace.sampling"
-        and description.startswith("ParentBased{root:")
-        and description.endswith(_PARENT_DELEGATES)
-    )
-
-
-def _root_bound(sampler: Any) -> int | None:
-    """For a ``ParentBased`` sampler whose root is ``AlwaysOnSampler``, ``AlwaysOffSampler`` or
-    ``TraceIdRatioBased{rate}``: the bound the root compares a trace id's low 64 bits with (sampled below it), as
-    ``TraceIdRatioBased`` computes it; else None (the sampler is asked)."""
-    root = sampler.get_description()[len("ParentBased{root:") : -len(_PARENT_DELEGATES)]
-    if root == "AlwaysOnSampler":
-        return _TRACE_ID_LIMIT + 1
-    if root == "AlwaysOffSampler":
-        return 0
-    ratio = re.fullmatch(r"TraceIdRatioBased\{(.+)\}", root)
-    if ratio is None:
-        return None
-    try:
-        rate = float(ratio.group(1))
-    except ValueError:
-        return None
-    return TraceIdRatioBased.get_bound_for_rate(rate) if 0.0 <= rate <= 1.0 else None
-
-
-def _attribute_blind(sampler: Any) -> bool:
-    """Whether ``sampler`` is made of the SDK's samplers only (its description says), which ignore attributes."""
-    try:
-        return _BLIND_SAMPLERS.fullmatch(sampler.get_description()) is not None
-    except Exception:
-        return False
 
 
 class LeanSpan(trace.Span, ReadableSpan):

@@ -29,10 +29,12 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_reliability import semconv, upstream
-from otel_reliability.instrumentation._lean_span import LeanSpan, LeanTracer
+from otel_reliability.instrumentation import _context
+from otel_reliability.instrumentation._lean_span import LeanSpan, LeanTracer, Unsampled
 
 Scope = MutableMapping[str, Any]
 
@@ -74,6 +76,7 @@ class ServerSpans:
         self._collect = upstream.contrib.request_attributes()
         self._static: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._names: dict[tuple[str, str | None], str] = {}
+        self._context = _context.runtime()
 
     def _static_attributes(self, scope: Scope) -> dict[str, Any]:
         """Attributes of (scheme, server, protocol, method, user agent): contrib's, computed once per shape."""
@@ -113,24 +116,50 @@ class ServerSpans:
         return attributes
 
     def start(self, scope: Scope) -> tuple[Any, Any]:
-        """The request's span, started and made current; pass both to ``end``."""
-        current = context.get_current()
-        if trace.get_current_span(current) is trace.INVALID_SPAN:
+        """The request's span, started and made current; pass both to ``end``.
+
+        The common case, a request without trace context outside any span, is a few lookups: the context's
+        variable read and set directly (``_context``), the root's decision from its trace id (``LeanTracer``)."""
+        found = self._context
+        if found is None:
+            return self._start_by_api(scope)
+        var, key = found
+        current = var.get()
+        outer = current.get(key)
+        if outer is None or outer is trace.INVALID_SPAN or not isinstance(outer, trace.Span):
             parent = self._extract(scope, current)
             kind = SpanKind.SERVER
         else:  # already inside a span (a server-side layer of its own): a child, as contrib does
             parent = current
             kind = SpanKind.INTERNAL
+        name = self._names.get((scope.get("method", ""), None)) or self.name(scope, None)
+        lean = self._lean
+        if lean is None:
+            span = self._tracer.start_span(name, parent, kind, self.attributes(scope))
+        elif parent is current and kind is SpanKind.SERVER:  # no trace context came in: a root
+            span = lean.start_root(name, parent, kind, self.attributes, scope)
+        else:  # the attributes are built only for a span that records
+            span = lean.start(name, parent, kind, self.attributes, scope)
+        return span, var.set(Context({**parent, key: span}))
+
+    def _start_by_api(self, scope: Scope) -> tuple[Any, Any]:
+        """``start`` through the API's context functions (a runtime context that is not a ContextVar)."""
+        current = context.get_current()
+        if trace.get_current_span(current) is trace.INVALID_SPAN:
+            parent = self._extract(scope, current)
+            kind = SpanKind.SERVER
+        else:
+            parent = current
+            kind = SpanKind.INTERNAL
         name = self.name(scope, None)
-        if self._lean is not None:  # the attributes are built only for a span that records
+        if self._lean is not None:
             span = self._lean.start(name, parent, kind, self.attributes, scope)
         else:
             span = self._tracer.start_span(name, parent, kind, self.attributes(scope))
-        token = context.attach(trace.set_span_in_context(span, parent))
-        return span, token
+        return span, context.attach(trace.set_span_in_context(span, parent))
 
     def _extract(self, scope: Scope, current: Any) -> Any:
-        """The incoming context, from the headers the global propagator reads (none of them: nothing to read)."""
+        """The incoming context, from the headers the global propagator reads (none of them: ``current``)."""
         propagator = propagate.get_global_textmap()
         known = self._fields
         if known is None or known[0] is not propagator:
@@ -172,7 +201,7 @@ class ServerSpans:
         ``failure`` is the layer's ``error.type`` (the status for a 5xx, or the exception's type when the response
         had started); ``error`` the exception that went through the layer, if any."""
         try:
-            if span.is_recording():
+            if type(span) is not Unsampled and span.is_recording():
                 set_attribute = span.set_lean_attribute if type(span) is LeanSpan else span.set_attribute
                 if route:
                     span.update_name(self.name(scope, route))
@@ -189,7 +218,14 @@ class ServerSpans:
                     span.set_status(Status(StatusCode.ERROR))
                 span.end()
         finally:
-            context.detach(token)
+            found = self._context
+            if found is None:
+                context.detach(token)
+            else:
+                try:
+                    found[0].reset(token)
+                except Exception:  # ended in another context than it started in: the API's retry and its log line
+                    context.detach(token)
 
 
 def _encoded_fields(propagator: Any) -> frozenset[bytes]:
