@@ -39,7 +39,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk._configuration import _initialize_components, _OTelSDKConfigurator
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_reliability import config, console, export_logs, launchers, semconv, shutdown, upstream
+from otel_reliability import config, console, export_logs, launchers, semconv, shutdown, threads, upstream
 from otel_reliability.instrumentation import install_quiet_views
 from otel_reliability.readings import Readings, install, retention
 
@@ -101,7 +101,8 @@ def configure_sdk(*, forked_worker: bool = False, **kwargs: Any) -> Readings:
         resource_attributes.setdefault(_INSTANCE_ID, instance_id(given, worker))
     export_logs.install()  # one line per unreachable OTLP endpoint, not one per export and retry
     # Upstream would bind :9464 itself and abort on EADDRINUSE; we build the metric readers ourselves.
-    with _environ("OTEL_METRICS_EXPORTER", ",".join(others) or "none"):
+    # threads.blocked(): the SDK's export threads leave signals to the app's threads (otel_reliability.threads).
+    with _environ("OTEL_METRICS_EXPORTER", ",".join(others) or "none"), threads.blocked():
         _initialize_components(resource_attributes=resource_attributes, **kwargs)
     from otel_reliability import otlp_spans
 
@@ -211,7 +212,8 @@ def _serve_prometheus(export: Callable[[], MetricsData | None]) -> Any:
         with contextlib.suppress(KeyError):
             REGISTRY.unregister(default_collector)
     try:
-        served = start_http_server(port=port, addr=host)
+        with threads.blocked():  # its serving thread leaves signals to the app's threads (otel_reliability.threads)
+            served = start_http_server(port=port, addr=host)
     except OSError as exc:
         from otel_reliability import host as host_readings
 

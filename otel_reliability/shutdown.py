@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from otel_reliability import threads
 from otel_reliability.upstream import servers as upstream_servers
 
 __all__ = ["FINAL_EXPORT_TIMEOUT", "final_export", "install"]
@@ -79,10 +80,7 @@ def final_export(timeout: float = FINAL_EXPORT_TIMEOUT) -> dict[str, bool]:
         if remaining <= 0:
             finished[signal] = False
             continue
-        worker = threading.Thread(
-            target=_quietly, args=(shutdown, remaining), name=f"otel-reliability-final-{signal}", daemon=True
-        )
-        worker.start()
+        worker = threads.start(_quietly, f"otel-reliability-final-{signal}", (shutdown, remaining))
         worker.join(remaining)
         finished[signal] = not worker.is_alive()
     late = [s for s, ok in finished.items() if not ok]

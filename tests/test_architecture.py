@@ -7,7 +7,8 @@ level, inside a function (a lazy import is still a dependency a reader must foll
 names) are not imports and are not counted: those are the top floor choosing what to load.
 
 The floors, top-down: the root package (the public facade), distro/configurator, cli, health and host, request_errors,
-readings, instrumentation and db, and at the bottom changes, collection, semconv, config, version and crash_safe.
+readings, instrumentation and db, and at the bottom changes, collection, semconv, config, version, crash_safe and
+threads.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from otel_reliability import semconv
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "otel_reliability"
-BOTTOM = {"changes", "collection", "semconv", "config", "version", "crash_safe"}
+BOTTOM = {"changes", "collection", "semconv", "config", "version", "crash_safe", "threads"}
 
 
 def _modules() -> dict[str, Path]:

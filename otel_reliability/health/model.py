@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from otel_reliability import threads
 from otel_reliability.config import Settings
 from otel_reliability.readings import Readings
 
@@ -129,7 +130,9 @@ HEALTH_ENDPOINTS = HealthRegistry()
 
 # Views run here, not on the event loop: a slow view never blocks other requests, and a hung one only costs
 # a thread of this small pool.
-_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otel-reliability-health")
+_EXECUTOR = concurrent.futures.ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="otel-reliability-health", initializer=threads.block_in_this_thread
+)
 
 
 def failed(reason: str) -> ViewResult:

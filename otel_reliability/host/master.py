@@ -32,7 +32,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from otel_reliability import crash_safe, gil
+from otel_reliability import crash_safe, gil, threads
 from otel_reliability.host import merge, store
 from otel_reliability.host.timing import COMBINE_INTERVAL, FOLDED_MEMORY
 from otel_reliability.readings.history import COARSE_SPAN, COARSE_STEP
@@ -63,7 +63,7 @@ class HostAggregator:
         store.write_atomically(self.path / store.HOST_FILE, {"master": self.pid, "started": self.started})
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name="otel-reliability-host", daemon=True).start()
+        threads.start(self._run, "otel-reliability-host")
         atexit.register(self.close)
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from otel_reliability import gil
+from otel_reliability import gil, threads
 from otel_reliability.host import merge, store
 from otel_reliability.host.timing import (
     COUNT_REUSE,
@@ -86,7 +86,7 @@ class Publisher:
             store.write_atomically(self.directory.path / self.file, payload)
 
     def start_thread(self) -> None:
-        threading.Thread(target=self._run, name="otel-reliability-publish", daemon=True).start()
+        threads.start(self._run, "otel-reliability-publish")
         atexit.register(self.final)
 
     def wake(self) -> None:

@@ -60,7 +60,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from otel_reliability import changes, config, semconv
+from otel_reliability import changes, config, semconv, threads
 from otel_reliability.instrumentation import _operation_gauges
 from otel_reliability.instrumentation._instrumented import Instrumented
 from otel_reliability.instrumentation._operation_gauges import SCOPE, Row
@@ -324,8 +324,7 @@ def _ensure_thread() -> None:
     with _lock:
         if _thread is not None and _thread.is_alive():
             return
-        _thread = threading.Thread(target=_run, name="otel-reliability-stuck", daemon=True)
-        _thread.start()
+        _thread = threads.start(_run, "otel-reliability-stuck")
 
 
 def _run() -> None:

@@ -41,7 +41,7 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
-from otel_reliability import changes, collection, gil, upstream
+from otel_reliability import changes, collection, gil, threads, upstream
 from otel_reliability.readings.history import _cumulative_values, _History
 from otel_reliability.readings.model import (
     Attributes,
@@ -249,8 +249,7 @@ class Readings(MetricReader):
         if not self._background or (self._thread is not None and self._thread.is_alive()):
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="otel-reliability-readings", daemon=True)
-        self._thread.start()
+        self._thread = threads.start(self._run, "otel-reliability-readings")
 
     def start(self) -> None:
         """Start the periodic snapshots (idempotent; restarted in a forked child)."""
