@@ -119,44 +119,31 @@ class ServerSpans:
         """The request's span, started and made current; pass both to ``end``.
 
         The common case, a request without trace context outside any span, is a few lookups: the context's
-        variable read and set directly (``_context``), the root's decision from its trace id (``LeanTracer``)."""
+        variable read and set directly (``_context``; the API's functions for another runtime context), the
+        root's decision from its trace id (``LeanTracer.start_root``)."""
         found = self._context
         if found is None:
-            return self._start_by_api(scope)
-        var, key = found
-        current = var.get()
-        outer = current.get(key)
-        if outer is None or outer is trace.INVALID_SPAN or not isinstance(outer, trace.Span):
-            parent = self._extract(scope, current)
-            kind = SpanKind.SERVER
-        else:  # already inside a span (a server-side layer of its own): a child, as contrib does
-            parent = current
-            kind = SpanKind.INTERNAL
+            current = context.get_current()
+            root = trace.get_current_span(current) is trace.INVALID_SPAN
+        else:
+            var, key = found
+            current = var.get()
+            outer = current.get(key)
+            root = outer is None or outer is trace.INVALID_SPAN or not isinstance(outer, trace.Span)
+        # Inside a span already (a server-side layer of its own): a child, as contrib does.
+        parent = self._extract(scope, current) if root else current
+        kind = SpanKind.SERVER if root else SpanKind.INTERNAL
         name = self._names.get((scope.get("method", ""), None)) or self.name(scope, None)
         lean = self._lean
         if lean is None:
             span = self._tracer.start_span(name, parent, kind, self.attributes(scope))
-        elif parent is current and kind is SpanKind.SERVER:  # no trace context came in: a root
+        elif root and parent is current:  # no trace context came in: a root
             span = lean.start_root(name, parent, kind, self.attributes, scope)
         else:  # the attributes are built only for a span that records
             span = lean.start(name, parent, kind, self.attributes, scope)
+        if found is None:
+            return span, context.attach(trace.set_span_in_context(span, parent))
         return span, var.set(Context({**parent, key: span}))
-
-    def _start_by_api(self, scope: Scope) -> tuple[Any, Any]:
-        """``start`` through the API's context functions (a runtime context that is not a ContextVar)."""
-        current = context.get_current()
-        if trace.get_current_span(current) is trace.INVALID_SPAN:
-            parent = self._extract(scope, current)
-            kind = SpanKind.SERVER
-        else:
-            parent = current
-            kind = SpanKind.INTERNAL
-        name = self.name(scope, None)
-        if self._lean is not None:
-            span = self._lean.start(name, parent, kind, self.attributes, scope)
-        else:
-            span = self._tracer.start_span(name, parent, kind, self.attributes(scope))
-        return span, context.attach(trace.set_span_in_context(span, parent))
 
     def _extract(self, scope: Scope, current: Any) -> Any:
         """The incoming context, from the headers the global propagator reads (none of them: ``current``)."""
