@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
-from otel_reliability.instrumentation import _lean_span, _samplers
+from otel_reliability.instrumentation import _samplers, _unsampled
 from otel_reliability.instrumentation._lean_span import LeanSpan, LeanTracer
 from otel_reliability.instrumentation.statements import StatementsInstrumentor
 
@@ -255,8 +255,8 @@ def test_an_unsampled_span_draws_its_id_once_when_its_context_is_read() -> None:
     assert made is not None
     ours = made.start("GET", None, SpanKind.SERVER, dict, {})
     theirs = sdk_provider.get_tracer("compare").start_span("GET", None, SpanKind.SERVER)
-    assert type(ours) is _lean_span.Unsampled and not ours.is_recording()
-    assert _lean_span.sampled_context(ours) is None and ours._context is None  # no id drawn by that question
+    assert type(ours) is _unsampled.Unsampled and not ours.is_recording()
+    assert _unsampled.sampled_context(ours) is None and ours._context is None  # no id drawn by that question
     seen: list[SpanContext] = []
     threads = [threading.Thread(target=lambda: seen.append(ours.get_span_context())) for _ in range(8)]
     for thread in threads:
@@ -281,24 +281,42 @@ def test_the_lean_tracers_start_up_check_passes_whatever_sampler_the_environment
     assert tracing._check_lean_span()
 
 
-@pytest.mark.parametrize("ratio", [0.0, 0.5, 1.0])
-def test_a_root_draws_its_trace_id_as_the_sdks_random_id_generator_does(ratio: float) -> None:
+@pytest.mark.parametrize("via", ["start_root", "server span"])
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.5, 1.0])
+def test_a_root_draws_its_trace_id_as_the_sdks_random_id_generator_does(ratio: float, via: str) -> None:
     """With the SDK's own ``RandomIdGenerator`` the lean tracer draws a root's trace id itself (the generator's
-    arithmetic on the ``random`` module): the same ids and decisions as the SDK's tracer from the same seed."""
+    arithmetic on the ``random`` module), and so does the SERVER span's shortcut for a root the ratio drops
+    (``ServerSpans.start`` with ``LeanTracer.root_drop``): the same ids and decisions as the SDK's tracer from the
+    same seed."""
+    from otel_reliability.instrumentation._server_span import ServerSpans
+
     sampler = ParentBased(TraceIdRatioBased(ratio))
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", b"x")]}
     results = []
     for lean in (True, False):
-        tracer = TracerProvider(sampler=sampler).get_tracer("compare")
+        provider = TracerProvider(sampler=sampler)
+        tracer = provider.get_tracer("compare")
         made = LeanTracer.for_tracer(tracer)
         assert made is not None and made._sdk_ids
+        spans = ServerSpans(provider)
+        assert spans._drop is not None  # the shortcut is there to be taken
         random.seed(11)
         seen = []
         for _ in range(500):
-            if lean:
+            if not lean:
+                span = tracer.start_span("GET", None, SpanKind.SERVER)
+            elif via == "start_root":
                 span = made.start_root("GET", None, SpanKind.SERVER, dict, {})
             else:
-                span = tracer.start_span("GET", None, SpanKind.SERVER)
+                span, token = spans.start(scope)
+                assert trace.get_current_span() is span
+                seen.append((span.get_span_context().trace_id, span.is_recording()))
+                spans.end(span, token, scope, None, 200, None, None)
+                continue
             seen.append((span.get_span_context().trace_id, span.is_recording()))
             span.end()
         results.append(seen)
     assert results[0] == results[1]
+    assert {recording for _, recording in results[0]} == (
+        {False} if ratio == 0 else {True} if ratio == 1 else {True, False}
+    )

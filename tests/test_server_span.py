@@ -81,9 +81,9 @@ def build_app(provider: TracerProvider, seen: dict[str, Any]) -> FastAPI:
 
 
 class Side:
-    def __init__(self, layer: str, sampler: Any = None) -> None:
+    def __init__(self, layer: str, sampler: Any = None, limits: Any = None) -> None:
         self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider(sampler=sampler)
+        self.provider = TracerProvider(sampler=sampler, span_limits=limits)
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.reader = InMemoryMetricReader()
         self.meters = MeterProvider(metric_readers=[self.reader])
@@ -338,3 +338,25 @@ def test_a_span_ended_in_another_context_is_detached_as_the_api_does(
         spans.end(span, token, scope, "/", 200, None, None)
     assert "Failed to detach context" in caplog.text
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_span_attributes": 9}, {"max_span_attributes": 11}, {"max_span_attributes": 12}, {"max_attribute_length": 4}],
+    ids=str,
+)
+def test_under_span_limits_our_span_is_cut_as_contribs(stable_conventions: None, limits: dict[str, int]) -> None:
+    """The request's attributes, then its route and status (one call at the end of a request that went well), are
+    cut as the SDK cuts contrib's span: the same attributes kept, the same count dropped."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    contrib, lean = (Side(layer, limits=SpanLimits(**limits)) for layer in ("contrib", "lean"))  # type: ignore[arg-type]
+    unlimited = Side("lean")
+    for side in (contrib, lean, unlimited):
+        side.client.get("/items/3?a=b", headers={"user-agent": "ua/1"})
+    (ours,), (theirs,) = server_spans(lean.spans()), server_spans(contrib.spans())
+    assert comparable(ours) == comparable(theirs)
+    # contrib sets its request attributes twice (each counts as a drop once full); we set each once
+    (whole,) = server_spans(unlimited.spans())
+    assert len(whole.attributes or {}) == 12  # 10 from the request, then its route and status
+    assert ours.dropped_attributes == max(0, 12 - limits.get("max_span_attributes", 128))

@@ -44,9 +44,9 @@ from opentelemetry.util.http import sanitize_method
 
 from otel_reliability import crash_safe, semconv
 from otel_reliability.instrumentation._excluded_urls import _url, excluded_urls
-from otel_reliability.instrumentation._lean_span import Unsampled, sampled_context
 from otel_reliability.instrumentation._published import BufferedHistogram, HistogramSeries
 from otel_reliability.instrumentation._server_span import ServerSpans
+from otel_reliability.instrumentation._unsampled import Unsampled, sampled_context
 from otel_reliability.instrumentation.spans import drops_every_span
 
 _logger = logging.getLogger("otel_reliability")

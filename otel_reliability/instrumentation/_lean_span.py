@@ -32,8 +32,11 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from otel_reliability import semconv, upstream
 from otel_reliability.instrumentation import _samplers
+from otel_reliability.instrumentation._unsampled import NO_STATE as _NO_STATE
+from otel_reliability.instrumentation._unsampled import Unsampled
 
 _UNSET = Status(StatusCode.UNSET)
+_Attributes = Callable[[Any], dict[str, Any]]  # a span's attributes, built from the request's scope when needed
 
 
 class LeanTracer:
@@ -45,6 +48,7 @@ class LeanTracer:
         self._random_ids = bool(self._ids.is_trace_id_random())
         self._sdk_ids = type(self._ids) is RandomIdGenerator
         self._root_unsampled = _FLAGS[False, self._random_ids]
+        self._root_sampled = _FLAGS[True, self._random_ids]
         self._resource = tracer.resource
         self._processor = tracer.span_processor
         self._limits = tracer._span_limits
@@ -79,9 +83,7 @@ class LeanTracer:
         except Exception:  # an SDK whose parts do not look as expected: its own spans
             return None
 
-    def start(
-        self, name: str, parent: Any, kind: SpanKind, attributes: Callable[[Any], dict[str, Any]], scope: Any
-    ) -> trace.Span:
+    def start(self, name: str, parent: Any, kind: SpanKind, attributes: _Attributes, scope: Any) -> trace.Span:
         """As ``Tracer.start_span``: the sampler decides; unsampled, a non-recording span carrying the context.
         ``attributes(scope)`` is called only when the sampler looks at them or the span records (a new dict: the
         span keeps it)."""
@@ -96,20 +98,32 @@ class LeanTracer:
                             bool(flags & _RANDOM), decided)  # fmt: skip
 
     def start_root(
-        self, name: str, parent: Any, kind: SpanKind, attributes: Callable[[Any], dict[str, Any]], scope: Any
+        self, name: str, parent: Any, kind: SpanKind, attributes: _Attributes, scope: Any, trace_id: int | None = None
     ) -> trace.Span:
-        """``start`` for a ``parent`` context its caller knows holds no span (a request without trace context)."""
+        """``start`` for a ``parent`` context its caller knows holds no span (a request without trace context);
+        ``trace_id``, if given, drawn by the caller as ``root_drop`` says."""
         if not self._enabled():
             return self._sdk.start_span(name, parent, kind, attributes(scope))  # type: ignore[no-any-return]
-        return self._root(name, parent, kind, attributes, scope)
+        return self._root(name, parent, kind, attributes, scope, trace_id)
+
+    def root_drop(self) -> tuple[int, Callable[[], bool], TraceFlags, Any] | None:
+        """How a caller may drop a root itself, as ``start_root`` would: draw ``getrandbits(128)`` as the trace id
+        (the SDK's ``RandomIdGenerator``); if it is not 0, ``trace_id & TRACE_ID_LIMIT >= bound`` and ``enabled()``,
+        the span is ``Unsampled(trace_id, flags, _NO_STATE, ids)``; else pass the id to ``start_root``. Returned as
+        (bound, enabled, flags, ids); None when the decision is not the root's ratio bound or the ids are not the
+        SDK's."""
+        if not self._sdk_ids or self._root_bound is None:
+            return None
+        return self._root_bound, self._enabled, self._root_unsampled, self._ids
 
     def _root(
-        self, name: str, parent: Any, kind: SpanKind, attributes: Callable[[Any], dict[str, Any]], scope: Any
+        self, name: str, parent: Any, kind: SpanKind, attributes: _Attributes, scope: Any, trace_id: int | None = None
     ) -> trace.Span:
-        if self._sdk_ids:  # the SDK's RandomIdGenerator, its own arithmetic without its two calls
-            trace_id = _random.getrandbits(128) or self._ids.generate_trace_id()
-        else:
-            trace_id = self._ids.generate_trace_id()
+        if not trace_id:
+            if self._sdk_ids:  # the SDK's RandomIdGenerator, its own arithmetic without its two calls
+                trace_id = _random.getrandbits(128) or self._ids.generate_trace_id()
+            else:
+                trace_id = self._ids.generate_trace_id()
         bound = self._root_bound
         if bound is None:
             return self._decide(name, parent, None, kind, attributes, scope, trace_id, self._random_ids, None)
@@ -123,7 +137,7 @@ class LeanTracer:
         parent: Any,
         parent_context: SpanContext | None,
         kind: SpanKind,
-        attributes: Callable[[Any], dict[str, Any]],
+        attributes: _Attributes,
         scope: Any,
         trace_id: int,
         random: bool,
@@ -139,8 +153,19 @@ class LeanTracer:
             state = _NO_STATE if parent_context is None else parent_context.trace_state
         if not recording:  # its span id is drawn only if someone reads its context (propagation, a child)
             return Unsampled(trace_id, _FLAGS[sampled, random], state, self._ids)
-        context = SpanContext(trace_id, self._ids.generate_span_id(), False, _FLAGS[sampled, random], state)
-        recorded: Any = attributes(scope) if given is None else dict(result.attributes)
+        recorded = attributes(scope) if given is None else dict(result.attributes)
+        return self._recording(name, parent, parent_context, kind, recorded, trace_id, _FLAGS[sampled, random], state)
+
+    def sampled_root(self, name: str, parent: Any, trace_id: int, recorded: dict[str, Any]) -> LeanSpan:
+        """The SERVER span of a root that ``root_drop``'s rule samples, with ``recorded`` (a new dict) as its
+        attributes: ``start_root``'s span without its decision."""
+        return self._recording(name, parent, None, SpanKind.SERVER, recorded, trace_id, self._root_sampled, _NO_STATE)
+
+    def _recording(
+        self, name: str, parent: Any, parent_context: SpanContext | None, kind: SpanKind, recorded: Any,
+        trace_id: int, flags: TraceFlags, state: TraceState,
+    ) -> LeanSpan:  # fmt: skip
+        context = SpanContext(trace_id, self._ids.generate_span_id(), False, flags, state)
         if len(recorded) > self._plain_limit:  # -1: a value limit is set; else more attributes than allowed
             limits = self._limits
             recorded = BoundedAttributes(limits.max_span_attributes, recorded, False, limits.max_attribute_length)
@@ -164,38 +189,7 @@ class LeanTracer:
         return self.start(name, context, kind, dict, attributes or {})
 
 
-class Unsampled(trace.NonRecordingSpan):
-    """The non-recording span of a request the sampler dropped: the SDK's ``NonRecordingSpan`` with a new span id,
-    except that the id is drawn when its context is first read (an outgoing call's ``traceparent``, a child's
-    sampler), not for every request whose context nobody reads."""
-
-    def __init__(self, trace_id: int, flags: TraceFlags, state: TraceState, ids: Any) -> None:
-        self._context = None  # type: ignore[assignment]  # NonRecordingSpan's one field, filled when first read
-        self._lazy = (trace_id, flags, state, ids)
-
-    def get_span_context(self) -> SpanContext:
-        context = self._context
-        if context is None:
-            trace_id, flags, state, ids = self._lazy
-            made = SpanContext(trace_id, ids.generate_span_id(), False, flags, state)
-            context = self.__dict__.setdefault("_context_made", made)  # two threads reading at once: one id
-            self._context = context
-        return context
-
-    def __repr__(self) -> str:
-        return f"NonRecordingSpan({self.get_span_context()!r})"
-
-
-def sampled_context(span: Any) -> SpanContext | None:
-    """The span's context if it is sampled (an exemplar points at it), without drawing an ``Unsampled`` one's id."""
-    if type(span) is Unsampled:
-        return None
-    context = span.get_span_context()
-    return context if context is not None and context.trace_flags.sampled else None
-
-
 _SAMPLED = TraceFlags.SAMPLED
-_NO_STATE = TraceState()  # a root span's (immutable; the SDK makes an empty one per span)
 _TRACE_ID_LIMIT = _samplers.TRACE_ID_LIMIT
 _RANDOM = TraceFlags.RANDOM_TRACE_ID
 _FLAGS = {  # (sampled, random trace id) -> the span's trace flags, as the SDK's tracer sets them
@@ -285,6 +279,21 @@ class LeanSpan(trace.Span, ReadableSpan):
                 attributes[key] = value
             else:
                 self._checked()[key] = value
+
+    def end_named(self, name: str | None, attributes: dict[str, str | int]) -> None:
+        """``update_name`` (unless None), ``set_lean_attribute`` for each of ``attributes`` and ``end``, in one call."""
+        if self._end_time is not None:
+            return
+        if name is not None:
+            self._name = name
+        own = self._attributes
+        if type(own) is dict and len(own) + len(attributes) <= self._tracer._plain_limit:
+            own.update(attributes)
+        else:
+            checked = self._checked()
+            for key, value in attributes.items():
+                checked[key] = value
+        self.end()
 
     def _checked(self) -> BoundedAttributes:
         attributes = self._attributes
