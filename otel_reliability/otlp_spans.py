@@ -102,6 +102,7 @@ class Encoder:
         # Span names and statuses repeat from span to span: their fields, made once.
         self._names: dict[str, bytes] = {}
         self._statuses: dict[tuple[Any, str | None], bytes] = {}
+        self._readers: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
     def _attribute_fields(self, attributes: Mapping[str, Any] | None, field: int) -> bytes:
         if not attributes:
@@ -124,10 +125,13 @@ class Encoder:
         return b"".join(parts)
 
     def _span(self, span: Any) -> bytes:
-        context = span.get_span_context()
-        parent = span.parent
+        kind = type(span)
+        read = self._readers.get(kind, _UNKNOWN)
+        if read is _UNKNOWN:  # a span class may read its fields in one call (LeanSpan): the same values
+            read = self._readers[kind] = getattr(kind, "readable_fields", None) or _readable_fields
+        (context, parent, name, span_kind, start, end, attributes, dropped, events, dropped_events, links,
+         dropped_links, status) = read(span)  # fmt: skip
         state = context.trace_state
-        name = span.name
         named = self._names.get(name)
         if named is None:
             named = _string(5, name)
@@ -139,17 +143,14 @@ class Encoder:
             out += _string(3, ",".join(f"{k}={v}" for k, v in state.items()))
         if parent:
             out += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
-        out += named + _KINDS[span.kind]
-        start, end = span.start_time, span.end_time
+        out += named + _KINDS[span_kind]
         if start:
             out += b"\x39" + _pack_fixed64(start)
         if end:
             out += b"\x41" + _pack_fixed64(end)
-        out += self._attribute_fields(span.attributes, 9)
-        dropped = span.dropped_attributes
+        out += self._attribute_fields(attributes, 9)
         if dropped:
             out += _uint(10, dropped)
-        events = span.events
         if events:
             for event in events:
                 body = b""
@@ -158,8 +159,7 @@ class Encoder:
                 body += _string(2, event.name) + self._attribute_fields(event.attributes, 3)
                 body += _uint(4, event.dropped_attributes)
                 out += _len_field(11, body)
-        out += _uint(12, span.dropped_events)
-        links = span.links
+        out += _uint(12, dropped_events)
         if links:
             for link in links:
                 body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
@@ -167,8 +167,7 @@ class Encoder:
                 body += self._attribute_fields(link.attributes, 4) + _uint(5, link.dropped_attributes)
                 body += b"\x35" + _pack_fixed32(_flags(link.context))
                 out += _len_field(13, body)
-        out += _uint(14, span.dropped_links)
-        status = span.status
+        out += _uint(14, dropped_links)
         if status is not None:
             key = (status.status_code, status.description)
             found = self._statuses.get(key)
@@ -230,6 +229,17 @@ class Encoder:
 _KINDS = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # the API's INTERNAL=0, OTLP's =1
 _LOCAL_PARENT = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE)  # the span's flags (field 16), by its parent
 _REMOTE_PARENT = b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+
+
+def _readable_fields(span: Any) -> tuple[Any, ...]:
+    """What the encoder reads of a ``ReadableSpan``, through its properties (``LeanSpan.readable_fields``: the same
+    tuple in one call)."""
+    return (span.get_span_context(), span.parent, span.name, span.kind, span.start_time, span.end_time,
+            span.attributes, span.dropped_attributes, span.events, span.dropped_events, span.links,
+            span.dropped_links, span.status)  # fmt: skip
+
+
+_UNKNOWN: Any = object()
 
 
 def _flags(parent: Any) -> int:

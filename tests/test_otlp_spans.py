@@ -88,3 +88,36 @@ def test_install_puts_ours_in_the_exporters_and_they_still_export(receiver: Any)
     finally:
         for module, original in zip(modules, originals, strict=True):
             module.encode_spans = original
+
+
+@pytest.mark.parametrize("limited", [False, True])
+def test_lean_spans_encode_as_upstream_from_their_fields_read_in_one_call(limited: bool) -> None:
+    """``LeanSpan.readable_fields`` (what the encoder reads of our own spans, in one call) gives what the
+    ReadableSpan properties give: the same bytes as upstream's encoder, with events, links, a remote parent, a status
+    and, under tight limits, dropped attributes, events and links."""
+    from opentelemetry.sdk.trace import SpanLimits
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    from otel_reliability.instrumentation._lean_span import LeanSpan, LeanTracer
+
+    exporter = InMemorySpanExporter()
+    limits = SpanLimits(max_span_attributes=2, max_events=1, max_links=1) if limited else SpanLimits()
+    provider = TracerProvider(resource=Resource.create({"service.name": "lean"}), span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    lean = LeanTracer.for_tracer(provider.get_tracer("lean", "1"))
+    assert lean is not None
+    remote = set_span_in_context(NonRecordingSpan(SpanContext(0xABC, 0xDEF, True, TraceFlags(1))))
+    for parent in (None, remote):
+        span = lean.start("GET /x", parent, SpanKind.SERVER, dict, {"a": 1, "b": "two", "c": 3.0})
+        span.add_event("first", {"n": 1})
+        span.add_event("second")
+        for n in (1, 2):
+            span.add_link(SpanContext(n, n + 1, True, TraceFlags(1)), {"l": n})
+        span.set_status(Status(StatusCode.ERROR, "why"))
+        span.end()
+    spans = list(exporter.get_finished_spans())
+    assert [type(s) for s in spans] == [LeanSpan, LeanSpan]
+    assert bool(spans[0].dropped_attributes and spans[0].dropped_events and spans[0].dropped_links) is limited
+    encoder = otlp_spans.Encoder()
+    assert encoder.encode(spans) == encode_spans(spans).SerializePartialToString()
+    assert encoder._readers[LeanSpan] is LeanSpan.readable_fields

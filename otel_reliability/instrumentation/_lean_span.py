@@ -379,6 +379,14 @@ class LeanSpan(trace.Span, ReadableSpan):
     def events(self) -> Sequence[Event]:
         return tuple(self._events)
 
+    def readable_fields(self) -> tuple[Any, ...]:
+        """The properties an OTLP encoder reads (``otlp_spans._readable_fields``), in one call."""
+        attributes, events, links = self._attributes, self._events, self._links
+        return (self._context, self._parent, self._name, self._kind, self._start_time, self._end_time,
+                attributes, attributes.dropped if type(attributes) is BoundedAttributes else 0, tuple(events),
+                events.dropped if type(events) is BoundedList else 0, tuple(links),
+                links.dropped if type(links) is BoundedList else 0, self._status)  # fmt: skip
+
     @property
     def links(self) -> Sequence[Link]:
         return tuple(self._links)
