@@ -135,6 +135,17 @@ def variants(otlp_endpoint: str, before: Path | None = None) -> list[Variant]:
         ),
         Variant("ours_otlp", "ours, every request traced, spans exported by OTLP/HTTP", traced),
         Variant("ours_otlp10", "ours, parentbased_traceidratio 0.1, spans exported by OTLP/HTTP", {**traced, **tenth}),
+        # Diagnostics for issue 25 (not in make bench's figures): the exporter configured, no request sampled.
+        Variant(
+            "ours_otlp_off",
+            "ours, OTLP exporter, sampler always_off (no span path)",
+            {**traced, "OTEL_TRACES_SAMPLER": "always_off"},
+        ),
+        Variant(
+            "ours_otlp0",
+            "ours, OTLP exporter, parentbased_traceidratio 0 (every request unsampled)",
+            {**traced, **tenth, "OTEL_TRACES_SAMPLER_ARG": "0"},
+        ),
         *(
             [
                 Variant(
