@@ -82,7 +82,7 @@ class ServerSpans:
         self._names: dict[tuple[str, str | None], str] = {}
         self._context = _context.runtime()
         # The variable, the span key and the root's drop rule, when both are known (see start).
-        rule = self._lean.root_drop() if self._lean is not None and self._context is not None else None
+        rule = self._lean.root_drop() if self._lean is not None else None
         self._drop = (*self._context, *rule) if rule is not None and self._context is not None else None
 
     def _static_attributes(self, scope: Scope) -> dict[str, Any]:
@@ -141,7 +141,7 @@ class ServerSpans:
                 if trace_id & _TRACE_ID_LIMIT >= bound:
                     span = Unsampled(trace_id, flags, _NO_STATE, ids)
                 else:  # sampled: the span the lean tracer's start_root makes, without asking again
-                    name = self._names.get((scope.get("method", ""), None)) or self.name(scope, None)
+                    name = self.name(scope, None)
                     span = self._lean.sampled_root(name, current, trace_id, self.attributes(scope))  # type: ignore[union-attr]
                 return span, var.set(Context({**current, key: span}))
         found = self._context
@@ -160,7 +160,7 @@ class ServerSpans:
 
     def _started(self, scope: Scope, current: Any, root: bool, parent: Any, trace_id: int | None) -> tuple[Any, Any]:
         kind = SpanKind.SERVER if root else SpanKind.INTERNAL
-        name = self._names.get((scope.get("method", ""), None)) or self.name(scope, None)
+        name = self.name(scope, None)
         lean = self._lean
         if lean is None:
             span = self._tracer.start_span(name, parent, kind, self.attributes(scope))
@@ -219,33 +219,28 @@ class ServerSpans:
         had started); ``error`` the exception that went through the layer, if any."""
         try:
             kind = type(span)
-            if kind is Unsampled:
-                pass
-            elif kind is LeanSpan and error is None and failure is None and status is not None and status < 500:
-                # A request that went well (most of them): its name, route and status in one call.
-                if route:
-                    name = self._names.get((scope.get("method", ""), route)) or self.name(scope, route)
-                    span.end_named(
-                        name, {semconv.ATTR_HTTP_ROUTE: route, semconv.ATTR_HTTP_RESPONSE_STATUS_CODE: status}
-                    )
-                else:
-                    span.end_named(None, {semconv.ATTR_HTTP_RESPONSE_STATUS_CODE: status})
-            elif span.is_recording():
-                set_attribute = span.set_lean_attribute if type(span) is LeanSpan else span.set_attribute
-                if route:
-                    span.update_name(self.name(scope, route))
-                    set_attribute(semconv.ATTR_HTTP_ROUTE, route)
-                if status is not None:
-                    set_attribute(semconv.ATTR_HTTP_RESPONSE_STATUS_CODE, status)
+            if kind is not Unsampled and (kind is LeanSpan or span.is_recording()):
                 if error is not None:
                     span.record_exception(error)
                     if status is None or status < 500:  # as contrib's exception handler: the type and message
                         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-                if failure is not None:
-                    set_attribute(semconv.ATTR_ERROR_TYPE, failure)
                 if status is not None and status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
-                span.end()
+                attributes: dict[str, str | int] = {}
+                if route:
+                    attributes[semconv.ATTR_HTTP_ROUTE] = route
+                if status is not None:
+                    attributes[semconv.ATTR_HTTP_RESPONSE_STATUS_CODE] = status
+                if failure is not None:
+                    attributes[semconv.ATTR_ERROR_TYPE] = failure
+                name = self.name(scope, route) if route else None
+                if kind is LeanSpan:  # name, attributes and end in one call (a no-op once ended)
+                    span.end_named(name, attributes)
+                else:
+                    if name is not None:
+                        span.update_name(name)
+                    span.set_attributes(attributes)
+                    span.end()
         finally:
             found = self._context
             if found is None:
